@@ -1,0 +1,1 @@
+"""qe-worker: XMPP workers compatible with QE's python-worker (``libs.startup``, ``libs.bridge``)."""

@@ -1,0 +1,31 @@
+"""The worker API, as QE python-worker scripts import it: ``from libs.bridge import ...``.
+
+Everything public is re-exported here; import from ``libs.bridge``, not from its modules.
+"""
+
+from .access import Role
+from .app import App, version
+from .client import Client, call
+from .config import ConfigError, WorkerConfig, load_config
+from .errors import AuthenticationFailed, CallError, CallTimeout, NotConnected, RemoteError
+from .serial import serial_generator
+from .specs import APISpecs, MessageSpecs
+
+__all__ = [
+    "APISpecs",
+    "App",
+    "AuthenticationFailed",
+    "CallError",
+    "CallTimeout",
+    "Client",
+    "ConfigError",
+    "MessageSpecs",
+    "NotConnected",
+    "RemoteError",
+    "Role",
+    "WorkerConfig",
+    "call",
+    "load_config",
+    "serial_generator",
+    "version",
+]

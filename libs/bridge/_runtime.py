@@ -1,0 +1,187 @@
+"""The process's main event loop, shutdown hooks and signal handling.
+
+Why this exists: QE scripts build ``App`` and start timers at import time, with no loop
+running, and only then call ``asyncio.get_event_loop().run_forever()``. Every part that
+needs "the worker's loop" from elsewhere (``SetIntervalSafe`` ticks from the timer thread,
+``App`` starting its connection, shutdown on SIGTERM) must agree on one loop. This module is
+that single agreement; it holds no other state.
+
+Thread affinity: ``main_loop()`` may be called from any thread; hooks run on the main loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ShutdownHook",
+    "add_shutdown_hook",
+    "current_config",
+    "fail",
+    "install_signal_handlers",
+    "main_loop",
+    "remove_shutdown_hook",
+    "set_config",
+    "set_main_loop",
+    "shutdown",
+]
+
+log = logging.getLogger(__name__)
+
+ShutdownHook = Callable[[float], Awaitable[None]]
+"""An async callable given the seconds it may take; run once on graceful shutdown."""
+
+
+@dataclass
+class _Runtime:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    loop: asyncio.AbstractEventLoop | None = None
+    hooks: list[ShutdownHook] = field(default_factory=list)
+    signals_installed_on: asyncio.AbstractEventLoop | None = None
+    shutting_down: bool = False
+    config: Any = None
+
+
+_RT = _Runtime()
+
+
+def set_main_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Make ``loop`` the worker's main loop (``startup()`` calls this)."""
+    with _RT.lock:
+        _RT.loop = loop
+        _RT.shutting_down = False
+
+
+def set_config(config: Any) -> None:
+    """Remember the configuration ``startup()`` loaded, for ``App`` created later."""
+    with _RT.lock:
+        _RT.config = config
+
+
+def current_config() -> Any:
+    return _RT.config
+
+
+def main_loop() -> asyncio.AbstractEventLoop:
+    """Return the loop worker code belongs to.
+
+    Inside a running loop that loop wins (so ``asyncio.run(main())`` programs work). Else the
+    loop registered by ``startup()``/``set_main_loop``; else a new loop is created, registered
+    and, on the main thread, set as current so a later ``asyncio.get_event_loop()`` in the
+    user's script returns it on Python 3.11-3.14 without deprecation warnings.
+    """
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    with _RT.lock:
+        if _RT.loop is None or _RT.loop.is_closed():
+            _RT.loop = asyncio.new_event_loop()
+            if threading.current_thread() is threading.main_thread():
+                asyncio.set_event_loop(_RT.loop)
+        return _RT.loop
+
+
+def add_shutdown_hook(hook: ShutdownHook) -> None:
+    """Run ``hook(timeout)`` on graceful shutdown (in reverse order of registration)."""
+    with _RT.lock:
+        _RT.hooks.append(hook)
+
+
+def remove_shutdown_hook(hook: ShutdownHook) -> None:
+    with _RT.lock:
+        try:
+            _RT.hooks.remove(hook)
+        except ValueError:
+            pass
+
+
+async def shutdown(timeout: float = 10.0) -> None:
+    """Run every shutdown hook, newest first, sharing one time budget of ``timeout`` s.
+
+    A hook that raises or overruns is logged and the next one still runs: a worker that
+    was asked to stop must stop.
+    """
+    with _RT.lock:
+        hooks = list(reversed(_RT.hooks))
+        _RT.hooks.clear()
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    for hook in hooks:
+        left = max(0.1, end - loop.time())
+        try:
+            await asyncio.wait_for(hook(left), left + 0.5)
+        except TimeoutError:
+            log.warning("shutdown hook %r did not finish in %.1f s", hook, left)
+        except Exception:
+            log.exception("shutdown hook %r failed", hook)
+
+
+def install_signal_handlers(
+    loop: asyncio.AbstractEventLoop, timeout_getter: Callable[[], float] = lambda: 10.0
+) -> bool:
+    """On SIGINT/SIGTERM: run the shutdown hooks, then stop ``loop`` so that the script's
+    ``run_forever()`` returns and the process exits 0. A second signal stops at once.
+
+    Only possible on the main thread; returns False (and does nothing) elsewhere.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    with _RT.lock:
+        if _RT.signals_installed_on is loop:
+            return True
+        _RT.signals_installed_on = loop
+
+    def _on_signal(signame: str) -> None:
+        if _RT.shutting_down:
+            log.warning("%s again: stopping now", signame)
+            loop.stop()
+            return
+        _RT.shutting_down = True
+        log.info("%s received: shutting down", signame)
+        loop.create_task(_shutdown_then_stop(loop, timeout_getter()))
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, _on_signal, sig.name)
+        except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - non-Unix
+            return False
+    return True
+
+
+async def _shutdown_then_stop(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    try:
+        await shutdown(timeout)
+    finally:
+        loop.stop()
+
+
+def fail(reason: str, timeout: float = 2.0) -> None:
+    """End the process with status 1 after a short graceful shutdown, for conditions that
+    retrying cannot fix (bad password, resource conflict). Call on the main loop.
+
+    The ``SystemExit`` is raised from a loop callback, which asyncio lets propagate out of
+    ``run_forever()``: the user's script ends there with the reason on stderr.
+    """
+    loop = asyncio.get_running_loop()
+
+    def _exit() -> None:
+        raise SystemExit(f"qe-worker: {reason}")
+
+    async def _run() -> None:
+        try:
+            await shutdown(timeout)
+        finally:
+            loop.call_soon(_exit)
+
+    with _RT.lock:
+        if _RT.shutting_down:
+            return
+        _RT.shutting_down = True
+    loop.create_task(_run())

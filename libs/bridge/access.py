@@ -1,0 +1,64 @@
+"""Who may call a worker, decided from the caller's JID alone.
+
+Why a separate module: the rule is security-critical and must be testable without a server.
+XMPP servers stamp ``from`` on every stanza a client sends, so the bare JID is the caller's
+authenticated account; the resource part is chosen by the caller and means nothing for trust.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = ["AccessPolicy", "Role", "bare_jid", "resource_of"]
+
+
+class Role(str, Enum):
+    """What ``APISpecs.role`` says about the caller."""
+
+    OWNER = "owner"      # the worker's own account (any resource)
+    ALLOWED = "allowed"  # listed in QE_ALLOW
+    PUBLIC = "public"    # anyone else, only answered by a public worker
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def bare_jid(jid: str) -> str:
+    """``user@domain/res`` -> ``user@domain``, lower-cased (node and domain are
+    case-insensitive in XMPP; resources are not, and are dropped here)."""
+    return jid.split("/", 1)[0].lower()
+
+
+def resource_of(jid: str) -> str:
+    return jid.split("/", 1)[1] if "/" in jid else ""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPolicy:
+    """``public=False`` answers only ``own`` (bare JID) and ``allow``; ``public=True`` anyone."""
+
+    own: str
+    public: bool = False
+    allow: frozenset[str] = frozenset()
+
+    @classmethod
+    def create(cls, own: str, *, public: bool, allow: Iterable[str] = ()) -> AccessPolicy:
+        return cls(bare_jid(own), public, frozenset(bare_jid(j) for j in allow if j))
+
+    def role_of(self, sender: str) -> Role | None:
+        """The caller's role, or None when it must be refused."""
+        bare = bare_jid(sender)
+        if bare == self.own:
+            return Role.OWNER
+        if bare in self.allow:
+            return Role.ALLOWED
+        return Role.PUBLIC if self.public and bare else None
+
+    def may_subscribe(self, sender: str) -> bool:
+        """Presence subscriptions are accepted from our own account and the allowlist only,
+        even for a public worker: presence leaks when the worker is up, and strangers need
+        none of it to call a public worker."""
+        bare = bare_jid(sender)
+        return bare == self.own or bare in self.allow

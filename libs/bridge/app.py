@@ -1,0 +1,285 @@
+"""``App``: one worker = one XMPP resource answering API calls and chat messages.
+
+Compatible with QE python-worker's legacy bridge (``App.xmpp.onapi``, ``App.xmpp.msgreceiver``,
+``App.api``, ``App.sendtojid``), with these deliberate differences:
+
+- the constructor never blocks and needs no running loop: it connects once the loop runs;
+- ``public`` defaults to False: a worker answers only its own account and ``QE_ALLOW``;
+- a handler returning None gives the caller ``unknown-command`` instead of ``{}``;
+- callback errors are logged with the request id and answered as ``handler-error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+from . import _runtime
+from .access import AccessPolicy
+from .client import api_call
+from .config import ConfigError, WorkerConfig, load_config
+from .dispatch import ApiHandler, Dispatcher, MessageHandler
+from .errors import CallError
+from .protocol import ApiError, ApiResult
+from .specs import APISpecs, MessageSpecs
+from .xmpp import XmppTransport
+
+__all__ = ["App", "version"]
+
+log = logging.getLogger(__name__)
+
+
+def version() -> str:
+    try:
+        return metadata.version("qe-worker")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+class _XmppHooks:
+    """``App.xmpp``: where QE scripts assign ``onapi`` and ``msgreceiver``."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+        self.msgreceiver: MessageHandler | None = None
+
+    @property
+    def onapi(self) -> ApiHandler | None:
+        return self._dispatcher.onapi
+
+    @onapi.setter
+    def onapi(self, handler: ApiHandler | None) -> None:
+        if handler is not None and not inspect.iscoroutinefunction(handler):
+            raise TypeError("App.xmpp.onapi must be an async function: async def api(specs): ...")
+        self._dispatcher.onapi = handler
+
+
+def _load_config() -> WorkerConfig:
+    config = _runtime.current_config()
+    if config is not None:
+        return config  # type: ignore[no-any-return]
+    try:
+        return load_config()
+    except ConfigError as exc:
+        raise SystemExit(f"qe-worker: {exc}") from None
+
+
+class App:
+    """A worker. Create it at import time or inside a coroutine; it joins the server as
+    ``QE_JID/resource`` as soon as the main loop runs, and reconnects by itself.
+
+    Handlers (``xmpp.onapi``, ``xmpp.msgreceiver``, ``command()``) run on the main loop.
+    ``image`` is accepted for QE compatibility and ignored. ``exit_on_fatal`` ends the
+    process when the server refuses the login (tests turn it off). ``handle_signals``
+    (default: only when created before the loop runs) makes SIGINT/SIGTERM shut down
+    gracefully and stop the loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        resource: str = "python",
+        image: str | None = None,
+        public: bool = False,
+        rest: bool | int = False,
+        config: WorkerConfig | None = None,
+        keepalive: float | None = None,
+        exit_on_fatal: bool = True,
+        handle_signals: bool | None = None,
+    ) -> None:
+        if rest:
+            raise NotImplementedError("App(rest=...) is not supported by qe-worker yet; use rest=False")
+        self.config = config or _load_config()
+        self.resource = self.config.resource or resource
+        if not self.resource or "/" in self.resource or "@" in self.resource:
+            raise ValueError(f"resource {self.resource!r} is not valid (non-empty, no '/' or '@')")
+        self.public = public
+        self.image = image
+        self.policy = AccessPolicy.create(self.config.jid, public=public, allow=self.config.allow)
+        self.dispatcher = Dispatcher(self.policy, max_payload=self.config.max_payload)
+        self.dispatcher.fallbacks.update({"ping": self._ping, "info": self._info})
+        self.xmpp = _XmppHooks(self.dispatcher)
+        self.jid = f"{self.config.jid}/{self.resource}"
+        self.started_at = time.time()
+        self._keepalive = self.config.keepalive if keepalive is None else keepalive
+        self._exit_on_fatal = exit_on_fatal
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.transport: XmppTransport | None = None
+        self.loop = _runtime.main_loop()
+        # Script style (App at import time, then run_forever): we own SIGINT/SIGTERM.
+        # Inside a running loop the program around us decides, unless asked.
+        self._handle_signals = not self.loop.is_running() if handle_signals is None else handle_signals
+        self.loop.call_soon_threadsafe(self._start)
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self.transport is not None:
+            return
+        self.transport = XmppTransport(
+            self.config,
+            self.resource,
+            policy=self.policy,
+            on_request=self._on_request,
+            on_message=self._on_message,
+            on_fatal=self._on_fatal,
+            keepalive=self._keepalive,
+        )
+        self.transport.start()
+        _runtime.add_shutdown_hook(self.close)
+        if self._handle_signals:
+            _runtime.install_signal_handlers(self.loop, lambda: self.config.shutdown_timeout)
+        log.info("worker %s starting (public=%s, allow=%s)", self.jid, self.public,
+                 ",".join(sorted(self.config.allow)) or "-")
+
+    def _on_fatal(self, reason: str) -> None:
+        if self._exit_on_fatal:
+            _runtime.fail(reason)
+
+    async def wait_online(self, timeout: float = 10.0) -> None:
+        """Wait until the worker is logged in (useful in tests and scripts)."""
+        while self.transport is None:
+            await asyncio.sleep(0)
+        await self.transport.wait_online(timeout)
+
+    @property
+    def online(self) -> bool:
+        return self.transport is not None and self.transport.online
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop taking requests, let running ones finish for up to ~80% of ``timeout`` s,
+        cancel the rest (their callers get an error if still connected), then leave."""
+        timeout = self.config.shutdown_timeout if timeout is None else timeout
+        _runtime.remove_shutdown_hook(self.close)
+        self.dispatcher.accepting = False
+        pending = {t for t in self._tasks if not t.done()}
+        if pending:
+            log.info("waiting up to %.1f s for %d running request(s)", timeout * 0.8, len(pending))
+            _done, still = await asyncio.wait(pending, timeout=timeout * 0.8)
+            for task in still:
+                task.cancel()
+            if still:
+                log.warning("cancelled %d request(s) still running at shutdown", len(still))
+                await asyncio.wait(still, timeout=max(0.1, timeout * 0.1))
+        if self.transport is not None:
+            await self.transport.close(max(0.5, timeout * 0.2))
+
+    # -- incoming -----------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_request(self, iq_id: str, sender: str, text: str | None) -> None:
+        self._spawn(self._serve(iq_id, sender, text))
+
+    async def _serve(self, iq_id: str, sender: str, text: str | None) -> None:
+        try:
+            answer: ApiResult | ApiError = await self.dispatcher.handle(iq_id, sender, text)
+        except asyncio.CancelledError:
+            answer = ApiError(iq_id, sender, "unavailable", "the worker shut down before the request finished")
+            if self.transport is not None:
+                self.transport.send_answer(answer)
+            raise
+        if self.transport is not None:
+            self.transport.send_answer(answer)
+
+    def _on_message(self, sender: str, text: str) -> None:
+        specs = self.dispatcher.message(sender, self.jid, text, self._reply)
+        if specs is None:
+            return
+        receiver = self.xmpp.msgreceiver
+        if receiver is None:
+            log.debug("message from %s dropped: no App.xmpp.msgreceiver", sender)
+            return
+        self._spawn(self._deliver(receiver, specs))
+
+    async def _deliver(self, receiver: MessageHandler, specs: MessageSpecs) -> None:
+        try:
+            await receiver(specs)
+        except Exception:
+            log.exception("msgreceiver failed on a message from %s", specs.fromjid)
+
+    def _reply(self, to: str, body: str | dict[str, Any]) -> None:
+        self.sendtojid(to, body)
+
+    # -- built-in commands (answer only when onapi did not) -----------------------------
+
+    async def _ping(self, specs: APISpecs) -> dict[str, Any]:
+        return {"pong": True}
+
+    async def _info(self, specs: APISpecs) -> dict[str, Any]:
+        stats = self.dispatcher.stats
+        transport = self.transport
+        return {
+            "jid": self.jid,
+            "version": version(),
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "public": self.public,
+            "commands": sorted(set(self.dispatcher.commands) | set(self.dispatcher.fallbacks)),
+            "onapi": self.dispatcher.onapi is not None,
+            "requests": {
+                "received": stats.received,
+                "answered": stats.answered,
+                "failed": stats.failed,
+                "forbidden": stats.forbidden,
+                "expired": stats.expired,
+                "in_flight": stats.in_flight,
+            },
+            "sessions": transport.sessions if transport else 0,
+            "resumptions": transport.resumptions if transport else 0,
+        }
+
+    # -- public API -----------------------------------------------------------------------
+
+    def command(self, name: str) -> Callable[[ApiHandler], ApiHandler]:
+        """Register ``async def f(specs) -> dict`` as the handler of ``name`` (wins over
+        ``onapi``)."""
+
+        def register(handler: ApiHandler) -> ApiHandler:
+            if not inspect.iscoroutinefunction(handler):
+                raise TypeError(f"handler for {name!r} must be an async function")
+            self.dispatcher.commands[name] = handler
+            return handler
+
+        return register
+
+    async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
+                   timeout: float = 10.0) -> dict[str, Any]:
+        """Call another worker (full JID) and return its dict; raises ``CallError``s."""
+        while self.transport is None:
+            await asyncio.sleep(0)
+        return await api_call(self.transport, jid, cmd, body, timeout=timeout,
+                              max_payload=self.config.max_payload)
+
+    async def api(self, app: str | None = None, cmd: str = "", body: dict[str, Any] | None = None,
+                  jid: str | None = None, resource: str | None = None, timeout: float = 10.0,
+                  **_qe_extra: Any) -> dict[str, Any]:
+        """QE's caller API: never raises for a failed call, returns ``{"error": code,
+        "message": ...}`` instead (``code`` is ``timeout``, ``not-connected`` or the
+        worker's error code). ``resource=`` alone calls a sibling on our own account."""
+        if jid is None:
+            if resource is None:
+                return {"error": "no worker found",
+                        "message": f"App.api needs jid= (full JID) or resource=; app={app!r} lookup is not supported"}
+            jid = f"{self.config.jid}/{resource}"
+        try:
+            return await self.call(jid, cmd, body, timeout=timeout)
+        except CallError as exc:
+            return {"error": exc.code, "message": exc.message}
+        except ValueError as exc:
+            return {"error": "bad-request", "message": str(exc)}
+
+    def sendtojid(self, jid: str, body: str | dict[str, Any]) -> None:
+        """Send a chat message; a dict is sent as JSON text. Call on the main loop."""
+        text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+        if self.transport is None:
+            raise RuntimeError("the worker is not started yet (its loop is not running)")
+        self.transport.send_message(jid, text)

@@ -1,0 +1,101 @@
+"""Calling workers: ``call()`` for one-off calls, ``Client`` for many, ``api_call`` for both.
+
+A call carries a deadline equal to its timeout, so a worker that receives it late (after a
+reconnect, or from a server queue) refuses it instead of doing work nobody waits for.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Any
+
+from .config import WorkerConfig, load_config
+from .errors import CallTimeout, RemoteError
+from .protocol import ProtocolError, decode_result, encode_request, now_ms
+from .serial import serial_generator
+from .transport import Transport
+from .xmpp import XmppTransport
+
+__all__ = ["Client", "api_call", "call", "random_resource"]
+
+log = logging.getLogger(__name__)
+
+
+def random_resource(prefix: str = "client") -> str:
+    return f"{prefix}_{serial_generator(8)}"
+
+
+async def api_call(
+    transport: Transport,
+    jid: str,
+    cmd: str,
+    body: dict[str, Any] | None = None,
+    *,
+    timeout: float = 10.0,
+    max_payload: int | None = None,
+) -> dict[str, Any]:
+    """Call ``cmd`` on the worker at full JID ``jid`` over an existing transport.
+
+    Returns the worker's dict. Raises ``ValueError`` for a bad cmd/body (nothing sent),
+    ``RemoteError`` (the worker said no: ``.code`` tells why), ``CallTimeout``,
+    ``NotConnected`` or ``AuthenticationFailed``.
+    """
+    if "/" not in jid:
+        raise ValueError(f"{jid!r} is a bare JID: address the worker's full JID, e.g. {jid}/python")
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+    kwargs = {} if max_payload is None else {"max_payload": max_payload}
+    try:
+        text = encode_request(cmd, body, deadline_ms=now_ms() + int(timeout * 1000), **kwargs)
+    except ProtocolError as exc:
+        raise ValueError(exc.message) from None
+    try:
+        answer = await transport.request(jid, text, timeout)
+    except RemoteError as exc:
+        if exc.code == "expired":  # the worker gave up at our deadline: for us, a timeout
+            raise CallTimeout(f"{jid} did not finish {cmd!r} within {timeout:g} s") from None
+        raise
+    try:
+        return decode_result(answer)
+    except ProtocolError as exc:
+        raise RemoteError(exc.code, exc.message) from None
+
+
+class Client:
+    """A logged-in caller: ``async with Client() as c: await c.call(jid, "ping")``.
+
+    Logs in with the ``QE_*`` configuration under a random resource, so it never takes over
+    a worker's resource.
+    """
+
+    def __init__(self, config: WorkerConfig | None = None, *, resource: str | None = None,
+                 connect_timeout: float = 10.0) -> None:
+        self.config = config or load_config()
+        self.connect_timeout = connect_timeout
+        self.transport = XmppTransport(self.config, resource or random_resource(), keepalive=0)
+
+    async def __aenter__(self) -> Client:
+        self.transport.start()
+        try:
+            await self.transport.wait_online(self.connect_timeout)
+        except BaseException:
+            await self.transport.close(1.0)
+            raise
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.transport.close(2.0)
+
+    async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
+                   timeout: float = 10.0) -> dict[str, Any]:
+        return await api_call(self.transport, jid, cmd, body, timeout=timeout,
+                              max_payload=self.config.max_payload)
+
+
+async def call(jid: str, cmd: str, body: dict[str, Any] | None = None, *, timeout: float = 10.0,
+               config: WorkerConfig | None = None) -> dict[str, Any]:
+    """One call on a fresh connection (log in, call, log out). For many calls use ``Client``."""
+    async with Client(config, connect_timeout=timeout) as client:
+        return await client.call(jid, cmd, body, timeout=timeout)

@@ -1,0 +1,202 @@
+"""Worker configuration from ``QE_*`` environment variables and an optional TOML file.
+
+Why plain parsing with one error type: a user who mistypes a variable must get one line that
+names it, never a traceback; and the parser takes a mapping, so it is tested without touching
+the real environment. The environment wins over the file so deployments can override one
+value without editing files.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from .access import bare_jid
+from .protocol import DEFAULT_MAX_PAYLOAD
+
+__all__ = ["ConfigError", "TLS_MODES", "WorkerConfig", "is_loopback", "load_config"]
+
+TLS_MODES: Final = ("required", "optional", "off")
+
+_FILE_KEYS: Final = {
+    "jid": "QE_JID",
+    "password": "QE_PASSWORD",
+    "password_file": "QE_PASSWORD_FILE",
+    "host": "QE_HOST",
+    "port": "QE_PORT",
+    "tls": "QE_TLS",
+    "ca_file": "QE_CA_FILE",
+    "allow": "QE_ALLOW",
+    "log_level": "QE_LOG_LEVEL",
+    "shutdown_timeout": "QE_SHUTDOWN_TIMEOUT",
+    "max_payload": "QE_MAX_PAYLOAD",
+    "state_dir": "QE_STATE_DIR",
+    "stream_management": "QE_STREAM_MANAGEMENT",
+    "keepalive": "QE_KEEPALIVE",
+}
+_LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A missing or invalid setting; ``str()`` is the one line to show the user."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Everything a worker or client needs to log in. ``password`` never appears in repr."""
+
+    jid: str
+    password: str = field(repr=False)
+    host: str
+    port: int = 5222
+    tls: str = "required"
+    ca_file: str | None = None
+    allow: frozenset[str] = frozenset()
+    log_level: str = "INFO"
+    resource: str | None = None
+    shutdown_timeout: float = 10.0
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    state_dir: str | None = None
+    stream_management: bool = True
+    keepalive: float = 30.0
+
+    @property
+    def domain(self) -> str:
+        return self.jid.split("@", 1)[1]
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_file(path: str) -> dict[str, str]:
+    try:
+        with open(path, "rb") as fh:
+            data: dict[str, Any] = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError("QE_CONFIG", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("QE_CONFIG", f"{path} is not valid TOML: {exc}") from None
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        var = _FILE_KEYS.get(key)
+        if var is None:
+            raise ConfigError("QE_CONFIG", f"{path}: unknown key {key!r} (known: {', '.join(_FILE_KEYS)})")
+        out[var] = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return out
+
+
+def _number(values: Mapping[str, str], var: str, default: float, lo: float, hi: float, kind: type) -> Any:
+    raw = values.get(var, "").strip()
+    if not raw:
+        return kind(default)
+    try:
+        number = kind(raw)
+    except ValueError:
+        raise ConfigError(var, f"{raw!r} is not a {'whole ' if kind is int else ''}number") from None
+    if not lo <= number <= hi:
+        raise ConfigError(var, f"{raw} is out of range ({lo:g}..{hi:g})")
+    return number
+
+
+def _flag(values: Mapping[str, str], var: str, default: bool) -> bool:
+    raw = values.get(var, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise ConfigError(var, f"{raw!r} is not on/off")
+
+
+def _valid_jid(var: str, raw: str) -> str:
+    jid = raw.strip()
+    node, _, domain = jid.partition("@")
+    if not node or not domain or "/" in jid or " " in jid or "@" in domain:
+        raise ConfigError(var, f"{raw!r} is not a bare JID like worker@example.org")
+    return bare_jid(jid)
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
+    """Build the configuration; raises ``ConfigError`` naming the first bad variable.
+
+    ``QE_CONFIG`` may name a TOML file with the same settings in lower case without the
+    ``QE_`` prefix (``jid = "w@example.org"``); environment variables override it.
+    """
+    env = dict(os.environ if environ is None else environ)
+    values: dict[str, str] = {}
+    if env.get("QE_CONFIG"):
+        values.update(_read_file(env["QE_CONFIG"]))
+    values.update({k: v for k, v in env.items() if k.startswith("QE_") or k == "RESOURCE"})
+
+    if not values.get("QE_JID", "").strip():
+        raise ConfigError("QE_JID", "not set: the bare JID of the worker's XMPP account, e.g. worker@example.org")
+    jid = _valid_jid("QE_JID", values["QE_JID"])
+
+    password = values.get("QE_PASSWORD", "")
+    if not password and values.get("QE_PASSWORD_FILE"):
+        try:
+            password = Path(values["QE_PASSWORD_FILE"]).read_text().strip()
+        except OSError as exc:
+            raise ConfigError("QE_PASSWORD_FILE", f"cannot read it: {exc.strerror}") from None
+        if not password:
+            raise ConfigError("QE_PASSWORD_FILE", f"{values['QE_PASSWORD_FILE']} is empty")
+    if not password:
+        raise ConfigError("QE_PASSWORD", "not set: the password of the account in QE_JID (or use QE_PASSWORD_FILE)")
+
+    host = values.get("QE_HOST", "").strip() or jid.split("@", 1)[1]
+    port = _number(values, "QE_PORT", 5222, 1, 65535, int)
+
+    tls = values.get("QE_TLS", "required").strip().lower() or "required"
+    if tls not in TLS_MODES:
+        raise ConfigError("QE_TLS", f"{tls!r} is not one of {', '.join(TLS_MODES)}")
+    if tls == "off" and not is_loopback(host):
+        raise ConfigError("QE_TLS", f"'off' is only accepted for a loopback host, not {host!r} (use 'required')")
+
+    ca_file = values.get("QE_CA_FILE", "").strip() or None
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigError("QE_CA_FILE", f"{ca_file!r} is not a readable file")
+
+    allow = frozenset(
+        _valid_jid("QE_ALLOW", item) for item in values.get("QE_ALLOW", "").split(",") if item.strip()
+    )
+
+    level = values.get("QE_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if level not in _LOG_LEVELS:
+        raise ConfigError("QE_LOG_LEVEL", f"{level!r} is not one of {', '.join(_LOG_LEVELS)}")
+
+    resource = values.get("RESOURCE", "").strip() or None
+    if resource is not None and ("/" in resource or "@" in resource):
+        raise ConfigError("RESOURCE", f"{resource!r} is not a valid resource (no '/' or '@')")
+
+    return WorkerConfig(
+        jid=jid,
+        password=password,
+        host=host,
+        port=port,
+        tls=tls,
+        ca_file=ca_file,
+        allow=allow,
+        log_level=level,
+        resource=resource,
+        shutdown_timeout=_number(values, "QE_SHUTDOWN_TIMEOUT", 10.0, 0.0, 3600.0, float),
+        max_payload=_number(values, "QE_MAX_PAYLOAD", DEFAULT_MAX_PAYLOAD, 1024, 64 * 1024 * 1024, int),
+        state_dir=values.get("QE_STATE_DIR", "").strip() or None,
+        stream_management=_flag(values, "QE_STREAM_MANAGEMENT", True),
+        keepalive=_number(values, "QE_KEEPALIVE", 30.0, 0.0, 3600.0, float),
+    )

@@ -1,0 +1,165 @@
+"""From a received ``<api/>`` payload to the answer to send: decode, authorise, route, run.
+
+No XMPP here: the adapter hands in ``(iq_id, sender, text)`` and sends back whatever
+``handle()`` returns, so every rule (access, deadlines, unknown commands, bad results) is
+tested without a server. The life cycle of a request is
+
+    received -> decoded -> authorised -> running -> answered | expired | failed
+
+and each step that ends early returns an ``ApiError`` with the code for that step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .access import AccessPolicy, Role, bare_jid, resource_of
+from .protocol import DEFAULT_MAX_PAYLOAD, ApiError, ApiRequest, ApiResult, ProtocolError, decode_request, encode_result
+from .specs import APISpecs, MessageSpecs
+
+__all__ = ["ApiHandler", "DispatchStats", "Dispatcher", "MessageHandler"]
+
+log = logging.getLogger(__name__)
+
+ApiHandler = Callable[[APISpecs], Awaitable[dict[str, Any] | None]]
+MessageHandler = Callable[[MessageSpecs], Awaitable[None]]
+
+
+@dataclass
+class DispatchStats:
+    received: int = 0
+    answered: int = 0
+    failed: int = 0
+    forbidden: int = 0
+    expired: int = 0
+    in_flight: int = 0
+
+
+class Dispatcher:
+    """Routes API calls to ``commands`` first, then to ``onapi``, then to ``fallbacks``.
+
+    ``commands`` are ``App.command()`` registrations; ``onapi`` is QE's single handler;
+    ``fallbacks`` are built-ins (``ping``, ``info``) that answer only when ``onapi`` did not,
+    so a QE script's own ``ping`` wins and every worker still answers ``ping``.
+    A handler returning None means "not mine": the caller gets ``unknown-command`` instead of
+    QE's silent ``{}``, because a typo in a command name should not look like success.
+    """
+
+    def __init__(self, policy: AccessPolicy, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.policy = policy
+        self.max_payload = max_payload
+        self.commands: dict[str, ApiHandler] = {}
+        self.onapi: ApiHandler | None = None
+        self.fallbacks: dict[str, ApiHandler] = {}
+        self.accepting = True
+        self.stats = DispatchStats()
+
+    async def handle(self, iq_id: str, sender: str, text: str | None) -> ApiResult | ApiError:
+        """Never raises (except cancellation): every outcome is an answer to send."""
+        self.stats.received += 1
+        answer = await self._handle(iq_id, sender, text)
+        if isinstance(answer, ApiResult):
+            self.stats.answered += 1
+        elif answer.code == "forbidden":
+            self.stats.forbidden += 1
+        elif answer.code == "expired":
+            self.stats.expired += 1
+        else:
+            self.stats.failed += 1
+        return answer
+
+    async def _handle(self, iq_id: str, sender: str, text: str | None) -> ApiResult | ApiError:
+        try:
+            request = decode_request(iq_id, sender, text, max_payload=self.max_payload)
+        except ProtocolError as exc:
+            log.info("bad request %s from %s: %s", iq_id, sender, exc.message)
+            return ApiError(iq_id, sender, exc.code, exc.message)
+        role = self.policy.role_of(sender)
+        if role is None:
+            log.warning("refused %r from %s: not the owner and not in QE_ALLOW", request.cmd, sender)
+            return ApiError(iq_id, sender, "forbidden", "this worker is not public and you are not allowed")
+        if not self.accepting:
+            return ApiError(iq_id, sender, "unavailable", "the worker is shutting down")
+        if request.expired():
+            log.info("dropped expired %r (%s) from %s", request.cmd, iq_id, sender)
+            return ApiError(iq_id, sender, "expired", "the request's deadline passed before it could run")
+        self.stats.in_flight += 1
+        try:
+            return await self._run(request, role)
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _run(self, request: ApiRequest, role: Role) -> ApiResult | ApiError:
+        specs = APISpecs(
+            cmd=request.cmd,
+            body=request.body,
+            role=role.value,
+            jid=request.sender,
+            id=request.id,
+            uid=bare_jid(request.sender),
+            resource=resource_of(request.sender),
+            deadline_ms=request.deadline_ms,
+        )
+        handler = self.commands.get(request.cmd)
+        deadline = asyncio.timeout(request.remaining_s())
+        try:
+            async with deadline:
+                if handler is not None:
+                    result = await handler(specs)
+                else:
+                    result = await self.onapi(specs) if self.onapi is not None else None
+                    fallback = self.fallbacks.get(request.cmd)
+                    if result is None and fallback is not None:
+                        result = await fallback(specs)
+        except TimeoutError as exc:
+            if not deadline.expired():  # the handler's own timeout, not our deadline
+                return self._handler_error(request, role, f"TimeoutError: {exc}")
+            log.warning("%r (%s) from %s ran past its deadline and was cancelled", request.cmd, request.id, request.sender)
+            return ApiError(request.id, request.sender, "expired", "the request's deadline passed while it ran")
+        except Exception as exc:
+            return self._handler_error(request, role, f"{type(exc).__name__}: {exc}")
+        if result is None:
+            return ApiError(request.id, request.sender, "unknown-command", f"unknown command {request.cmd!r}")
+        return encode_result(request, result, max_payload=self.max_payload)
+
+    def _handler_error(self, request: ApiRequest, role: Role, detail: str) -> ApiError:
+        log.exception("handler for %r failed (request %s from %s)", request.cmd, request.id, request.sender)
+        if role is Role.PUBLIC:  # strangers learn that it failed, not why
+            detail = detail.split(":", 1)[0]
+        return ApiError(request.id, request.sender, "handler-error", f"{request.cmd!r} failed: {detail}")
+
+    def message(
+        self,
+        sender: str,
+        own_full_jid: str,
+        text: str,
+        reply: Callable[[str, str | dict[str, Any]], None],
+    ) -> MessageSpecs | None:
+        """The ``MessageSpecs`` for a chat message, or None if the sender may not reach us."""
+        role = self.policy.role_of(sender)
+        if role is None:
+            log.info("ignored a message from %s: not allowed", sender)
+            return None
+        body: str | dict[str, Any] = text
+        if text[:1] == "{":
+            try:
+                doc = json.loads(text)
+            except (ValueError, RecursionError):
+                doc = None
+            if isinstance(doc, dict):
+                body = doc
+        return MessageSpecs(
+            fromjid=sender,
+            body=body,
+            role=role.value,
+            uid=bare_jid(sender),
+            resource=resource_of(sender),
+            itsme=sender == own_full_jid,
+            itsbro=bare_jid(sender) == self.policy.own,
+            _reply=reply,
+        )

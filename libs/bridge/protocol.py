@@ -1,0 +1,309 @@
+"""The qe-worker wire protocol as plain objects: no sockets, no slixmpp.
+
+An API call is an IQ ``set`` to the worker's full JID carrying one ``<api xmlns=NS>`` element
+whose text is a JSON object ``{"cmd": str, "body": object, "deadline": int?}``. The answer is
+an IQ ``result`` whose ``<api>`` text is the JSON result, or an IQ ``error`` with a standard
+XMPP condition plus an ``<api>`` element holding ``{"error": {"code": str, "message": str}}``.
+``docs/protocol.md`` is the normative description; this module is its reference
+implementation, so that the adapter only moves strings in and out.
+
+Why JSON text inside XML: any XMPP library in any language can send it, and JSON keeps the
+types (numbers, booleans, nulls) that QE's handlers expect.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+__all__ = [
+    "CONDITIONS",
+    "DEFAULT_MAX_PAYLOAD",
+    "NS",
+    "ApiError",
+    "ApiRequest",
+    "ApiResult",
+    "ProtocolError",
+    "decode_error",
+    "decode_request",
+    "decode_result",
+    "encode_error",
+    "encode_request",
+    "encode_result",
+    "now_ms",
+    "wire_size",
+]
+
+NS: Final = "urn:qe:worker:api:1"
+"""Namespace of the ``<api/>`` payload element."""
+
+DEFAULT_MAX_PAYLOAD: Final = 240_000
+"""Largest ``<api/>`` text we send or accept, in bytes as it appears on the wire (after XML
+escaping). Below Prosody's default ``c2s_stanza_size_limit`` of 256 KiB with room for the
+IQ envelope: a larger stanza makes Prosody close the sender's whole stream."""
+
+_MAX_MS: Final = 2**53  # JSON-safe integer range; also rejects NaN/inf and 400-digit numbers
+
+MAX_DEPTH: Final = 64
+"""Deepest JSON nesting accepted in a request (guards the decoder and the handler)."""
+
+# Error codes (our JSON ``code``) and the XMPP condition each travels with.
+CONDITIONS: Final[dict[str, str]] = {
+    "bad-request": "bad-request",
+    "unknown-command": "item-not-found",
+    "forbidden": "forbidden",
+    "handler-error": "internal-server-error",
+    "bad-result": "internal-server-error",
+    "too-large": "not-acceptable",
+    "expired": "remote-server-timeout",
+    "unavailable": "service-unavailable",
+    "busy": "resource-constraint",
+}
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the Unix epoch (deadlines cross machines)."""
+    return time.time_ns() // 1_000_000
+
+
+class ProtocolError(Exception):
+    """A request that cannot be served; ``code`` is one of ``CONDITIONS``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in CONDITIONS:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    @property
+    def condition(self) -> str:
+        return CONDITIONS[self.code]
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """A decoded, validated API call. ``body`` is always a dict (QE handlers index it)."""
+
+    id: str
+    sender: str
+    cmd: str
+    body: dict[str, Any] = field(default_factory=dict)
+    deadline_ms: int | None = None
+
+    def expired(self, at_ms: int | None = None) -> bool:
+        return self.deadline_ms is not None and (now_ms() if at_ms is None else at_ms) >= self.deadline_ms
+
+    def remaining_s(self, at_ms: int | None = None) -> float | None:
+        """Seconds left before the deadline, or None when the caller set none."""
+        if self.deadline_ms is None:
+            return None
+        return (self.deadline_ms - (now_ms() if at_ms is None else at_ms)) / 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResult:
+    """A successful answer: ``payload`` is the encoded ``<api/>`` text."""
+
+    id: str
+    to: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError:
+    """A failed answer, ready to send as an IQ error."""
+
+    id: str
+    to: str
+    code: str
+    message: str
+
+    @property
+    def condition(self) -> str:
+        return CONDITIONS[self.code]
+
+    @property
+    def payload(self) -> str:
+        return encode_error(self.code, self.message)
+
+
+_ESCAPES: Final = ((b"&", 4), (b"<", 3), (b">", 3), (b'"', 5), (b"'", 5))
+
+
+def wire_size(text: str) -> int:
+    """Bytes ``text`` takes inside an XML element once escaped, as slixmpp escapes it
+    (``&<>"'`` become entities; JSON is full of quotes, so this matters ~5x per quote)."""
+    raw = text.encode("utf-8")
+    return len(raw) + sum(raw.count(ch) * extra for ch, extra in _ESCAPES)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _check_size(text: str, max_payload: int, what: str) -> str:
+    size = wire_size(text)
+    if size > max_payload:
+        raise ProtocolError("too-large", f"{what} is {size} bytes on the wire, the limit is {max_payload}")
+    return text
+
+
+def encode_request(
+    cmd: str,
+    body: dict[str, Any] | None = None,
+    *,
+    deadline_ms: int | None = None,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+) -> str:
+    """The ``<api/>`` text of a call. Raises ``ValueError`` for a bad cmd/body and
+    ``ProtocolError('too-large')`` before anything is sent."""
+    if not isinstance(cmd, str) or not cmd:
+        raise ValueError(f"cmd must be a non-empty string, not {cmd!r}")
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise ValueError(f"body must be a dict (JSON object), not {type(body).__name__}")
+    doc: dict[str, Any] = {"cmd": cmd, "body": body}
+    if deadline_ms is not None:
+        doc["deadline"] = int(deadline_ms)
+    try:
+        text = _dumps(doc)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"body is not JSON-serialisable: {exc}") from None
+    return _check_size(text, max_payload, "request")
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a decoded JSON value, iteratively (no recursion on hostile input)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, d = stack.pop()
+        if d > deepest:
+            deepest = d
+            if deepest > limit:
+                return deepest
+        if isinstance(item, dict):
+            stack.extend((v, d + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, d + 1) for v in item)
+    return deepest
+
+
+def _loads(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ProtocolError("bad-request", f"{what} is nested too deeply") from None
+    except ValueError as exc:
+        raise ProtocolError("bad-request", f"{what} is not valid JSON: {exc.args[0][:120]}") from None
+
+
+def decode_request(
+    iq_id: str,
+    sender: str,
+    text: str | None,
+    *,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+) -> ApiRequest:
+    """Validate an incoming ``<api/>`` text. Raises ``ProtocolError`` with the code to answer."""
+    if not iq_id:
+        raise ProtocolError("bad-request", "the IQ has no id")
+    if not text:
+        raise ProtocolError("bad-request", "empty <api/> element: expected a JSON object")
+    _check_size(text, max_payload, "request")
+    doc = _loads(text, "request")
+    if not isinstance(doc, dict):
+        raise ProtocolError("bad-request", "request must be a JSON object")
+    if _depth(doc, MAX_DEPTH) > MAX_DEPTH:
+        raise ProtocolError("bad-request", f"request is nested deeper than {MAX_DEPTH} levels")
+    cmd = doc.get("cmd")
+    if not isinstance(cmd, str) or not cmd or len(cmd) > 200:
+        raise ProtocolError("bad-request", "'cmd' must be a non-empty string of at most 200 characters")
+    body = doc.get("body", {})
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise ProtocolError("bad-request", "'body' must be a JSON object")
+    deadline = doc.get("deadline")
+    if deadline is not None and (
+        isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not -_MAX_MS <= deadline <= _MAX_MS
+    ):
+        raise ProtocolError("bad-request", "'deadline' must be milliseconds since the Unix epoch")
+    return ApiRequest(
+        id=iq_id,
+        sender=sender,
+        cmd=cmd,
+        body=body,
+        deadline_ms=None if deadline is None else int(deadline),
+    )
+
+
+def encode_result(request: ApiRequest, result: Any, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> ApiResult | ApiError:
+    """Encode a handler's return value; a value that cannot travel becomes an ``ApiError``
+    so the caller learns why instead of waiting for a timeout."""
+    if not isinstance(result, dict):
+        return ApiError(request.id, request.sender, "bad-result",
+                        f"handler for {request.cmd!r} returned {type(result).__name__}, expected a dict")
+    try:
+        text = _dumps(result)
+    except (TypeError, ValueError) as exc:
+        return ApiError(request.id, request.sender, "bad-result",
+                        f"result of {request.cmd!r} is not JSON-serialisable: {exc}")
+    try:
+        _check_size(text, max_payload, "result")
+    except ProtocolError as exc:
+        return ApiError(request.id, request.sender, exc.code, exc.message)
+    except UnicodeEncodeError:  # lone surrogates, e.g. echoed from a "\ud800" escape
+        return ApiError(request.id, request.sender, "bad-result",
+                        f"result of {request.cmd!r} contains text that is not valid Unicode")
+    return ApiResult(request.id, request.sender, text)
+
+
+def encode_error(code: str, message: str) -> str:
+    return _dumps({"error": {"code": code, "message": message[:1000]}})
+
+
+def decode_result(text: str | None) -> dict[str, Any]:
+    """The dict a worker answered. An empty ``<api/>`` is ``{}``."""
+    if not text:
+        return {}
+    try:
+        doc = _loads(text, "result")
+    except ProtocolError as exc:
+        raise ProtocolError("bad-result", exc.message) from None
+    if not isinstance(doc, dict):
+        raise ProtocolError("bad-result", "result is not a JSON object")
+    return doc
+
+
+def decode_error(condition: str, text: str | None) -> ProtocolError:
+    """Turn an IQ error into a ``ProtocolError``; errors from the server itself (no
+    ``<api/>`` payload) are mapped from their XMPP condition."""
+    if text:
+        try:
+            err = json.loads(text).get("error", {})
+            code, message = str(err.get("code", "")), str(err.get("message", ""))
+            if code in CONDITIONS:
+                return ProtocolError(code, message)
+        except (ValueError, AttributeError, RecursionError):
+            pass
+    by_condition = {
+        "service-unavailable": ("unavailable", "the worker is not online"),
+        "item-not-found": ("unavailable", "no such worker"),
+        "recipient-unavailable": ("unavailable", "the worker is not online"),
+        "forbidden": ("forbidden", "not allowed"),
+        "not-authorized": ("forbidden", "not allowed"),
+        "remote-server-timeout": ("expired", "the request's deadline passed"),
+        "resource-constraint": ("busy", "the worker is busy"),
+        "bad-request": ("bad-request", "the worker rejected the request"),
+        "feature-not-implemented": ("unknown-command", "the peer is not a qe-worker"),
+    }
+    code, message = by_condition.get(condition, ("handler-error", f"XMPP error: {condition}"))
+    return ProtocolError(code, message)

@@ -1,0 +1,58 @@
+"""What a handler receives: ``APISpecs`` for API calls, ``MessageSpecs`` for chat messages.
+
+Field names are QE python-worker's, so existing handlers keep working. Both are frozen: a
+handler cannot change what other handlers (or our logging) see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["APISpecs", "MessageSpecs"]
+
+
+@dataclass(frozen=True, slots=True)
+class APISpecs:
+    """One API call. ``body`` is the dict of arguments; ``role`` is ``owner``, ``allowed``
+    or ``public`` (see ``libs.bridge.access.Role``); ``jid`` is the caller's full JID and
+    ``id`` the request id; ``uid`` is the caller's bare JID and ``resource`` its resource.
+    ``app``, ``servid`` and ``servsecret`` exist for QE compatibility and are None."""
+
+    cmd: str
+    body: dict[str, Any]
+    role: str
+    jid: str
+    id: str
+    uid: str
+    resource: str
+    deadline_ms: int | None = None
+    app: str | None = None
+    servid: str | None = None
+    servsecret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSpecs:
+    """One chat message. ``body`` is a dict when the text is a JSON object, else the text.
+    ``channel`` is None for direct messages; ``itsme`` means the sender is this very worker
+    (same full JID), ``itsbro`` the same account (any resource). ``reply(body)`` answers the
+    sender with a chat message (a dict is sent as JSON)."""
+
+    fromjid: str
+    body: str | dict[str, Any]
+    role: str
+    uid: str
+    resource: str
+    itsme: bool
+    itsbro: bool
+    channel: str | None = None
+    app: str | None = None
+    _reply: Callable[[str, str | dict[str, Any]], None] | None = field(default=None, repr=False, compare=False)
+
+    def reply(self, body: str | dict[str, Any]) -> None:
+        """Send ``body`` back to the sender (non-blocking; safe on the worker's loop only)."""
+        if self._reply is None:
+            raise RuntimeError("this message cannot be replied to")
+        self._reply(self.fromjid, body)

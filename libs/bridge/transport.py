@@ -1,0 +1,81 @@
+"""The one interface between a worker's logic and the network.
+
+Why an interface: ``App`` and the client only need "tell me about requests and messages,
+send answers, make calls". The slixmpp adapter (``libs.bridge.xmpp``) is the real one; tests
+may plug in their own. Callbacks run on the worker's event loop.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from .protocol import ApiError, ApiResult
+
+__all__ = ["Backoff", "OnFatal", "OnMessage", "OnRequest", "Transport"]
+
+OnRequest = Callable[[str, str, str | None], None]
+"""``(iq_id, sender_full_jid, api_text)``: an API call arrived; answer with ``send_answer``."""
+OnMessage = Callable[[str, str], None]
+"""``(sender_full_jid, body_text)``: a chat message arrived."""
+OnFatal = Callable[[str], None]
+"""``(reason)``: the connection cannot be made to work by retrying (bad password, conflict)."""
+
+
+class Transport(ABC):
+    """A logged-in XMPP session that reconnects by itself until ``close()``."""
+
+    jid: str
+    """Our full JID (``user@domain/resource``)."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Begin connecting; returns at once (must be called on the running loop)."""
+
+    @abstractmethod
+    async def wait_online(self, timeout: float) -> None:
+        """Return once a session is up; raise ``NotConnected``/``AuthenticationFailed``."""
+
+    @property
+    @abstractmethod
+    def online(self) -> bool: ...
+
+    @abstractmethod
+    def send_answer(self, answer: ApiResult | ApiError) -> None:
+        """Send the answer to a request delivered through ``OnRequest``."""
+
+    @abstractmethod
+    async def request(self, to: str, text: str, timeout: float) -> str | None:
+        """Send an API call and return the result's ``<api/>`` text; raises ``CallError``s."""
+
+    @abstractmethod
+    def send_message(self, to: str, body: str) -> None:
+        """Send a chat message (queued and sent after reconnect if offline)."""
+
+    @abstractmethod
+    async def close(self, timeout: float) -> None:
+        """Leave the server cleanly (unavailable presence, end of stream); idempotent."""
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter, for reconnecting.
+
+    Why jitter: after a server restart every worker of a fleet reconnects at once; random
+    spreading keeps them from arriving in lock-step. ``rand`` is injectable for tests.
+    """
+
+    def __init__(self, base: float = 0.2, cap: float = 30.0, rand: Callable[[], float] | None = None) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempts = 0
+        self._rand = rand or random.random
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * (2 ** min(self.attempts, 30)))
+        self.attempts += 1
+        # half fixed, half random: never 0 (no hot loop), never more than the ceiling
+        return ceiling / 2 + self._rand() * ceiling / 2
+
+    def reset(self) -> None:
+        self.attempts = 0

@@ -1,0 +1,449 @@
+"""The slixmpp adapter: the only module that knows slixmpp.
+
+It turns stanzas into ``(id, sender, text)`` for the dispatcher and answers back, and it keeps
+the session alive, which slixmpp alone does not do:
+
+- reconnect with capped exponential backoff + jitter after any disconnect or failed attempt
+  (slixmpp's own retry loop is cancelled: it backs off up to 300 s and has no jitter);
+- XEP-0198 stream management when the server offers it (fast resumption after a drop);
+- XEP-0199 keepalive pings to the server; a missed pong aborts the link so it is rebuilt;
+- answers to our own calls are matched by id in one dict (slixmpp's per-IQ handlers make
+  every incoming stanza scan every call in flight);
+- presence subscriptions: only the owner's account and the allowlist are accepted;
+- TLS per ``QE_TLS``: ``required`` refuses a session that is not encrypted.
+
+Requests sent while offline are not queued: ``request()`` waits for the session (within the
+caller's timeout) and then sends, so a call is never replayed after its caller gave up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import slixmpp
+from slixmpp.jid import JID
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+from slixmpp.xmlstream.matcher.base import MatcherBase
+
+from .access import AccessPolicy, bare_jid
+from .config import WorkerConfig
+from .errors import AuthenticationFailed, CallTimeout, NotConnected, RemoteError
+from .protocol import NS, ApiError, ApiResult, decode_error
+from .transport import Backoff, OnFatal, OnMessage, OnRequest, Transport
+
+__all__ = ["XmppTransport"]
+
+log = logging.getLogger(__name__)
+
+_API_TAG = f"{{{NS}}}api"
+_PING_TAG = "{urn:xmpp:ping}ping"
+_SM_REQUEST_ACK = "{urn:xmpp:sm:3}r"
+_ACK_DELAY = 0.02  # seconds; Prosody waits 30 s (smacks_max_ack_delay) before it worries
+_ERROR_TYPES = {
+    "bad-request": "modify",
+    "not-acceptable": "modify",
+    "forbidden": "auth",
+    "remote-server-timeout": "wait",
+    "resource-constraint": "wait",
+}
+
+
+_tostring = importlib.import_module("slixmpp.xmlstream.tostring")  # the package re-exports a function of that name
+_slow_escape = _tostring.escape
+
+
+def _escape(text: str, use_cdata: bool = False) -> str:
+    """Same output as slixmpp's ``escape`` (which maps character by character in a Python
+    generator: ~20 ms for a 100 KB JSON payload); ``str.replace`` runs in C."""
+    if use_cdata:
+        return _slow_escape(text, use_cdata)
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("'", "&apos;").replace('"', "&quot;"))
+
+
+# Every outgoing stanza's text goes through tostring.escape; ours is a drop-in replacement
+# (tests/unit/test_xmpp_escape.py checks that both give the same output).
+_tostring.escape = _escape
+
+
+class _PendingMatcher(MatcherBase):
+    """Matches answers to our own IQs with one dict lookup. slixmpp's ``Iq.send()`` adds a
+    handler per request, and every incoming stanza is tested against every handler: with
+    100 calls in flight that is 100 matcher calls per stanza."""
+
+    def __init__(self, pending: dict[str, tuple[str, asyncio.Future[Any]]]) -> None:
+        super().__init__(None)
+        self._pending = pending
+
+    def match(self, stanza: Any) -> bool:
+        xml = stanza.xml
+        return xml.get("type") in ("result", "error") and xml.get("id") in self._pending
+
+
+def _api_text(stanza: Any) -> str | None:
+    element = stanza.xml.find(_API_TAG)
+    return None if element is None else (element.text or "")
+
+
+def _with_api(stanza: Any, text: str) -> Any:
+    element = ET.Element(_API_TAG)
+    element.text = text
+    stanza.xml.append(element)
+    return stanza
+
+
+class XmppTransport(Transport):
+    """One logged-in resource. Create and ``start()`` it on the running loop.
+
+    ``keepalive`` is the seconds between pings to the server (0 disables); a ping not
+    answered within ``keepalive_timeout`` means the link is dead.
+    """
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        resource: str,
+        *,
+        policy: AccessPolicy | None = None,
+        on_request: OnRequest | None = None,
+        on_message: OnMessage | None = None,
+        on_fatal: OnFatal | None = None,
+        keepalive: float = 30.0,
+        keepalive_timeout: float = 10.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.config = config
+        self.jid = f"{config.jid}/{resource}"
+        self.policy = policy or AccessPolicy.create(config.jid, public=False, allow=config.allow)
+        self.on_request = on_request
+        self.on_message = on_message
+        self.on_fatal = on_fatal
+        self.keepalive = keepalive
+        self.keepalive_timeout = keepalive_timeout
+        self.backoff = backoff or Backoff()
+        self.fatal: str | None = None
+        self._password_refused = False
+        self.sessions = 0  # sessions started (1 + reconnects that needed a new session)
+        self.resumptions = 0
+        self._client: slixmpp.ClientXMPP | None = None
+        self._online = asyncio.Event()
+        self._session_changed = asyncio.Condition()
+        self._closing = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
+        self._ack_timer: asyncio.TimerHandle | None = None
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    @property
+    def online(self) -> bool:
+        return self._online.is_set()
+
+    def start(self) -> None:
+        if self._client is not None:
+            raise RuntimeError("transport already started")
+        self._client = self._make_client()
+        self._connect()
+        if self.keepalive > 0:
+            self._spawn(self._keepalive_loop())
+
+    def _make_client(self) -> slixmpp.ClientXMPP:
+        cfg = self.config
+        client = slixmpp.ClientXMPP(self.jid, cfg.password)
+        if cfg.stream_management:
+            self._enable_stream_management(client)
+        client.auto_authorize = None  # we decide, in _on_subscribe
+        client.auto_subscribe = False
+        client.enable_direct_tls = False
+        client.enable_starttls = cfg.tls != "off"
+        client.enable_plaintext = True  # TCP first; STARTTLS upgrades it unless tls=off
+        if cfg.tls != "required":
+            client.plugin["feature_mechanisms"].unencrypted_scram = True
+        if cfg.ca_file:
+            client.ca_certs = Path(cfg.ca_file)
+        client.register_handler(
+            Callback("qe-api", MatchXPath(f"{{{client.default_ns}}}iq/{_API_TAG}"), self._on_iq)
+        )
+        client.register_handler(Callback("qe-answers", _PendingMatcher(self._pending), self._on_answer))
+        client.add_event_handler("session_start", self._on_session_start)
+        client.add_event_handler("session_resumed", self._on_session_resumed)
+        client.add_event_handler("disconnected", self._on_disconnected)
+        client.add_event_handler("connection_failed", self._on_connection_failed)
+        client.add_event_handler("failed_auth", self._on_mechanism_refused)
+        client.add_event_handler("failed_all_auth", self._on_failed_auth)
+        client.add_event_handler("stream_error", self._on_stream_error)
+        client.add_event_handler("message", self._on_message)
+        client.add_event_handler("presence_subscribe", self._on_subscribe)
+        return client
+
+    def _enable_stream_management(self, client: slixmpp.ClientXMPP) -> None:
+        """XEP-0198, with acks coalesced.
+
+        Prosody asks for an ack after *every* stanza it sends us (smacks_max_unacked_stanzas
+        = 0): answering each at once doubles the stanzas the server handles. Answering once
+        per _ACK_DELAY covers all stanzas received meanwhile and keeps acks timely.
+        """
+        client.register_plugin("xep_0198", {"window": 20})
+        client.remove_handler("Stream Management Request Ack")
+        client.register_handler(
+            Callback("qe-sm-request-ack", MatchXPath(_SM_REQUEST_ACK), self._on_ack_request, instream=True)
+        )
+
+    def _connect(self) -> None:
+        self._retry = None
+        if self._closing or self.fatal or self._client is None:
+            return
+        log.debug("connecting %s to %s:%s", self.jid, self.config.host, self.config.port)
+        self._client.connect(self.config.host, self.config.port)
+
+    def _schedule_reconnect(self, why: str) -> None:
+        if self._closing or self.fatal or self._retry is not None:
+            return
+        delay = self.backoff.next_delay()
+        log.info("%s: %s; reconnecting in %.1f s", self.jid, why, delay)
+        self._retry = asyncio.get_running_loop().call_later(delay, self._connect)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        client = self._client
+        if client is None:
+            return
+        client.cancel_connection_attempt()
+        if client.transport is not None:
+            try:
+                await asyncio.wait_for(client.disconnect(wait=min(2.0, timeout)), timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                client.abort()
+        self._online.clear()
+        # slixmpp keeps a send-filter task per client; end it so no task outlives us
+        run_filters = getattr(client, "_run_out_filters", None)
+        if run_filters is not None and not run_filters.done():
+            run_filters.cancel()
+        log.info("%s disconnected", self.jid)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- session events -----------------------------------------------------------------
+
+    def _encrypted(self) -> bool:
+        transport = self._client.transport if self._client else None
+        return transport is not None and transport.get_extra_info("ssl_object") is not None
+
+    def _on_session_start(self, _event: Any) -> None:
+        assert self._client is not None
+        if self.config.tls == "required" and not self._encrypted():
+            self._fail("the server did not offer TLS and QE_TLS=required (use QE_TLS=optional to allow it)")
+            return
+        self.sessions += 1
+        self.backoff.reset()
+        self._client.send_presence()
+        self._online.set()
+        self._spawn(self._notify_session())
+        log.info("%s online (session %d)", self.jid, self.sessions)
+
+    async def _notify_session(self) -> None:
+        async with self._session_changed:
+            self._session_changed.notify_all()
+
+    async def wait_sessions(self, count: int, timeout: float) -> None:
+        """Wait until ``count`` sessions have started (1 = first login; 2 = one reconnect
+        that needed a new session), for monitoring and tests."""
+        async with asyncio.timeout(timeout), self._session_changed:
+            await self._session_changed.wait_for(lambda: self.sessions >= count and self.online)
+
+    def _on_session_resumed(self, _event: Any) -> None:
+        self.resumptions += 1
+        self.backoff.reset()
+        self._online.set()
+        log.info("%s resumed its session (XEP-0198)", self.jid)
+
+    def _on_disconnected(self, reason: Any) -> None:
+        self._online.clear()
+        self._schedule_reconnect(f"disconnected ({reason or 'connection lost'})")
+
+    def _on_connection_failed(self, error: Any) -> None:
+        # stop slixmpp's own retry loop: we retry with our backoff instead
+        if self._client is not None:
+            self._client.cancel_connection_attempt()
+        self._schedule_reconnect(f"cannot reach {self.config.host}:{self.config.port} ({error})")
+
+    def _on_mechanism_refused(self, _event: Any) -> None:
+        self._password_refused = True
+
+    def _on_failed_auth(self, _event: Any) -> None:
+        if self.sessions == 0:
+            if self._password_refused:
+                self._fail(f"the server refused the password for {self.config.jid} (check QE_JID / QE_PASSWORD)")
+            else:
+                self._fail("the server offered no login method we accept (with QE_TLS=required it must offer "
+                           "STARTTLS; QE_TLS=off/optional allows SCRAM without TLS)")
+        else:
+            log.error("%s: authentication failed on reconnect; will retry", self.jid)
+            if self._client is not None:
+                self._client.abort()
+
+    def _on_stream_error(self, error: Any) -> None:
+        condition = error["condition"]
+        if condition == "conflict":
+            self._fail(f"another client logged in as {self.jid} and took over this resource")
+        else:
+            log.warning("%s: stream error %s %s", self.jid, condition, error["text"])
+
+    def _fail(self, reason: str) -> None:
+        """A condition retrying cannot fix: stop reconnecting and tell the owner."""
+        if self.fatal:
+            return
+        self.fatal = reason
+        log.error("%s: %s", self.jid, reason)
+        self._online.set()  # wake waiters so they see `fatal`
+        self._online.clear()
+        if self._client is not None:
+            self._client.cancel_connection_attempt()
+            self._client.abort()
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
+
+    async def wait_online(self, timeout: float) -> None:
+        if self.fatal:
+            raise AuthenticationFailed(self.fatal)
+        if self._online.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._online.wait(), timeout)
+        except TimeoutError:
+            raise NotConnected(
+                f"not connected to {self.config.host}:{self.config.port} within {timeout:g} s"
+            ) from None
+        if self.fatal:
+            raise AuthenticationFailed(self.fatal)
+
+    async def _keepalive_loop(self) -> None:
+        """XEP-0199 ping to our server; any answer (even an error) proves the link."""
+        while True:
+            await asyncio.sleep(self.keepalive)
+            client = self._client
+            if client is None or not self.online:
+                continue
+            iq = client.make_iq_get(ito=self.config.domain)
+            iq.xml.append(ET.Element(_PING_TAG))
+            try:
+                await self._send_iq(iq, self.config.domain, self.keepalive_timeout)
+            except TimeoutError:
+                log.warning("%s: server did not answer a ping in %.0f s; reconnecting", self.jid, self.keepalive_timeout)
+                client.abort()
+
+    # -- incoming -----------------------------------------------------------------------
+
+    def _on_iq(self, iq: Any) -> None:
+        kind = iq["type"]
+        if kind not in ("set", "get"):
+            return  # results/errors of our own calls are matched by slixmpp by id
+        if self.on_request is not None:
+            self.on_request(iq["id"], str(iq["from"]), _api_text(iq))
+
+    def _on_ack_request(self, _request: Any) -> None:
+        if self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(_ACK_DELAY, self._send_ack)
+
+    def _send_ack(self) -> None:
+        self._ack_timer = None
+        if self._client is not None:
+            self._client.plugin["xep_0198"].send_ack()  # reports every stanza handled so far
+
+    def _on_answer(self, iq: Any) -> None:
+        xml = iq.xml
+        entry = self._pending.get(xml.get("id"))
+        if entry is None:
+            return
+        to, future = entry
+        sender = xml.get("from") or self.config.domain
+        if sender != to and JID(sender) != JID(to):
+            log.warning("ignored an answer to %s from %s (sent to %s)", xml.get("id"), sender, to)
+            return
+        del self._pending[xml.get("id")]
+        if not future.done():
+            future.set_result(iq)
+
+    def _on_message(self, msg: Any) -> None:
+        if msg["type"] not in ("chat", "normal") or self.on_message is None:
+            return
+        body = msg["body"]
+        if body:
+            self.on_message(str(msg["from"]), body)
+
+    def _on_subscribe(self, presence: Any) -> None:
+        assert self._client is not None
+        sender = bare_jid(str(presence["from"]))
+        if self.policy.may_subscribe(sender):
+            self._client.send_presence(pto=sender, ptype="subscribed")
+        else:
+            log.warning("refused a presence subscription from %s", sender)
+            self._client.send_presence(pto=sender, ptype="unsubscribed")
+
+    # -- outgoing -----------------------------------------------------------------------
+
+    def send_answer(self, answer: ApiResult | ApiError) -> None:
+        client = self._client
+        if client is None:
+            return
+        iq = client.Iq()
+        iq["id"] = answer.id
+        iq["to"] = answer.to
+        if isinstance(answer, ApiResult):
+            iq["type"] = "result"
+        else:
+            iq["type"] = "error"
+            iq["error"]["condition"] = answer.condition
+            iq["error"]["type"] = _ERROR_TYPES.get(answer.condition, "cancel")
+            iq["error"]["text"] = answer.message
+        client.send(_with_api(iq, answer.payload))
+
+    async def _send_iq(self, iq: Any, to: str, timeout: float) -> Any:
+        """Send ``iq`` and return the answer stanza (result or error); ``TimeoutError``."""
+        assert self._client is not None
+        iq_id = iq["id"]
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[iq_id] = (to, future)
+        try:
+            self._client.send(iq)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(iq_id, None)
+
+    async def request(self, to: str, text: str, timeout: float) -> str | None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        await self.wait_online(timeout)
+        assert self._client is not None
+        iq = self._client.make_iq_set(ito=to)
+        _with_api(iq, text)
+        try:
+            answer = await self._send_iq(iq, to, max(0.001, end - loop.time()))
+        except TimeoutError:
+            raise CallTimeout(f"no answer from {to} within {timeout:g} s") from None
+        if answer.xml.get("type") == "error":
+            err = decode_error(answer["error"]["condition"], _api_text(answer))
+            raise RemoteError(err.code, err.message)
+        return _api_text(answer)
+
+    def send_message(self, to: str, body: str) -> None:
+        if self._client is not None:
+            self._client.send_message(mto=to, mbody=body, mtype="chat")

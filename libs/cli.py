@@ -1,0 +1,220 @@
+"""``qe-worker``: run the default worker, call workers, start a private Prosody, run the demo.
+
+Exit codes (``call``/``ping``): 0 success, 2 bad usage or configuration, 3 timeout,
+4 the worker answered with an error, 5 cannot connect or log in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_USAGE, EXIT_TIMEOUT, EXIT_REMOTE, EXIT_CONNECT = 0, 2, 3, 4, 5
+
+_EPILOG = """\
+configuration (environment):
+  QE_JID, QE_PASSWORD     account to log in with (required)
+  QE_HOST, QE_PORT        server address (default: the JID's domain, 5222)
+  QE_TLS                  required (default) | optional | off (loopback only)
+  QE_ALLOW                comma-separated bare JIDs allowed to call a non-public worker
+  QE_LOG_LEVEL            DEBUG | INFO (default) | WARNING | ERROR
+see README.md for the full table.
+
+exit codes of call/ping: 0 ok, 2 usage/config, 3 timeout, 4 error from the worker, 5 connection/login
+"""
+
+
+def _err(message: str) -> None:
+    print(f"qe-worker: {message}", file=sys.stderr)
+
+
+def _call_exit(exc: BaseException) -> int:
+    from libs.bridge import AuthenticationFailed, CallTimeout, NotConnected, RemoteError
+
+    if isinstance(exc, CallTimeout):
+        _err(f"timeout: {exc.message}")
+        return EXIT_TIMEOUT
+    if isinstance(exc, RemoteError):
+        _err(f"the worker answered {exc.code}: {exc.remote_message}")
+        return EXIT_REMOTE
+    if isinstance(exc, (NotConnected, AuthenticationFailed)):
+        _err(str(exc))
+        return EXIT_CONNECT
+    raise exc
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    from libs.bridge import CallError, ConfigError, call, load_config
+    from libs.startup import configure_logging
+
+    body: Any = {}
+    if args.body is not None:
+        try:
+            body = json.loads(args.body)
+        except ValueError as exc:
+            _err(f"JSON_BODY is not valid JSON: {exc}")
+            return EXIT_USAGE
+        if not isinstance(body, dict):
+            _err("JSON_BODY must be a JSON object, e.g. '{\"text\": \"hi\"}'")
+            return EXIT_USAGE
+    if args.timeout <= 0:
+        _err("--timeout must be positive")
+        return EXIT_USAGE
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    # the outcome is printed as one line; logs only when asked for with QE_LOG_LEVEL
+    configure_logging(config.log_level if os.environ.get("QE_LOG_LEVEL") else "CRITICAL", (config.password,))
+    try:
+        result = asyncio.run(call(args.jid, args.cmd, body, timeout=args.timeout, config=config))
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except CallError as exc:
+        return _call_exit(exc)
+    print(json.dumps(result, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from workers.python.__main__ import main as run_worker
+
+    argv = ["--resource", args.resource] + (["--public"] if args.public else [])
+    return run_worker(argv)
+
+
+def _cmd_server(args: argparse.Namespace) -> int:
+    from libs import devserver
+
+    return devserver.run_from_args(args)
+
+
+async def _wait_answering(config: Any, jid: str, timeout: float) -> dict[str, Any]:
+    """Ping until the freshly started worker answers (it needs a moment to log in)."""
+    from libs.bridge import Client, RemoteError
+
+    end = time.monotonic() + timeout
+    async with Client(config, connect_timeout=timeout) as client:
+        while True:
+            try:
+                return await client.call(jid, "ping", timeout=max(0.5, end - time.monotonic()))
+            except RemoteError as exc:
+                if exc.code != "unavailable" or time.monotonic() > end:
+                    raise
+                await asyncio.sleep(0.1)  # polling a remote process: no event to wait on
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from libs.bridge import CallError, load_config
+    from libs.devserver import DevServer, ProsodyNotInstalled
+    from libs.bridge import serial_generator
+
+    worker_pw, client_pw = serial_generator(16), serial_generator(16)
+    try:
+        server = DevServer(port=args.port).start()
+    except ProsodyNotInstalled as exc:
+        _err(str(exc))
+        return EXIT_CONNECT
+    worker = None
+    try:
+        worker_jid = server.register("worker", worker_pw)
+        client_jid = server.register("client", client_pw)
+        print(f"private Prosody on {server.host}:{server.port} (data in {server.workdir})")
+        env = {**os.environ, **server.env("worker", worker_pw), "QE_ALLOW": client_jid}
+        worker = subprocess.Popen([sys.executable, "-m", "workers.python"], env=env)
+        print(f"started the default worker as {worker_jid}/python (pid {worker.pid}); it allows {client_jid}")
+        client_env = server.env("client", client_pw)
+        t0 = time.perf_counter()
+        try:
+            result = asyncio.run(_wait_answering(load_config(client_env), f"{worker_jid}/python", args.timeout))
+        except CallError as exc:
+            _err(f"the demo worker did not answer: {exc}")
+            return EXIT_TIMEOUT
+        print(f"\n$ qe-worker ping {worker_jid}/python\n{json.dumps(result)}   "
+              f"({(time.perf_counter() - t0) * 1000:.0f} ms including the worker's login)\n")
+        if args.once:
+            return EXIT_OK
+        exports = " ".join(f"{k}={v}" for k, v in client_env.items())
+        print("The worker keeps running. From another terminal, in this folder:\n"
+              f"  {exports} .venv/bin/qe-worker call {worker_jid}/python echo '{{\"hello\": \"world\"}}'\n"
+              "Press Ctrl+C to stop the worker and the server.", flush=True)
+        try:
+            worker.wait()
+        except KeyboardInterrupt:
+            pass
+        return EXIT_OK
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        server.cleanup()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qe-worker",
+        description="Workers that join an XMPP server and answer API commands (QE python-worker compatible).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("call", help="call CMD on a worker and print its JSON answer",
+                       description="Call CMD on the worker at FULL_JID and print the JSON result on stdout.",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jid", metavar="FULL_JID", help="the worker's full JID, e.g. worker@example.org/python")
+    p.add_argument("cmd", metavar="CMD", help="command name, e.g. ping")
+    p.add_argument("body", metavar="JSON_BODY", nargs="?", help="arguments as a JSON object (default {})")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default 10)")
+    p.set_defaults(func=_cmd_call)
+
+    p = sub.add_parser("ping", help="shorthand for: call FULL_JID ping",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jid", metavar="FULL_JID")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    p.set_defaults(func=_cmd_call, cmd="ping", body=None)
+
+    p = sub.add_parser("run", help="run the default worker (ping, info, echo) until Ctrl+C",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--resource", default="python", help="XMPP resource (default: python; env RESOURCE wins)")
+    p.add_argument("--public", action="store_true", help="answer any caller, not only the own account and QE_ALLOW")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("server", help="run a private Prosody on 127.0.0.1 for development")
+    from libs import devserver
+
+    devserver.add_arguments(p)
+    p.set_defaults(func=_cmd_server)
+
+    p = sub.add_parser("demo", help="private Prosody + the default worker + a ping, all on this machine",
+                       description="Start a private Prosody on 127.0.0.1, the default worker on it, and ping it.")
+    p.add_argument("--once", action="store_true", help="exit after the ping instead of serving until Ctrl+C")
+    p.add_argument("--port", type=int, default=None, help="client port for Prosody (default: a free one)")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for the worker (default 20)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,652 @@
+"""A private, throwaway Prosody on 127.0.0.1 for demos and integration tests.
+
+Why this exists: the workers need a real XMPP server to talk to, but a developer or a CI job
+must not have to configure (or be able to break) the system-wide Prosody. ``DevServer`` writes
+its own config into a temp directory, runs ``prosody -F`` as a child process on a free
+loopback port and creates accounts with ``prosodyctl`` -- nothing in ``/etc/prosody`` or
+``/var/lib/prosody`` is read or written (checked with ``strace``), and no socket other than
+the loopback c2s listener is opened (no s2s, no HTTP, no component port).
+
+Measured facts and quirks (Prosody 0.12.3 from Debian 12, checked with strace/openssl):
+
+* ``prosody --config CFG -F`` is listening in ~0.1 s; as root the config needs
+  ``run_as_root = true`` (otherwise ``prosodyctl`` drops to the ``prosody`` user, which cannot
+  write our root-owned temp dir).
+* ``prosodyctl --config CFG register USER DOMAIN PASSWORD`` works both while the server is
+  stopped and while it runs: with ``storage = "internal"`` the running server reads the account
+  file on each login, so a freshly registered account can log in at once (no reload needed).
+  ``register`` on an existing user exits 0 and *overwrites the password* (an upsert).
+  Usernames are nodeprep'ed by Prosody (``Alice`` is stored as ``alice``); an empty password
+  is accepted by prosodyctl, so we reject it ourselves. The password travels on prosodyctl's
+  command line (visible in ``ps``), acceptable for a loopback throwaway server only.
+* ``mod_tls`` advertises STARTTLS even when no certificate exists, and the handshake then
+  fails ("no shared cipher"): a client that tries STARTTLS gets disconnected. We therefore do
+  **not** load ``tls``, so no TLS is offered at all; clients must use plain TCP
+  (``QE_TLS=off``; with slixmpp also ``feature_mechanisms.unencrypted_scram = True``).
+* Without ``certificates = <dir>`` Prosody logs an error about ``<config dir>/certs``; we point
+  it at an empty ``certs/`` directory in the workdir.
+* ``installer_plugin_path`` defaults to ``/var/lib/prosody/custom_plugins`` (resolved against the
+  compiled-in data dir before ``data_path`` is applied); we point it into the workdir so that
+  plugins installed system-wide for the real server cannot change our test server.
+* When the c2s port is taken, Prosody does *not* exit: it logs ``Failed to open server port``
+  and keeps running. ``start()`` therefore waits for Prosody's own log line
+  ``Activated service 'c2s' on [127.0.0.1]:PORT`` instead of trusting a connect alone, which
+  could reach a foreign process on that port.
+* The port is bound (and the kernel accepts connections) *before* Prosody's event loop runs,
+  and mod_posix installs its SIGTERM handler from a timer on the loop: a SIGTERM right after
+  the port opens kills Prosody uncleanly (exit -15). ``start()`` therefore confirms readiness
+  with a short XMPP probe (stream header -> ``<stream:features>`` from our domain).
+* A session still open when SIGTERM arrives makes Prosody's shutdown wait ~1 s ("Waiting for
+  sessions to close"); with none open, ``stop()`` takes ~10 ms. The probe closes its stream
+  and waits for Prosody to hang up for that reason.
+* Do not load ``limits`` (it throttles a client to a few dozen stanzas/s); a stanza above
+  ``c2s_stanza_size_limit`` makes Prosody close the sender's whole stream.
+* After SIGKILL the stale ``prosody.pid`` is harmless: the next start rewrites it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = [
+    "ProsodyNotInstalled",
+    "DevServer",
+    "serve",
+    "add_arguments",
+    "run_from_args",
+]
+
+log = logging.getLogger(__name__)
+
+_INSTALL_HINT = "prosody not found: install it with `apt-get install -y prosody` (Debian)"
+
+#: Exit code of the CLI when Prosody is not installed.
+EXIT_NO_PROSODY = 3
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+# A deliberately conservative username alphabet: it survives Prosody's nodeprep unchanged
+# (apart from lower-casing), the shell, and the QE_JID variable.
+_USER_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+_READY_POLL = 0.02  # seconds between readiness checks; Prosody needs ~0.1 s to listen
+_LOG_TAIL_LINES = 30
+
+
+class ProsodyNotInstalled(RuntimeError):
+    """Raised when the ``prosody``/``prosodyctl`` executables cannot be found on PATH."""
+
+    def __init__(self, message: str = _INSTALL_HINT) -> None:
+        super().__init__(message)
+
+
+def _which(name: str) -> str:
+    """Resolve an executable at call time (so PATH changes are honoured) or fail clearly."""
+    path = shutil.which(name)
+    if path is None:
+        raise ProsodyNotInstalled()
+    return path
+
+
+def _free_port(host: str) -> int:
+    """Ask the kernel for a free port (bind to port 0); there is a small race until Prosody
+    binds it, which ``start()`` detects through Prosody's log."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _lua_str(value: str | os.PathLike[str]) -> str:
+    """Quote a value as a Lua string literal, so odd paths cannot break (or inject into) the config."""
+    out = ['"']
+    for ch in os.fspath(value):
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 32 or ord(ch) == 127:
+            out.append("\\%03d" % ord(ch))
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal the process group we created for Prosody (its pgid is its pid: start_new_session)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # pragma: no cover - only if the group changed hands
+        proc.send_signal(sig)
+
+
+def _finalize(proc_box: list[subprocess.Popen[bytes] | None], workdir: Path, owned: bool) -> None:
+    """Last-resort cleanup at garbage collection / interpreter exit: never leave a Prosody running."""
+    proc = proc_box[0]
+    if proc is not None and proc.poll() is None:
+        _signal_group(proc, signal.SIGKILL)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            pass
+    if owned:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class DevServer:
+    """A Prosody instance owned by this process, bound to 127.0.0.1 only.
+
+    All state (config, accounts, pidfile, logs) lives in ``workdir``; ``cleanup()`` removes it
+    when we created it. The port stays fixed for the object's life so that ``kill()`` +
+    ``restart()`` looks like a real server outage to connected clients.
+    """
+
+    host: str = "127.0.0.1"
+
+    def __init__(
+        self,
+        *,
+        domain: str = "localhost",
+        port: int | None = None,
+        workdir: str | os.PathLike[str] | None = None,
+        stanza_size_limit: int = 1_100_000,
+        muc: bool = True,
+    ) -> None:
+        domain = domain.strip().lower()
+        if not _DOMAIN_RE.match(domain):
+            raise ValueError(f"invalid XMPP domain: {domain!r}")
+        if port is not None and not (0 < port < 65536):
+            raise ValueError(f"invalid port: {port!r}")
+        if stanza_size_limit <= 0:
+            raise ValueError("stanza_size_limit must be positive")
+        # Fail before creating anything on disk: the message tells the user how to fix it.
+        self._prosody = _which("prosody")
+        self._prosodyctl = _which("prosodyctl")
+
+        self.domain: str = domain
+        self.port: int = port if port is not None else _free_port(self.host)
+        self.stanza_size_limit = stanza_size_limit
+        self.muc = muc
+        self._owned = workdir is None
+        if workdir is None:
+            self.workdir: Path = Path(tempfile.mkdtemp(prefix="qe-prosody-"))
+        else:
+            self.workdir = Path(workdir).resolve()
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        self._proc_box: list[subprocess.Popen[bytes] | None] = [None]
+        self._console_file: Any = None
+        self._finalizer = weakref.finalize(self, _finalize, self._proc_box, self.workdir, self._owned)
+
+    # -- paths ---------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "prosody.cfg.lua"
+
+    @property
+    def data_path(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.workdir / "prosody.pid"
+
+    @property
+    def log_path(self) -> Path:
+        """Prosody's own log (file sink, line-buffered, so it survives SIGKILL)."""
+        return self.workdir / "prosody.log"
+
+    @property
+    def console_log_path(self) -> Path:
+        """stdout/stderr of the process: errors that happen before logging is set up."""
+        return self.workdir / "prosody.console.log"
+
+    @property
+    def _proc(self) -> subprocess.Popen[bytes] | None:
+        return self._proc_box[0]
+
+    @property
+    def running(self) -> bool:
+        """True while our Prosody process is alive (it may still be starting up)."""
+        proc = self._proc
+        return proc is not None and proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    # -- config ----------------------------------------------------------------------------
+    def config_text(self) -> str:
+        """The Prosody config; every path is absolute and inside ``workdir``."""
+        w = self.workdir
+        lines = [
+            "-- Generated by libs.devserver: a private, loopback-only Prosody. Do not edit.",
+        ]
+        if os.geteuid() == 0:
+            # Root only: otherwise prosodyctl switches to the 'prosody' user, which cannot
+            # write our root-owned temp dir.
+            lines.append("run_as_root = true")
+        lines += [
+            "daemonize = false",
+            f"pidfile = {_lua_str(w / 'prosody.pid')}",
+            f"data_path = {_lua_str(w / 'data')}",
+            f"installer_plugin_path = {_lua_str(w / 'custom_plugins')}",
+            f"certificates = {_lua_str(w / 'certs')}",
+            f"log = {{ info = {_lua_str(w / 'prosody.log')} }}",
+            'interfaces = { "127.0.0.1" }',
+            'local_interfaces = { "127.0.0.1" }',
+            f"c2s_ports = {{ {self.port:d} }}",
+            "c2s_direct_tls_ports = { }",
+            "legacy_ssl_ports = { }",
+            "s2s_ports = { }",
+            "s2s_direct_tls_ports = { }",
+            "component_ports = { }",
+            "http_ports = { }",
+            "https_ports = { }",
+            # No "tls": without a certificate mod_tls still offers STARTTLS, which then fails.
+            # No "limits": it throttles clients to a few dozen stanzas/s.
+            'modules_enabled = { "disco", "roster", "saslauth", "ping", "register",'
+            ' "smacks", "carbons", "presence" }',
+            'modules_disabled = { "s2s", "offline" }',
+            "c2s_require_encryption = false",
+            "allow_unencrypted_plain_auth = true",
+            "allow_registration = false",
+            f"c2s_stanza_size_limit = {self.stanza_size_limit:d}",
+            # Nagle on the server's sockets holds small stanzas (acks, short answers) until
+            # the peer's delayed ACK: measured 40 ms p99 stalls on loopback without this.
+            "network_settings = { nagle = false }",
+            'authentication = "internal_hashed"',
+            'storage = "internal"',
+            "",
+            f"VirtualHost {_lua_str(self.domain)}",
+        ]
+        if self.muc:
+            lines += ["", f"Component {_lua_str('conference.' + self.domain)} \"muc\""]
+        return "\n".join(lines) + "\n"
+
+    def _write_config(self) -> None:
+        for sub in ("data", "certs", "custom_plugins"):
+            (self.workdir / sub).mkdir(mode=0o700, exist_ok=True)
+        self.config_path.write_text(self.config_text(), encoding="utf-8")
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, timeout: float = 10.0) -> "DevServer":
+        """Start Prosody and return once it accepts connections on ``port``.
+
+        Readiness is Prosody's own "Activated service 'c2s' on [127.0.0.1]:PORT" log line
+        followed by a short connect that gets ``<stream:features>`` from our domain: a connect
+        alone could reach another process that grabbed the port (Prosody keeps running when
+        it cannot bind), or succeed before Prosody's event loop (and SIGTERM handler) runs.
+        """
+        if self.running:
+            log.debug("prosody already running (pid %s)", self.pid)
+            return self
+        self._write_config()
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._close_console()
+        self._console_file = open(self.console_log_path, "ab")
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [self._prosody, "--config", str(self.config_path), "-F"],
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._console_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: signals reach Prosody only
+        )
+        self._proc_box[0] = proc
+        ready_marker = "Activated service 'c2s' on "
+        port_marker = f"[{self.host}]:{self.port}"
+        deadline = t0 + timeout
+        while True:
+            if proc.poll() is not None:
+                self._close_console()
+                raise RuntimeError(
+                    f"prosody exited early with code {proc.returncode}\n{self._log_tails()}"
+                )
+            new_log = self._read_log_from(log_offset)
+            if "Failed to open server port" in new_log:
+                self._hard_stop()
+                self._close_console()
+                raise RuntimeError(
+                    f"prosody could not listen on {self.host}:{self.port} (port in use?)\n"
+                    f"{self._log_tails()}"
+                )
+            if any(ready_marker in ln and port_marker in ln for ln in new_log.splitlines()):
+                if self._stream_answers(min(1.0, max(0.05, deadline - time.monotonic()))):
+                    break
+            if time.monotonic() >= deadline:
+                self._hard_stop()
+                self._close_console()
+                raise TimeoutError(
+                    f"prosody did not accept connections on {self.host}:{self.port} within "
+                    f"{timeout:.1f}s\n{self._log_tails()}"
+                )
+            time.sleep(_READY_POLL)
+        log.info(
+            "prosody pid %d listening on %s:%d (domain %s) after %.3fs; workdir %s",
+            proc.pid, self.host, self.port, self.domain, time.monotonic() - t0, self.workdir,
+        )
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop gracefully (SIGTERM lets Prosody close streams and flush), SIGKILL after ``timeout``.
+
+        Idempotent: stopping a stopped server does nothing.
+        """
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            _signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("prosody pid %d ignored SIGTERM for %.1fs; killing it", proc.pid, timeout)
+                self._hard_stop()
+            else:
+                log.info("prosody pid %d stopped (code %s)", proc.pid, proc.returncode)
+        self._close_console()
+
+    def kill(self) -> None:
+        """SIGKILL the server, as in a crash: clients see a dropped TCP connection. Data is kept."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self._hard_stop()
+            log.info("prosody pid %d killed", proc.pid)
+        self._close_console()
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Stop (if running) and start again on the same port and data dir."""
+        self.stop()
+        self.start(timeout=timeout)
+
+    def cleanup(self) -> None:
+        """Stop the server and remove ``workdir`` if we created it (a given workdir is kept)."""
+        self.stop()
+        if self._owned:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self._finalizer.detach()
+
+    def __enter__(self) -> "DevServer":
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self.running else "stopped"
+        return f"<DevServer {self.domain} {self.host}:{self.port} {state} {self.workdir}>"
+
+    # -- accounts --------------------------------------------------------------------------
+    def register(self, user: str, password: str) -> str:
+        """Create the account ``user@domain`` (or reset its password) and return the bare JID.
+
+        Works whether the server runs or not: ``prosodyctl`` writes the account file directly
+        and the running server reads it at the next login (measured on 0.12.3).
+        """
+        if not _USER_RE.match(user):
+            raise ValueError(f"invalid username {user!r}: use letters, digits, '.', '_' or '-'")
+        if not password:
+            raise ValueError("password must not be empty")
+        if "\0" in password:
+            raise ValueError("password must not contain NUL")
+        self._write_config()
+        t0 = time.monotonic()
+        result = subprocess.run(
+            [self._prosodyctl, "--config", str(self.config_path), "register", user, self.domain, password],
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+        )
+        if result.returncode != 0:
+            out = (result.stdout + result.stderr).decode("utf-8", errors="replace").strip()
+            raise RuntimeError(f"prosodyctl register {user}@{self.domain} failed ({result.returncode}): {out}")
+        jid = f"{user.lower()}@{self.domain}"
+        log.debug("registered %s in %.3fs", jid, time.monotonic() - t0)
+        return jid
+
+    def env(self, user: str, password: str) -> dict[str, str]:
+        """The ``QE_*`` variables that point a worker or client at this server (plain TCP)."""
+        jid = user if "@" in user else f"{user.lower()}@{self.domain}"
+        return {
+            "QE_JID": jid,
+            "QE_PASSWORD": password,
+            "QE_HOST": self.host,
+            "QE_PORT": str(self.port),
+            "QE_TLS": "off",
+        }
+
+    # -- internals -------------------------------------------------------------------------
+    def _hard_stop(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        _signal_group(proc, signal.SIGKILL)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
+            log.error("prosody pid %d survived SIGKILL", proc.pid)
+
+    def _close_console(self) -> None:
+        if self._console_file is not None:
+            self._console_file.close()
+            self._console_file = None
+
+    def _read_log_from(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(offset)
+                return fh.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def _stream_answers(self, timeout: float) -> bool:
+        """Open an XMPP stream and wait for ``<stream:features>``.
+
+        A bare TCP connect is not enough: the kernel accepts into the backlog while Prosody is
+        still loading modules, and Prosody installs its SIGTERM handler only once its event
+        loop runs (a timer in mod_posix) -- a SIGTERM before that kills it without a clean
+        shutdown. A features answer proves the loop runs and our virtual host exists.
+        """
+        header = (
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+            "xmlns:stream='http://etherx.jabber.org/streams' version='1.0' "
+            f"to='{self.domain}'>"
+        ).encode()
+        deadline = time.monotonic() + timeout
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+                sock.sendall(header)
+                received = b""
+                while b"</stream:features>" not in received and b"<stream:features/>" not in received:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    sock.settimeout(remaining)
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return False
+                    received += chunk
+                ours = f"from='{self.domain}'".encode() in received
+                # Close the stream politely and wait for Prosody to hang up: a probe session
+                # still open at SIGTERM time makes Prosody's shutdown wait ~1 s for it.
+                try:
+                    sock.sendall(b"</stream:stream>")
+                    sock.settimeout(max(0.05, min(0.5, deadline - time.monotonic())))
+                    while sock.recv(65536):
+                        pass
+                except OSError:
+                    pass
+                return ours
+        except OSError:
+            return False
+
+    def _log_tails(self) -> str:
+        parts = []
+        for path in (self.console_log_path, self.log_path):
+            tail = _tail(path)
+            if tail:
+                parts.append(f"--- {path} (tail) ---\n{tail}")
+        return "\n".join(parts) or "(no log output)"
+
+
+# -- CLI -----------------------------------------------------------------------------------
+
+_DESCRIPTION = """\
+Start a private, throwaway Prosody XMPP server on 127.0.0.1 for demos and tests.
+
+It runs as a child process with its own config and data in a temp directory (or --dir),
+listens on loopback only, offers no TLS, and touches nothing in /etc/prosody or
+/var/lib/prosody. For every account it prints a ready-to-paste `export QE_...` line;
+paste it in another shell to point a worker or client at this server. Ctrl+C (or SIGTERM)
+stops the server and removes the temp directory.
+"""
+
+_EPILOG = """\
+examples:
+  qe-worker server
+  qe-worker server --port 5222 --user worker:secret --user client:secret2
+  qe-worker server --dir ./.prosody   # keep accounts between runs
+"""
+
+
+def _user_spec(value: str) -> tuple[str, str]:
+    name, sep, password = value.partition(":")
+    if not sep or not name or not password:
+        raise argparse.ArgumentTypeError(f"expected NAME:PASSWORD, got {value!r}")
+    if not _USER_RE.match(name):
+        raise argparse.ArgumentTypeError(f"invalid user name {name!r}: use letters, digits, '.', '_' or '-'")
+    return name, password
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``server`` options to ``parser`` (lets the main CLI embed this as a subcommand)."""
+    if parser.description is None:
+        parser.description = _DESCRIPTION
+    if parser.epilog is None:
+        parser.epilog = _EPILOG
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--port", type=_port, default=None,
+                        help="c2s port on 127.0.0.1 (default: a free port chosen by the OS)")
+    parser.add_argument("--domain", default="localhost",
+                        help="XMPP domain of the virtual host (default: %(default)s)")
+    parser.add_argument("--user", dest="users", action="append", type=_user_spec, default=None,
+                        metavar="NAME:PASSWORD",
+                        help="account to create (repeatable; default: 'worker' and 'client' "
+                             "with random passwords)")
+    parser.add_argument("--dir", dest="workdir", default=None, metavar="DIR",
+                        help="keep config and data in DIR (kept on exit) instead of a temp dir")
+
+
+def _export_line(env: dict[str, str]) -> str:
+    return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the server until Ctrl+C/SIGTERM. Returns the process exit code (0 on clean stop)."""
+    users: Sequence[tuple[str, str]] = args.users or [
+        ("worker", secrets.token_urlsafe(12)),
+        ("client", secrets.token_urlsafe(12)),
+    ]
+    try:
+        server = DevServer(domain=args.domain, port=args.port, workdir=args.workdir)
+    except ProsodyNotInstalled as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NO_PROSODY
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    stop_requested = threading.Event()
+
+    def _on_signal(signum: int, frame: object) -> None:
+        stop_requested.set()
+
+    # Handle SIGINT ourselves too: a background job of a non-interactive shell starts with
+    # SIGINT ignored, so Python's KeyboardInterrupt would never fire there.
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[signum] = signal.signal(signum, _on_signal)
+        except ValueError:  # not the main thread: the caller has to stop us
+            pass
+    try:
+        try:
+            server.start()
+            for name, password in users:
+                server.register(name, password)
+        except (RuntimeError, TimeoutError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"# Prosody dev server: {server.host}:{server.port}, domain {server.domain}, "
+              f"data in {server.workdir}")
+        for name, password in users:
+            print(_export_line(server.env(name, password)))
+        print("# Ctrl+C stops the server.", flush=True)
+        while not stop_requested.wait(0.5):
+            if not server.running:
+                print(f"error: prosody exited unexpectedly\n{server._log_tails()}", file=sys.stderr)
+                return 1
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.cleanup()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def serve(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point: ``python -m libs.devserver [options]``."""
+    parser = argparse.ArgumentParser(prog="qe-worker server")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run_from_args(args)
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

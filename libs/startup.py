@@ -1,0 +1,75 @@
+"""``startup()``: the first line of every QE worker script.
+
+QE's version syncs library files from its cloud; ours prepares the process instead:
+configuration from ``QE_*`` variables (a bad one ends the script with one clear line, exit 2),
+logging with secrets redacted, and the worker's event loop, created and set as current so the
+script's later ``asyncio.get_event_loop().run_forever()`` runs it on Python 3.11-3.14 without
+deprecation warnings. SIGINT/SIGTERM then shut the worker down cleanly (exit 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+from collections.abc import Mapping
+
+from .bridge import _runtime
+from .bridge.config import ConfigError, WorkerConfig, load_config
+
+__all__ = ["RedactSecrets", "configure_logging", "startup"]
+
+_SASL = re.compile(r"(<(auth|response|success|challenge)\b[^>]*>)[^<]+(</\2>)")
+
+
+class RedactSecrets(logging.Filter):
+    """Blank SASL payloads (base64 credentials in slixmpp's DEBUG stanza dumps) and any
+    literal secret we were told about, in every record that reaches our handler."""
+
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SASL.sub(r"\1***\3", message)
+        for secret in self.secrets:
+            redacted = redacted.replace(secret, "***")
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def configure_logging(level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:
+    """One stderr handler with redaction. slixmpp is kept at WARNING unless DEBUG is asked
+    for: its INFO lines repeat what our adapter already logs."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactSecrets(secrets))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_qe_worker", False)]:
+        root.removeHandler(old)
+    handler._qe_worker = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("slixmpp").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    # says "No appropriate login method" for a wrong password too; our adapter says which
+    logging.getLogger("slixmpp.features.feature_mechanisms").setLevel(
+        logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
+
+
+def startup(environ: Mapping[str, str] | None = None) -> WorkerConfig:
+    """Load the configuration, set up logging and the main loop; return the configuration."""
+    try:
+        config = load_config(environ)
+    except ConfigError as exc:
+        print(f"qe-worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(config.log_level, (config.password,))
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    _runtime.set_main_loop(loop)
+    _runtime.set_config(config)
+    _runtime.install_signal_handlers(loop, lambda: config.shutdown_timeout)
+    return config

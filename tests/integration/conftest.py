@@ -1,0 +1,77 @@
+"""Fixtures for tests against a real, private Prosody (see ``libs.devserver``).
+
+A missing Prosody is a *failure*, not a skip: CI installs it, and a silently skipped
+integration suite would look green while testing nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from libs.devserver import DevServer, ProsodyNotInstalled
+
+_HERE = Path(__file__).resolve().parent
+
+ACCOUNT_NAMES = ("worker", "client", "stranger")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration as ``integration`` (so ``-m "not integration"``
+    deselects them) without a ``pytestmark`` line in each module.
+
+    The hook sees the whole session's items, so filter by path.
+    """
+    for item in items:
+        if _HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _new_server() -> DevServer:
+    try:
+        return DevServer()
+    except ProsodyNotInstalled as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def _prosody_session() -> Iterator[tuple[DevServer, dict[str, tuple[str, str]]]]:
+    server = _new_server()
+    try:
+        server.start()
+        accounts: dict[str, tuple[str, str]] = {}
+        for name in ACCOUNT_NAMES:
+            password = secrets.token_urlsafe(16)
+            accounts[name] = (server.register(name, password), password)
+        yield server, accounts
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def prosody(_prosody_session: tuple[DevServer, dict[str, tuple[str, str]]]) -> DevServer:
+    """A started Prosody shared by the session, with accounts worker/client/stranger.
+
+    Do not kill or restart it (use ``fresh_prosody``); registering extra accounts is fine.
+    """
+    return _prosody_session[0]
+
+
+@pytest.fixture(scope="session")
+def accounts(_prosody_session: tuple[DevServer, dict[str, tuple[str, str]]]) -> dict[str, tuple[str, str]]:
+    """name -> (bare JID, password) for the accounts of ``prosody``."""
+    return dict(_prosody_session[1])
+
+
+@pytest.fixture
+def fresh_prosody() -> Iterator[DevServer]:
+    """A started Prosody of the test's own (no accounts yet), for kill/restart tests."""
+    server = _new_server()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()

@@ -1,0 +1,285 @@
+"""The bridge against a real Prosody: calls, errors, access, messages, worker-to-worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from libs.bridge import App, Client, RemoteError, load_config
+from libs.bridge.client import api_call
+from libs.bridge.protocol import encode_request, now_ms
+
+Factory = Callable[..., App]
+
+
+@pytest.fixture
+async def make_app(prosody, accounts) -> AsyncIterator[Factory]:
+    apps: list[App] = []
+
+    def factory(account: str = "worker", *, resource: str = "python", extra_env: dict[str, str] | None = None,
+                **kwargs: Any) -> App:
+        jid, password = accounts[account]
+        env = {**prosody.env(jid.split("@")[0], password), **(extra_env or {})}
+        kwargs.setdefault("keepalive", 0)
+        app = App(resource=resource, config=load_config(env), exit_on_fatal=False, **kwargs)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        await app.close(2)
+
+
+@pytest.fixture
+async def client_for(prosody, accounts) -> AsyncIterator[Callable[[str], Any]]:
+    clients: list[Client] = []
+
+    async def factory(account: str) -> Client:
+        jid, password = accounts[account]
+        client = Client(load_config(prosody.env(jid.split("@")[0], password)), connect_timeout=10)
+        await client.__aenter__()
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        await client.__aexit__(None, None, None)
+
+
+async def test_ping_builtin_and_onapi_override(make_app, client_for):
+    app = make_app(public=True)
+    await app.wait_online(10)
+    client = await client_for("client")
+    assert await client.call(app.jid, "ping", timeout=5) == {"pong": True}
+
+    async def onapi(specs):
+        if specs.cmd == "ping":
+            return {"pong": True, "by": "onapi", "role": specs.role}
+        return None
+
+    app.xmpp.onapi = onapi
+    assert await client.call(app.jid, "ping", timeout=5) == {"pong": True, "by": "onapi", "role": "public"}
+
+
+async def test_errors_come_back_as_remote_errors(make_app, client_for):
+    app = make_app(public=True)
+
+    async def onapi(specs):
+        if specs.cmd == "boom":
+            raise RuntimeError("secret detail")
+        if specs.cmd == "set":
+            return {"s": {1, 2}}
+        if specs.cmd == "list":
+            return [1, 2]
+        if specs.cmd == "big":
+            return {"x": "y" * 300_000}
+        return None
+
+    app.xmpp.onapi = onapi
+    await app.wait_online(10)
+    client = await client_for("stranger")
+    expected = {"boom": "handler-error", "set": "bad-result", "list": "bad-result", "big": "too-large",
+                "nope": "unknown-command"}
+    for cmd, code in expected.items():
+        with pytest.raises(RemoteError) as info:
+            await client.call(app.jid, cmd, timeout=5)
+        assert info.value.code == code, cmd
+    with pytest.raises(RemoteError) as info:
+        await client.call(app.jid, "boom", timeout=5)
+    assert "secret detail" not in info.value.remote_message  # strangers learn that, not why
+    # the worker still serves after all that
+    assert await client.call(app.jid, "ping", timeout=5) == {"pong": True}
+
+
+async def test_oversize_request_refused_before_sending_and_by_worker(make_app, client_for, prosody, accounts):
+    app = make_app(public=True)
+    await app.wait_online(10)
+    client = await client_for("client")
+    with pytest.raises(ValueError, match="too-large|bytes"):
+        await client.call(app.jid, "echo", {"x": "y" * 300_000}, timeout=5)
+    # a caller with a bigger limit than the worker's is refused by the worker
+    small = make_app("client", resource="small", public=True,
+                     extra_env={"QE_MAX_PAYLOAD": "2000"})
+    await small.wait_online(10)
+    text = encode_request("echo", {"x": "y" * 5000}, deadline_ms=now_ms() + 5000)
+    with pytest.raises(RemoteError) as info:
+        await client.transport.request(small.jid, text, 5)
+    assert info.value.code == "too-large"
+    assert await client.call(small.jid, "ping", timeout=5) == {"pong": True}
+
+
+async def test_access_owner_allowed_stranger(make_app, client_for, accounts):
+    allowed_jid = accounts["client"][0]
+    app = make_app(public=False, extra_env={"QE_ALLOW": allowed_jid})
+    seen: list[str] = []
+
+    async def onapi(specs):
+        seen.append(specs.role)
+        return {"role": specs.role, "uid": specs.uid, "jid": specs.jid}
+
+    app.xmpp.onapi = onapi
+    await app.wait_online(10)
+    owner = await client_for("worker")
+    allowed = await client_for("client")
+    stranger = await client_for("stranger")
+    assert (await owner.call(app.jid, "who", timeout=5))["role"] == "owner"
+    answer = await allowed.call(app.jid, "who", timeout=5)
+    assert answer["role"] == "allowed" and answer["uid"] == allowed_jid
+    assert answer["jid"] == allowed.transport.jid
+    with pytest.raises(RemoteError) as info:
+        await stranger.call(app.jid, "who", timeout=5)
+    assert info.value.code == "forbidden"
+    assert seen == ["owner", "allowed"]  # the stranger's call never reached the handler
+    assert app.dispatcher.stats.forbidden == 1
+
+
+async def test_expired_request_is_not_executed(make_app, client_for):
+    app = make_app(public=True)
+    ran: list[str] = []
+
+    async def onapi(specs):
+        ran.append(specs.cmd)
+        return {}
+
+    app.xmpp.onapi = onapi
+    await app.wait_online(10)
+    client = await client_for("client")
+    stale = encode_request("work", {}, deadline_ms=now_ms() - 1)
+    with pytest.raises(RemoteError) as info:
+        await client.transport.request(app.jid, stale, 5)
+    assert info.value.code == "expired"
+    assert ran == []
+
+
+async def test_handler_past_deadline_is_cancelled(make_app, client_for):
+    app = make_app(public=True)
+    cancelled = asyncio.Event()
+
+    async def onapi(specs):
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {}
+
+    app.xmpp.onapi = onapi
+    await app.wait_online(10)
+    client = await client_for("client")
+    text = encode_request("slow", {}, deadline_ms=now_ms() + 300)
+    with pytest.raises(RemoteError) as info:
+        await client.transport.request(app.jid, text, 5)
+    assert info.value.code == "expired"
+    await asyncio.wait_for(cancelled.wait(), 5)
+
+
+async def test_bare_jid_and_bad_body_are_usage_errors(client_for, accounts):
+    client = await client_for("client")
+    with pytest.raises(ValueError, match="full JID"):
+        await client.call(accounts["worker"][0], "ping", timeout=5)
+    with pytest.raises(ValueError, match="dict"):
+        await client.call(accounts["worker"][0] + "/python", "ping", [1], timeout=5)  # type: ignore[arg-type]
+
+
+async def test_offline_worker_is_unavailable_at_once(client_for, accounts):
+    client = await client_for("client")
+    with pytest.raises(RemoteError) as info:
+        await client.call(accounts["worker"][0] + "/nobody-here", "ping", timeout=5)
+    assert info.value.code == "unavailable"
+
+
+async def test_messages_reach_msgreceiver_and_reply(make_app, client_for, accounts):
+    app = make_app(public=False, extra_env={"QE_ALLOW": accounts["client"][0]})
+    got: asyncio.Queue = asyncio.Queue()
+
+    async def receiver(specs):
+        await got.put(specs)
+        specs.reply({"echo": specs.body})
+
+    app.xmpp.msgreceiver = receiver
+    await app.wait_online(10)
+    client = await client_for("client")
+    replies: asyncio.Queue = asyncio.Queue()
+    client.transport._client.add_event_handler("message", lambda m: replies.put_nowait(m["body"]))
+    client.transport.send_message(app.jid, '{"a": 1}')
+    specs = await asyncio.wait_for(got.get(), 5)
+    assert specs.body == {"a": 1} and specs.role == "allowed" and specs.channel is None
+    assert specs.itsbro is False and specs.itsme is False
+    assert await asyncio.wait_for(replies.get(), 5) == '{"echo": {"a": 1}}'
+    client.transport.send_message(app.jid, "plain text")
+    assert (await asyncio.wait_for(got.get(), 5)).body == "plain text"
+
+    stranger = await client_for("stranger")
+    stranger.transport.send_message(app.jid, "let me in")
+    client.transport.send_message(app.jid, "after the stranger")
+    # messages from one server arrive in order per sender; the stranger's is dropped
+    assert (await asyncio.wait_for(got.get(), 5)).body == "after the stranger"
+    assert got.empty()
+
+
+async def test_worker_calls_worker_with_app_api(make_app):
+    a = make_app(resource="alpha")
+    b = make_app(resource="beta")
+
+    @b.command("add")
+    async def add(specs):
+        return {"sum": specs.body["x"] + specs.body["y"], "caller": specs.resource}
+
+    await a.wait_online(10)
+    await b.wait_online(10)
+    assert await a.api(cmd="add", body={"x": 2, "y": 3}, jid=b.jid, timeout=5) == {"sum": 5, "caller": "alpha"}
+    assert await a.api(cmd="add", body={"x": 1, "y": 1}, resource="beta", timeout=5) == {"sum": 2, "caller": "alpha"}
+    answer = await a.api(cmd="nope", jid=b.jid, timeout=5)
+    assert answer["error"] == "unknown-command"
+    assert (await a.api(cmd="ping", jid=a.jid + "x", timeout=5))["error"] == "unavailable"
+
+
+async def _subscribe(client: Client, worker_bare: str) -> str:
+    """Ask for the worker's presence; return the subscription state the server then records."""
+    xmpp = client.transport._client
+    answered = asyncio.Event()
+    xmpp.add_event_handler(
+        "presence", lambda p: answered.set() if str(p["from"].bare) == worker_bare else None
+    )
+    xmpp.send_presence(pto=worker_bare, ptype="subscribe")
+    await asyncio.wait_for(answered.wait(), 5)  # refused: "unavailable"; accepted: presence
+    await asyncio.wait_for(xmpp.get_roster(), 5)
+    item = xmpp.client_roster[worker_bare]
+    return f"{item['subscription']}{'+pending' if item['pending_out'] else ''}"
+
+
+async def test_presence_subscription_only_for_allowed(make_app, client_for, accounts):
+    worker_bare = accounts["worker"][0]
+    app = make_app(public=True, extra_env={"QE_ALLOW": accounts["client"][0]})
+    await app.wait_online(10)
+    assert await _subscribe(await client_for("stranger"), worker_bare) == "none"
+    assert await _subscribe(await client_for("client"), worker_bare) == "to"
+
+
+async def test_info_reports_counts(make_app, client_for):
+    app = make_app(public=True)
+    await app.wait_online(10)
+    client = await client_for("client")
+    await client.call(app.jid, "ping", timeout=5)
+    info = await client.call(app.jid, "info", timeout=5)
+    assert info["jid"] == app.jid
+    assert {"ping", "info"} <= set(info["commands"])
+    assert info["requests"]["answered"] >= 1 and info["sessions"] == 1
+
+
+async def test_wrong_password_is_fatal_not_retried(prosody, accounts):
+    jid = accounts["worker"][0]
+    config = load_config(prosody.env(jid.split("@")[0], "wrong-password"))
+    reasons: list[str] = []
+    app = App(resource="badpw", config=config, exit_on_fatal=False, keepalive=0)
+    app._on_fatal = reasons.append  # type: ignore[method-assign]
+    try:
+        from libs.bridge import AuthenticationFailed
+
+        with pytest.raises(AuthenticationFailed, match="QE_PASSWORD"):
+            await app.wait_online(10)
+    finally:
+        await app.close(1)

@@ -1,0 +1,94 @@
+"""The ``qe-worker`` command as a user runs it: output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from libs.bridge import App, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def qe(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "libs.cli", *args, env={**os.environ, **(env or {})}, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def worker(prosody, accounts):
+    jid, password = accounts["worker"]
+    app = App(resource="cli", public=False, config=load_config(prosody.env("worker", password)),
+              exit_on_fatal=False, keepalive=0)
+
+    async def onapi(specs):
+        if specs.cmd == "echo":
+            return specs.body
+        if specs.cmd == "slow":
+            await asyncio.sleep(30)
+            return {}
+        return None
+
+    app.xmpp.onapi = onapi
+    await app.wait_online(10)
+    yield app
+    await app.close(2)
+
+
+@pytest.fixture
+def owner_env(prosody, accounts):
+    return prosody.env("worker", accounts["worker"][1])
+
+
+async def test_ping_and_call_print_json(worker, owner_env):
+    assert await qe("ping", worker.jid, env=owner_env) == (0, '{"pong": true}\n', "")
+    code, out, _ = await qe("call", worker.jid, "echo", '{"a": [1, "é"]}', env=owner_env)
+    assert code == 0 and json.loads(out) == {"a": [1, "é"]}
+
+
+async def test_exit_codes(worker, owner_env, prosody, accounts):
+    code, _, err = await qe("call", worker.jid, "echo", "{not json", env=owner_env)
+    assert code == 2 and "JSON_BODY" in err
+    code, _, err = await qe("call", worker.jid, "echo", "[1]", env=owner_env)
+    assert code == 2 and "JSON object" in err
+    code, _, err = await qe("call", worker.jid, "slow", "--timeout", "0.5", env=owner_env)
+    assert code == 3 and err.startswith("qe-worker: timeout")
+    code, _, err = await qe("call", worker.jid, "nope", env=owner_env)
+    assert code == 4 and "unknown-command" in err
+    stranger_env = prosody.env("stranger", accounts["stranger"][1])
+    code, _, err = await qe("ping", worker.jid, env=stranger_env)
+    assert code == 4 and "forbidden" in err
+    code, _, err = await qe("ping", worker.jid, env={**owner_env, "QE_PASSWORD": "wrong"})
+    assert code == 5 and "QE_PASSWORD" in err and err.count("\n") == 1
+    code, _, err = await qe("ping", worker.jid, "--timeout", "2", env={**owner_env, "QE_PORT": str(_closed_port())})
+    assert code == 5 and "not connected" in err and err.count("\n") == 1
+
+
+async def test_config_errors_are_one_line(worker, owner_env):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QE_")}
+    code, out, err = await qe("ping", worker.jid, env={**env, "QE_JID": ""})
+    assert code == 2 and err.count("\n") == 1 and "QE_JID" in err and "Traceback" not in err
+    code, _, err = await qe("ping", worker.jid, env={**owner_env, "QE_TLS": "off", "QE_HOST": "example.org"})
+    assert code == 2 and "QE_TLS" in err and err.count("\n") == 1
+
+
+async def test_help_explains():
+    code, out, _ = await qe("--help")
+    assert code == 0
+    for word in ("call", "ping", "run", "server", "demo", "QE_JID", "exit codes"):
+        assert word in out

@@ -1,0 +1,135 @@
+"""A worker survives its server: restarts, outages, and shuts down cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from libs.bridge import App, CallTimeout, Client, NotConnected, RemoteError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _ping_until_answered(client: Client, jid: str, timeout: float) -> dict:
+    """Poll a worker in another process until it has logged in (no event crosses processes)."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return await client.call(jid, "ping", timeout=max(0.5, end - time.monotonic()))
+        except RemoteError as exc:
+            if exc.code != "unavailable" or time.monotonic() > end:
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def test_worker_comes_back_after_server_restart(fresh_prosody):
+    fresh_prosody.register("worker", "wpw")
+    fresh_prosody.register("client", "cpw")
+    app = App(resource="python", public=True, config=load_config(fresh_prosody.env("worker", "wpw")),
+              exit_on_fatal=False, keepalive=0)
+    try:
+        await app.wait_online(10)
+        for kill in (True, False):  # SIGKILL, then a clean stop/start
+            before = app.transport.sessions
+            if kill:
+                await asyncio.to_thread(fresh_prosody.kill)
+                await asyncio.to_thread(fresh_prosody.start)
+            else:
+                await asyncio.to_thread(fresh_prosody.restart)
+            await app.transport.wait_sessions(before + 1, 20)
+            async with Client(load_config(fresh_prosody.env("client", "cpw"))) as client:
+                assert await client.call(app.jid, "ping", timeout=5) == {"pong": True}
+    finally:
+        await app.close(2)
+
+
+async def test_calls_during_outage_fail_clearly_and_are_not_replayed(fresh_prosody):
+    fresh_prosody.register("worker", "wpw")
+    ran: list[str] = []
+    app = App(resource="python", public=True, config=load_config(fresh_prosody.env("worker", "wpw")),
+              exit_on_fatal=False, keepalive=0)
+
+    async def onapi(specs):
+        ran.append(specs.cmd)
+        return {"ok": True}
+
+    app.xmpp.onapi = onapi
+    caller = App(resource="caller", config=load_config(fresh_prosody.env("worker", "wpw")),
+                 exit_on_fatal=False, keepalive=0)
+    try:
+        await app.wait_online(10)
+        await caller.wait_online(10)
+        await asyncio.to_thread(fresh_prosody.kill)
+        # either the caller already knows it is offline, or its request goes nowhere
+        with pytest.raises((NotConnected, CallTimeout)):
+            await caller.call(app.jid, "during-outage", timeout=0.5)
+        answer = await caller.api(cmd="during-outage", jid=app.jid, timeout=0.5)
+        assert answer["error"] in ("not-connected", "timeout")
+        await asyncio.to_thread(fresh_prosody.start)
+        await app.transport.wait_sessions(2, 20)
+        await caller.transport.wait_sessions(2, 20)
+        assert await caller.call(app.jid, "after", timeout=5) == {"ok": True}
+        assert ran == ["after"]
+    finally:
+        await caller.close(2)
+        await app.close(2)
+
+
+SLOW_WORKER = textwrap.dedent(
+    """
+    from libs.startup import startup
+    startup()
+    import asyncio
+    from libs.bridge import App as app
+
+    App = app(resource="python", public=True)
+
+    async def api(specs):
+        if specs.cmd == "slow":
+            await asyncio.sleep(float(specs.body["s"]))
+            return {"slept": specs.body["s"]}
+
+    App.xmpp.onapi = api
+    print("ready", flush=True)
+    asyncio.get_event_loop().run_forever()
+    print("loop ended", flush=True)
+    """
+)
+
+
+async def test_sigterm_finishes_running_request_and_exits_0(prosody, accounts, tmp_path):
+    script = tmp_path / "slow_worker.py"
+    script.write_text(SLOW_WORKER)
+    worker_jid, worker_pw = accounts["worker"]
+    env = {**os.environ, **prosody.env("worker", worker_pw), "RESOURCE": "sigterm", "PYTHONPATH": str(ROOT),
+           "QE_SHUTDOWN_TIMEOUT": "10"}
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(script), env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        client_jid, client_pw = accounts["client"]
+        async with Client(load_config(prosody.env("client", client_pw))) as client:
+            target = f"{worker_jid}/sigterm"
+            await _ping_until_answered(client, target, 20)
+            slow = asyncio.create_task(client.call(target, "slow", {"s": 1.0}, timeout=15))
+            # the request is running once the worker reports it in flight
+            end = time.monotonic() + 10
+            while (await client.call(target, "info", timeout=5))["requests"]["in_flight"] < 1:
+                assert time.monotonic() < end
+            proc.send_signal(signal.SIGTERM)
+            assert await slow == {"slept": 1.0}  # finished, not dropped
+        code = await asyncio.wait_for(proc.wait(), 20)
+        out, err = await proc.communicate()
+        assert code == 0, err.decode()
+        assert b"loop ended" in out
+        assert b"SIGTERM received" in err
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,308 @@
+"""Unit tests for ``libs.bridge.config.load_config``, always with an explicit environ dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from libs.bridge.config import ConfigError, WorkerConfig, is_loopback, load_config
+from libs.bridge.protocol import DEFAULT_MAX_PAYLOAD
+
+PASSWORD = "s3cret-Pa55word"
+MINIMAL = {"QE_JID": "worker@example.org", "QE_PASSWORD": PASSWORD}
+
+
+def env(**overrides: str) -> dict[str, str]:
+    return {**MINIMAL, **overrides}
+
+
+def config_error(environ: dict[str, str]) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(environ)
+    return info.value
+
+
+def assert_names(environ: dict[str, str], variable: str) -> ConfigError:
+    err = config_error(environ)
+    assert err.variable == variable
+    assert str(err).startswith(f"{variable}: ")
+    assert "\n" not in str(err)
+    assert isinstance(err, ValueError)
+    return err
+
+
+def test_minimal_valid_config_and_defaults() -> None:
+    config = load_config(dict(MINIMAL))
+    assert config == WorkerConfig(jid="worker@example.org", password=PASSWORD, host="example.org")
+    assert config.port == 5222
+    assert config.tls == "required"
+    assert config.ca_file is None
+    assert config.allow == frozenset()
+    assert config.log_level == "INFO"
+    assert config.resource is None
+    assert config.shutdown_timeout == 10.0
+    assert config.max_payload == DEFAULT_MAX_PAYLOAD
+    assert config.state_dir is None
+    assert config.domain == "example.org"
+
+
+def test_unrelated_variables_are_ignored() -> None:
+    config = load_config(env(PATH="/bin", HOME="/root", QE_UNUSED="x"))
+    assert config.jid == "worker@example.org"
+
+
+def test_jid_is_normalised_to_lower_case() -> None:
+    assert load_config(env(QE_JID="  Worker@Example.ORG ")).jid == "worker@example.org"
+
+
+def test_full_valid_config() -> None:
+    config = load_config(env(
+        QE_HOST="xmpp.internal", QE_PORT="5223", QE_TLS="Optional", QE_ALLOW="a@x.org",
+        QE_LOG_LEVEL="debug", RESOURCE="py1", QE_SHUTDOWN_TIMEOUT="2.5",
+        QE_MAX_PAYLOAD="4096", QE_STATE_DIR="/var/lib/w",
+    ))
+    assert (config.host, config.port, config.tls, config.log_level) == ("xmpp.internal", 5223, "optional", "DEBUG")
+    assert config.resource == "py1"
+    assert config.shutdown_timeout == 2.5
+    assert config.max_payload == 4096
+    assert config.state_dir == "/var/lib/w"
+
+
+# -- QE_JID --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("environ", [{"QE_PASSWORD": "p"}, {"QE_JID": "", "QE_PASSWORD": "p"},
+                                     {"QE_JID": "   ", "QE_PASSWORD": "p"}])
+def test_jid_missing(environ: dict[str, str]) -> None:
+    assert "not set" in str(assert_names(environ, "QE_JID"))
+
+
+@pytest.mark.parametrize("jid", ["worker@example.org/res", "worker.example.org", "@example.org",
+                                 "worker@", "a b@example.org", "a@b@example.org"])
+def test_jid_invalid(jid: str) -> None:
+    err = assert_names(env(QE_JID=jid), "QE_JID")
+    assert repr(jid) in str(err)
+
+
+# -- QE_PASSWORD / QE_PASSWORD_FILE ----------------------------------------------------------
+
+
+def test_password_missing() -> None:
+    assert_names({"QE_JID": "worker@example.org"}, "QE_PASSWORD")
+    assert_names(env(QE_PASSWORD=""), "QE_PASSWORD")
+
+
+def test_password_file_is_read_and_stripped(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    config = load_config({"QE_JID": "worker@example.org", "QE_PASSWORD_FILE": str(secret)})
+    assert config.password == "from-file"
+
+
+def test_password_env_wins_over_file(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-file")
+    assert load_config(env(QE_PASSWORD_FILE=str(secret))).password == PASSWORD
+
+
+def test_password_file_unreadable(tmp_path: Path) -> None:
+    assert_names({"QE_JID": "worker@example.org", "QE_PASSWORD_FILE": str(tmp_path / "nope")},
+                 "QE_PASSWORD_FILE")
+
+
+def test_password_file_empty_is_named(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("\n")
+    err = assert_names({"QE_JID": "worker@example.org", "QE_PASSWORD_FILE": str(secret)}, "QE_PASSWORD_FILE")
+    assert "empty" in str(err)
+
+
+# -- QE_PORT and other numbers ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", ["abc", "52 22", "5222.0", "0x1"])
+def test_port_not_a_number(port: str) -> None:
+    assert "not a whole number" in str(assert_names(env(QE_PORT=port), "QE_PORT"))
+
+
+@pytest.mark.parametrize("port", ["0", "-1", "65536", "100000"])
+def test_port_out_of_range(port: str) -> None:
+    assert "out of range" in str(assert_names(env(QE_PORT=port), "QE_PORT"))
+
+
+@pytest.mark.parametrize(("port", "expected"), [("1", 1), ("65535", 65535), (" 5269 ", 5269), ("", 5222)])
+def test_port_valid(port: str, expected: int) -> None:
+    assert load_config(env(QE_PORT=port)).port == expected
+
+
+@pytest.mark.parametrize(("var", "value"), [("QE_SHUTDOWN_TIMEOUT", "soon"), ("QE_SHUTDOWN_TIMEOUT", "-1"),
+                                            ("QE_SHUTDOWN_TIMEOUT", "3601"), ("QE_MAX_PAYLOAD", "1023"),
+                                            ("QE_MAX_PAYLOAD", "big")])
+def test_other_numbers_invalid(var: str, value: str) -> None:
+    assert_names(env(**{var: value}), var)
+
+
+# -- QE_TLS ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", ["yes", "true", "starttls", "none"])
+def test_tls_invalid(tls: str) -> None:
+    assert_names(env(QE_TLS=tls), "QE_TLS")
+
+
+@pytest.mark.parametrize(("tls", "expected"), [("required", "required"), ("OPTIONAL", "optional"),
+                                               ("", "required"), (" required ", "required")])
+def test_tls_valid(tls: str, expected: str) -> None:
+    assert load_config(env(QE_TLS=tls)).tls == expected
+
+
+@pytest.mark.parametrize("host", ["example.org", "10.0.0.1", "192.168.1.2", "::2", "localhost.example.org"])
+def test_tls_off_refused_for_non_loopback_host(host: str) -> None:
+    err = assert_names(env(QE_TLS="off", QE_HOST=host), "QE_TLS")
+    assert "loopback" in str(err)
+
+
+def test_tls_off_refused_for_default_host_from_jid() -> None:
+    assert_names(env(QE_TLS="off"), "QE_TLS")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LocalHost", "::1", "[::1]", "127.0.0.2"])
+def test_tls_off_accepted_for_loopback(host: str) -> None:
+    config = load_config(env(QE_TLS="Off", QE_HOST=host))
+    assert config.tls == "off"
+    assert config.host == host
+
+
+@pytest.mark.parametrize(("host", "loop"), [("localhost", True), ("127.0.0.1", True), ("::1", True),
+                                            ("example.org", False), ("10.1.1.1", False), ("", False)])
+def test_is_loopback(host: str, loop: bool) -> None:
+    assert is_loopback(host) is loop
+
+
+# -- QE_CA_FILE ------------------------------------------------------------------------------
+
+
+def test_ca_file_missing(tmp_path: Path) -> None:
+    assert_names(env(QE_CA_FILE=str(tmp_path / "ca.pem")), "QE_CA_FILE")
+
+
+def test_ca_file_directory_is_not_a_file(tmp_path: Path) -> None:
+    assert_names(env(QE_CA_FILE=str(tmp_path)), "QE_CA_FILE")
+
+
+def test_ca_file_present(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert load_config(env(QE_CA_FILE=str(ca))).ca_file == str(ca)
+
+
+# -- QE_ALLOW --------------------------------------------------------------------------------
+
+
+def test_allow_parsing_with_spaces_and_empty_items() -> None:
+    config = load_config(env(QE_ALLOW=" a@x.org ,B@Y.org,, ,c@z.org"))
+    assert config.allow == frozenset({"a@x.org", "b@y.org", "c@z.org"})
+
+
+@pytest.mark.parametrize("allow", ["a@x.org,nobody", "a@x.org, c@z.org/res", "a@x.org,@x.org"])
+def test_allow_bad_entry(allow: str) -> None:
+    assert_names(env(QE_ALLOW=allow), "QE_ALLOW")
+
+
+# -- QE_LOG_LEVEL / RESOURCE -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("level", "expected"), [("debug", "DEBUG"), ("Warning", "WARNING"), ("", "INFO"),
+                                                 ("CRITICAL", "CRITICAL")])
+def test_log_level_valid(level: str, expected: str) -> None:
+    assert load_config(env(QE_LOG_LEVEL=level)).log_level == expected
+
+
+@pytest.mark.parametrize("level", ["verbose", "WARN", "10"])
+def test_log_level_invalid(level: str) -> None:
+    assert_names(env(QE_LOG_LEVEL=level), "QE_LOG_LEVEL")
+
+
+def test_resource_override() -> None:
+    assert load_config(env(RESOURCE=" python-2 ")).resource == "python-2"
+    assert load_config(env(RESOURCE="")).resource is None
+
+
+@pytest.mark.parametrize("resource", ["a/b", "a@b"])
+def test_resource_invalid(resource: str) -> None:
+    assert_names(env(RESOURCE=resource), "RESOURCE")
+
+
+# -- QE_CONFIG (TOML) ------------------------------------------------------------------------
+
+
+def write_toml(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "worker.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_toml_file_with_env_override(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, '\n'.join([
+        'jid = "filer@example.org"',
+        'password = "file-password"',
+        'host = "file.host"',
+        'port = 5269',
+        'allow = ["a@x.org", "b@y.org"]',
+        'log_level = "warning"',
+        'shutdown_timeout = 1.5',
+    ]))
+    config = load_config({"QE_CONFIG": path, "QE_PORT": "6000", "QE_PASSWORD": "env-password"})
+    assert config.jid == "filer@example.org"
+    assert config.password == "env-password"  # env wins
+    assert config.host == "file.host"
+    assert config.port == 6000  # env wins
+    assert config.allow == frozenset({"a@x.org", "b@y.org"})
+    assert config.log_level == "WARNING"
+    assert config.shutdown_timeout == 1.5
+
+
+def test_toml_unknown_key(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'jid = "w@example.org"\npasword = "typo"\n')
+    err = assert_names({"QE_CONFIG": path}, "QE_CONFIG")
+    assert "'pasword'" in str(err)
+
+
+def test_toml_invalid(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'jid = "unterminated\n')
+    err = assert_names({"QE_CONFIG": path}, "QE_CONFIG")
+    assert "not valid TOML" in str(err)
+
+
+def test_toml_missing_file(tmp_path: Path) -> None:
+    assert_names({"QE_CONFIG": str(tmp_path / "absent.toml")}, "QE_CONFIG")
+
+
+def test_toml_value_error_names_the_variable(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'jid = "w@example.org"\npassword = "p"\nport = "http"\n')
+    assert_names({"QE_CONFIG": path}, "QE_PORT")
+
+
+# -- secrets -------------------------------------------------------------------------------
+
+
+def test_password_not_in_repr_or_str() -> None:
+    config = load_config(dict(MINIMAL))
+    assert config.password == PASSWORD
+    assert PASSWORD not in repr(config)
+    assert PASSWORD not in str(config)
+    assert "password" not in repr(config)
+
+
+def test_config_is_frozen() -> None:
+    config = load_config(dict(MINIMAL))
+    with pytest.raises(AttributeError):
+        config.password = "other"  # type: ignore[misc]
+
+
+def test_errors_never_echo_the_password(tmp_path: Path) -> None:
+    bad: list[dict[str, Any]] = [env(QE_PORT="x"), env(QE_TLS="x"), env(QE_ALLOW="bad"), env(QE_LOG_LEVEL="x")]
+    for environ in bad:
+        assert PASSWORD not in str(config_error(environ))

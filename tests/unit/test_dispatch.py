@@ -1,0 +1,429 @@
+"""Unit tests for ``libs.bridge.dispatch.Dispatcher``: decode, authorise, route, run — no XMPP."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from libs.bridge.access import AccessPolicy
+from libs.bridge.dispatch import Dispatcher, DispatchStats
+from libs.bridge.protocol import ApiError, ApiResult, encode_request, now_ms
+from libs.bridge.specs import APISpecs, MessageSpecs
+
+OWN_FULL = "worker@example.org/python"
+OWNER = "worker@example.org/laptop"
+FRIEND = "Friend@Other.net/Phone"
+STRANGER = "stranger@evil.example/x"
+
+
+def make(public: bool = False) -> Dispatcher:
+    return Dispatcher(AccessPolicy.create(OWN_FULL, public=public, allow=["friend@other.net"]))
+
+
+async def ping(specs: APISpecs) -> dict[str, Any]:
+    return {"pong": True}
+
+
+def req(cmd: str = "ping", body: dict[str, Any] | None = None, deadline_ms: int | None = None) -> str:
+    return encode_request(cmd, body, deadline_ms=deadline_ms)
+
+
+def result_of(answer: ApiResult | ApiError) -> dict[str, Any]:
+    assert isinstance(answer, ApiResult), answer
+    return json.loads(answer.payload)
+
+
+def error_of(answer: ApiResult | ApiError, code: str) -> ApiError:
+    assert isinstance(answer, ApiError), answer
+    assert answer.code == code, answer
+    return answer
+
+
+class Recorder:
+    """An API handler that records the specs it was given and returns a fixed value."""
+
+    def __init__(self, value: Any = None, name: str = "") -> None:
+        self.value = value
+        self.name = name
+        self.calls: list[APISpecs] = []
+
+    async def __call__(self, specs: APISpecs) -> Any:
+        self.calls.append(specs)
+        return self.value
+
+
+# -- routing -------------------------------------------------------------------------------
+
+
+async def test_ping_via_fallbacks() -> None:
+    d = make()
+    d.fallbacks["ping"] = ping
+    answer = await d.handle("iq1", OWNER, req("ping"))
+    assert result_of(answer) == {"pong": True}
+    assert (answer.id, answer.to) == ("iq1", OWNER)
+
+
+async def test_commands_win_over_onapi() -> None:
+    d = make()
+    command, onapi, fallback = Recorder({"from": "command"}), Recorder({"from": "onapi"}), Recorder({"from": "fb"})
+    d.commands["ping"] = command
+    d.onapi = onapi
+    d.fallbacks["ping"] = fallback
+    assert result_of(await d.handle("i", OWNER, req("ping"))) == {"from": "command"}
+    assert len(command.calls) == 1
+    assert onapi.calls == [] and fallback.calls == []
+
+
+async def test_command_returning_none_is_unknown_command_without_fallback() -> None:
+    d = make()
+    d.commands["ping"] = Recorder(None)
+    fallback = Recorder({"pong": True})
+    d.fallbacks["ping"] = fallback
+    error_of(await d.handle("i", OWNER, req("ping")), "unknown-command")
+    assert fallback.calls == []
+
+
+async def test_onapi_wins_over_fallbacks() -> None:
+    d = make()
+    d.onapi = Recorder({"pong": "mine"})
+    fallback = Recorder({"pong": True})
+    d.fallbacks["ping"] = fallback
+    assert result_of(await d.handle("i", OWNER, req("ping"))) == {"pong": "mine"}
+    assert fallback.calls == []
+
+
+async def test_fallback_answers_when_onapi_returns_none() -> None:
+    d = make()
+    onapi = Recorder(None)
+    d.onapi = onapi
+    d.fallbacks["ping"] = ping
+    assert result_of(await d.handle("i", OWNER, req("ping"))) == {"pong": True}
+    assert len(onapi.calls) == 1
+
+
+async def test_onapi_returning_none_is_unknown_command() -> None:
+    d = make()
+    d.onapi = Recorder(None)
+    d.fallbacks["ping"] = ping
+    err = error_of(await d.handle("i", OWNER, req("frobnicate")), "unknown-command")
+    assert "frobnicate" in err.message
+    assert err.condition == "item-not-found"
+
+
+async def test_no_handler_at_all_is_unknown_command() -> None:
+    error_of(await make().handle("i", OWNER, req("anything")), "unknown-command")
+
+
+async def test_empty_dict_result_is_a_result() -> None:
+    d = make()
+    d.onapi = Recorder({})
+    assert result_of(await d.handle("i", OWNER, req("x"))) == {}
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+async def boom(specs: APISpecs) -> dict[str, Any]:
+    raise ValueError("db password is hunter2")
+
+
+@pytest.mark.parametrize("sender", [OWNER, FRIEND])
+async def test_handler_error_shows_detail_to_owner_and_allowed(sender: str) -> None:
+    d = make(public=True)
+    d.onapi = boom
+    err = error_of(await d.handle("i", sender, req("work")), "handler-error")
+    assert "ValueError" in err.message
+    assert "hunter2" in err.message
+    assert err.condition == "internal-server-error"
+
+
+async def test_handler_error_hides_detail_from_public_stranger() -> None:
+    d = make(public=True)
+    d.onapi = boom
+    err = error_of(await d.handle("i", STRANGER, req("work")), "handler-error")
+    assert "ValueError" in err.message
+    assert "hunter2" not in err.message
+
+
+async def test_forbidden_for_stranger_on_private_worker() -> None:
+    d = make(public=False)
+    onapi = Recorder({"ok": True})
+    d.onapi = onapi
+    err = error_of(await d.handle("i", STRANGER, req("ping")), "forbidden")
+    assert err.condition == "forbidden"
+    assert onapi.calls == []
+
+
+async def test_public_worker_answers_stranger() -> None:
+    d = make(public=True)
+    onapi = Recorder({"ok": True})
+    d.onapi = onapi
+    assert result_of(await d.handle("i", STRANGER, req("ping"))) == {"ok": True}
+    assert onapi.calls[0].role == "public"
+
+
+@pytest.mark.parametrize("text", ["{not json", "[]", None, "", '{"cmd": ""}'])
+async def test_bad_request(text: str | None) -> None:
+    d = make()
+    onapi = Recorder({"ok": True})
+    d.onapi = onapi
+    err = error_of(await d.handle("i", OWNER, text), "bad-request")
+    assert (err.id, err.to) == ("i", OWNER)
+    assert onapi.calls == []
+
+
+async def test_expired_deadline_is_not_run() -> None:
+    d = make()
+    onapi = Recorder({"ok": True})
+    d.onapi = onapi
+    err = error_of(await d.handle("i", OWNER, req("x", deadline_ms=now_ms() - 1)), "expired")
+    assert err.condition == "remote-server-timeout"
+    assert onapi.calls == []
+    assert d.stats.expired == 1
+
+
+async def test_handler_running_past_deadline_is_cancelled() -> None:
+    d = make()
+    started = asyncio.Event()
+    cancelled = False
+
+    async def forever(specs: APISpecs) -> dict[str, Any]:
+        nonlocal cancelled
+        started.set()
+        try:
+            await asyncio.Event().wait()  # never set: only the deadline can end this
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        return {"never": True}
+
+    d.onapi = forever
+    err = error_of(await d.handle("i", OWNER, req("slow", deadline_ms=now_ms() + 30)), "expired")
+    assert started.is_set()
+    assert cancelled
+    assert "while it ran" in err.message
+    assert d.stats.expired == 1
+    assert d.stats.in_flight == 0
+
+
+async def test_deadline_in_future_lets_handler_finish() -> None:
+    d = make()
+    onapi = Recorder({"ok": True})
+    d.onapi = onapi
+    answer = await d.handle("i", OWNER, req("x", deadline_ms=now_ms() + 3_600_000))
+    assert result_of(answer) == {"ok": True}
+
+
+async def test_handler_own_timeout_error_is_handler_error_not_expired() -> None:
+    d = make()
+
+    async def times_out(specs: APISpecs) -> dict[str, Any]:
+        raise TimeoutError("upstream did not answer")
+
+    d.onapi = times_out
+    err = error_of(await d.handle("i", OWNER, req("x")), "handler-error")
+    assert "TimeoutError" in err.message
+
+
+async def test_not_accepting_is_unavailable() -> None:
+    d = make()
+    onapi = Recorder({"ok": True})
+    d.onapi = onapi
+    d.accepting = False
+    err = error_of(await d.handle("i", OWNER, req("ping")), "unavailable")
+    assert err.condition == "service-unavailable"
+    assert onapi.calls == []
+
+
+@pytest.mark.parametrize("value", [{"s": {1, 2}}, {"n": float("nan")}, ["not", "a", "dict"], "text"])
+async def test_bad_result(value: Any) -> None:
+    d = make()
+    d.onapi = Recorder(value)
+    error_of(await d.handle("i", OWNER, req("x")), "bad-result")
+
+
+async def test_too_large_result() -> None:
+    d = Dispatcher(AccessPolicy.create(OWN_FULL, public=False), max_payload=2048)
+    d.onapi = Recorder({"blob": "x" * 4096})
+    error_of(await d.handle("i", OWNER, req("x")), "too-large")
+
+
+async def test_request_over_dispatcher_max_payload_is_too_large() -> None:
+    d = Dispatcher(AccessPolicy.create(OWN_FULL, public=False), max_payload=1024)
+    error_of(await d.handle("i", OWNER, json.dumps({"cmd": "x", "body": {"b": "y" * 2000}})), "too-large")
+
+
+async def test_handle_never_raises_on_huge_integer_deadline() -> None:
+    d = make()
+    d.onapi = Recorder({"ok": True})
+    error_of(await d.handle("i", OWNER, '{"cmd": "x", "deadline": 1%s}' % ("0" * 400)), "bad-request")
+
+
+async def test_handle_never_raises_on_lone_surrogate_echo() -> None:
+    d = make()
+
+    async def echo(specs: APISpecs) -> dict[str, Any]:
+        return specs.body
+
+    d.onapi = echo
+    error_of(await d.handle("i", OWNER, '{"cmd": "echo", "body": {"s": "\\ud800"}}'), "bad-result")
+
+
+# -- stats ---------------------------------------------------------------------------------
+
+
+async def test_stats_counters() -> None:
+    d = make()
+    seen_in_flight: list[int] = []
+
+    async def onapi(specs: APISpecs) -> dict[str, Any] | None:
+        seen_in_flight.append(d.stats.in_flight)
+        if specs.cmd == "fail":
+            raise RuntimeError("x")
+        return {"ok": True} if specs.cmd == "ok" else None
+
+    d.onapi = onapi
+    assert d.stats == DispatchStats()
+    await d.handle("1", OWNER, req("ok"))
+    await d.handle("2", OWNER, req("ok"))
+    await d.handle("3", OWNER, "{bad")
+    await d.handle("4", STRANGER, req("ok"))
+    await d.handle("5", OWNER, req("ok", deadline_ms=now_ms() - 1))
+    await d.handle("6", OWNER, req("fail"))
+    await d.handle("7", OWNER, req("nothing"))
+    d.accepting = False
+    await d.handle("8", OWNER, req("ok"))
+    # every received request is counted in exactly one outcome
+    assert d.stats == DispatchStats(received=8, answered=2, failed=4, forbidden=1, expired=1, in_flight=0)
+    assert seen_in_flight == [1, 1, 1, 1]
+
+
+async def test_in_flight_counts_concurrent_requests() -> None:
+    d = make()
+    release = asyncio.Event()
+    entered = 0
+    both_in = asyncio.Event()
+
+    async def onapi(specs: APISpecs) -> dict[str, Any]:
+        nonlocal entered
+        entered += 1
+        if entered == 2:
+            both_in.set()
+        await release.wait()
+        return {"ok": True}
+
+    d.onapi = onapi
+    tasks = [asyncio.create_task(d.handle(str(i), OWNER, req("x"))) for i in range(2)]
+    await both_in.wait()
+    assert d.stats.in_flight == 2
+    release.set()
+    answers = await asyncio.gather(*tasks)
+    assert all(isinstance(a, ApiResult) for a in answers)
+    assert d.stats.in_flight == 0
+    assert d.stats.answered == 2
+
+
+# -- APISpecs --------------------------------------------------------------------------------
+
+
+async def test_api_specs_fields() -> None:
+    d = make()
+    onapi = Recorder({"ok": True})
+    d.onapi = onapi
+    deadline = now_ms() + 3_600_000
+    await d.handle("iq-42", FRIEND, req("do", {"a": [1, {"b": None}]}, deadline_ms=deadline))
+    (specs,) = onapi.calls
+    assert specs.cmd == "do"
+    assert specs.body == {"a": [1, {"b": None}]}
+    assert specs.role == "allowed"
+    assert type(specs.role) is str
+    assert specs.jid == FRIEND
+    assert specs.id == "iq-42"
+    assert specs.uid == "friend@other.net"
+    assert specs.resource == "Phone"
+    assert specs.deadline_ms == deadline
+    assert (specs.app, specs.servid, specs.servsecret) == (None, None, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        specs.cmd = "other"  # type: ignore[misc]
+
+
+async def test_api_specs_owner_role_and_no_deadline() -> None:
+    d = make()
+    onapi = Recorder({"ok": True})
+    d.onapi = onapi
+    await d.handle("i", OWNER, req("x"))
+    assert onapi.calls[0].role == "owner"
+    assert onapi.calls[0].deadline_ms is None
+    assert onapi.calls[0].resource == "laptop"
+
+
+# -- message() -----------------------------------------------------------------------------
+
+
+def no_reply(to: str, body: str | dict[str, Any]) -> None:
+    raise AssertionError("reply must not be called")
+
+
+@pytest.mark.parametrize(("text", "body"), [
+    ('{"a": 1, "b": [true]}', {"a": 1, "b": [True]}),
+    ("{}", {}),
+    ("hello", "hello"),
+    ("{not json", "{not json"),
+    ("[1, 2]", "[1, 2]"),
+    ("42", "42"),
+    ("", ""),
+])
+def test_message_body(text: str, body: Any) -> None:
+    specs = make().message(OWNER, OWN_FULL, text, no_reply)
+    assert specs is not None
+    assert specs.body == body
+    assert type(specs.body) is type(body)
+
+
+def test_message_deeply_nested_json_stays_text() -> None:
+    text = '{"a":' + "[" * 100_000 + "]" * 100_000 + "}"
+    specs = make().message(OWNER, OWN_FULL, text, no_reply)
+    assert specs is not None and specs.body == text
+
+
+def test_message_from_stranger() -> None:
+    assert make(public=False).message(STRANGER, OWN_FULL, "hi", no_reply) is None
+    specs = make(public=True).message(STRANGER, OWN_FULL, "hi", no_reply)
+    assert specs is not None
+    assert specs.role == "public"
+    assert (specs.itsme, specs.itsbro) == (False, False)
+
+
+@pytest.mark.parametrize(("sender", "itsme", "itsbro", "role"), [
+    (OWN_FULL, True, True, "owner"),
+    ("Worker@Example.org/other", False, True, "owner"),
+    (FRIEND, False, False, "allowed"),
+])
+def test_message_itsme_itsbro(sender: str, itsme: bool, itsbro: bool, role: str) -> None:
+    specs = make().message(sender, OWN_FULL, "x", no_reply)
+    assert specs is not None
+    assert (specs.itsme, specs.itsbro, specs.role) == (itsme, itsbro, role)
+
+
+def test_message_fields_and_reply() -> None:
+    sent: list[tuple[str, Any]] = []
+    specs = make().message(FRIEND, OWN_FULL, '{"q": 1}', lambda to, body: sent.append((to, body)))
+    assert isinstance(specs, MessageSpecs)
+    assert specs.fromjid == FRIEND
+    assert specs.uid == "friend@other.net"
+    assert specs.resource == "Phone"
+    assert specs.channel is None
+    specs.reply({"answer": 2})
+    specs.reply("plain")
+    assert sent == [(FRIEND, {"answer": 2}), (FRIEND, "plain")]
+
+
+def test_message_specs_without_reply_function() -> None:
+    specs = MessageSpecs(fromjid=FRIEND, body="x", role="allowed", uid="friend@other.net",
+                         resource="Phone", itsme=False, itsbro=False)
+    with pytest.raises(RuntimeError):
+        specs.reply("hi")

@@ -1,0 +1,29 @@
+"""``python -m workers.python``: run the default worker until Ctrl+C / SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m workers.python",
+        description="Run the default qe-worker (ping, info, echo) as QE_JID/RESOURCE until Ctrl+C or SIGTERM.",
+    )
+    parser.add_argument("--resource", default="python", help="XMPP resource (default: python; env RESOURCE wins)")
+    parser.add_argument("--public", action="store_true", help="answer any caller, not only the own account and QE_ALLOW")
+    args = parser.parse_args(argv)
+
+    from libs.startup import startup
+
+    startup()
+    from workers.python.worker import build
+
+    build(resource=args.resource, public=args.public)
+    asyncio.get_event_loop().run_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
