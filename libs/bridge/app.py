@@ -26,7 +26,7 @@ from .client import api_call
 from .config import ConfigError, WorkerConfig, load_config
 from .dispatch import ApiHandler, Dispatcher, MessageHandler
 from .errors import CallError
-from .protocol import ApiError, ApiResult
+from .protocol import ApiError, ApiResult, xml_safe
 from .specs import APISpecs, MessageSpecs
 from .xmpp import XmppTransport
 
@@ -279,7 +279,7 @@ class App:
 
     def sendtojid(self, jid: str, body: str | dict[str, Any]) -> None:
         """Send a chat message; a dict is sent as JSON text. Call on the main loop."""
-        text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+        text = xml_safe(body) if isinstance(body, str) else json.dumps(body)
         if self.transport is None:
             raise RuntimeError("the worker is not started yet (its loop is not running)")
         self.transport.send_message(jid, text)

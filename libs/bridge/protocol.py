@@ -14,6 +14,7 @@ types (numbers, booleans, nulls) that QE's handlers expect.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -34,6 +35,7 @@ __all__ = [
     "encode_result",
     "now_ms",
     "wire_size",
+    "xml_safe",
 ]
 
 NS: Final = "urn:qe:worker:api:1"
@@ -143,11 +145,15 @@ def wire_size(text: str) -> int:
     return len(raw) + sum(raw.count(ch) * extra for ch, extra in _ESCAPES)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# ensure_ascii: what we put in XML is pure ASCII, so no character can be invalid there
+# (U+FFFE, lone surrogates from a "\ud800" escape would make the server drop our stream).
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+_dumps = _ENCODER.encode  # json.dumps with options builds a new encoder per call
 
 
 def _check_size(text: str, max_payload: int, what: str) -> str:
+    if len(text) * 6 <= max_payload:  # no character takes more than 6 bytes escaped
+        return text
     size = wire_size(text)
     if size > max_payload:
         raise ProtocolError("too-large", f"{what} is {size} bytes on the wire, the limit is {max_payload}")
@@ -221,7 +227,7 @@ def decode_request(
     doc = _loads(text, "request")
     if not isinstance(doc, dict):
         raise ProtocolError("bad-request", "request must be a JSON object")
-    if _depth(doc, MAX_DEPTH) > MAX_DEPTH:
+    if text.count("{") + text.count("[") > MAX_DEPTH and _depth(doc, MAX_DEPTH) > MAX_DEPTH:
         raise ProtocolError("bad-request", f"request is nested deeper than {MAX_DEPTH} levels")
     cmd = doc.get("cmd")
     if not isinstance(cmd, str) or not cmd or len(cmd) > 200:
@@ -260,10 +266,16 @@ def encode_result(request: ApiRequest, result: Any, *, max_payload: int = DEFAUL
         _check_size(text, max_payload, "result")
     except ProtocolError as exc:
         return ApiError(request.id, request.sender, exc.code, exc.message)
-    except UnicodeEncodeError:  # lone surrogates, e.g. echoed from a "\ud800" escape
-        return ApiError(request.id, request.sender, "bad-result",
-                        f"result of {request.cmd!r} contains text that is not valid Unicode")
     return ApiResult(request.id, request.sender, text)
+
+
+_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` without the characters XML 1.0 forbids (control characters, U+FFFE/U+FFFF,
+    lone surrogates), which would make the server close our whole stream."""
+    return _XML_INVALID.sub("\ufffd", text)
 
 
 def encode_error(code: str, message: str) -> str:

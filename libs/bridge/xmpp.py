@@ -22,6 +22,7 @@ import asyncio
 import importlib
 import logging
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from slixmpp.xmlstream.matcher.base import MatcherBase
 from .access import AccessPolicy, bare_jid
 from .config import WorkerConfig
 from .errors import AuthenticationFailed, CallTimeout, NotConnected, RemoteError
-from .protocol import NS, ApiError, ApiResult, decode_error
+from .protocol import NS, ApiError, ApiResult, decode_error, xml_safe
 from .transport import Backoff, OnFatal, OnMessage, OnRequest, Transport
 
 __all__ = ["XmppTransport"]
@@ -131,6 +132,7 @@ class XmppTransport(Transport):
         self._password_refused = False
         self.sessions = 0  # sessions started (1 + reconnects that needed a new session)
         self.resumptions = 0
+        self.resumable = False  # XEP-0198 enabled with resumption on the current stream
         self._client: slixmpp.ClientXMPP | None = None
         self._online = asyncio.Event()
         self._session_changed = asyncio.Condition()
@@ -191,6 +193,8 @@ class XmppTransport(Transport):
         per _ACK_DELAY covers all stanzas received meanwhile and keeps acks timely.
         """
         client.register_plugin("xep_0198", {"window": 20})
+        client.add_event_handler("sm_enabled", lambda _e: self._set_resumable(True))
+        client.add_event_handler("sm_disabled", lambda _e: self._set_resumable(False))
         client.remove_handler("Stream Management Request Ack")
         client.register_handler(
             Callback("qe-sm-request-ack", MatchXPath(_SM_REQUEST_ACK), self._on_ack_request, instream=True)
@@ -259,20 +263,31 @@ class XmppTransport(Transport):
         self._spawn(self._notify_session())
         log.info("%s online (session %d)", self.jid, self.sessions)
 
+    def _set_resumable(self, value: bool) -> None:
+        self.resumable = value
+        if value:
+            self._spawn(self._notify_session())
+
     async def _notify_session(self) -> None:
         async with self._session_changed:
             self._session_changed.notify_all()
 
-    async def wait_sessions(self, count: int, timeout: float) -> None:
-        """Wait until ``count`` sessions have started (1 = first login; 2 = one reconnect
-        that needed a new session), for monitoring and tests."""
+    async def wait_state(self, predicate: Callable[[XmppTransport], bool], timeout: float) -> None:
+        """Wait until ``predicate(self)`` holds, re-checked whenever a session starts, is
+        resumed or becomes resumable (for monitoring and tests); ``TimeoutError`` after ``timeout`` s."""
         async with asyncio.timeout(timeout), self._session_changed:
-            await self._session_changed.wait_for(lambda: self.sessions >= count and self.online)
+            await self._session_changed.wait_for(lambda: predicate(self))
+
+    async def wait_sessions(self, count: int, timeout: float) -> None:
+        """Wait until ``count`` sessions have started and we are online (1 = first login;
+        2 = one reconnect that needed a new session, not a XEP-0198 resumption)."""
+        await self.wait_state(lambda t: t.sessions >= count and t.online, timeout)
 
     def _on_session_resumed(self, _event: Any) -> None:
         self.resumptions += 1
         self.backoff.reset()
         self._online.set()
+        self._spawn(self._notify_session())
         log.info("%s resumed its session (XEP-0198)", self.jid)
 
     def _on_disconnected(self, reason: Any) -> None:
@@ -347,7 +362,7 @@ class XmppTransport(Transport):
             try:
                 await self._send_iq(iq, self.config.domain, self.keepalive_timeout)
             except TimeoutError:
-                log.warning("%s: server did not answer a ping in %.0f s; reconnecting", self.jid, self.keepalive_timeout)
+                log.warning("%s: server did not answer a ping in %.1f s; reconnecting", self.jid, self.keepalive_timeout)
                 client.abort()
 
     # -- incoming -----------------------------------------------------------------------
@@ -413,7 +428,7 @@ class XmppTransport(Transport):
             iq["type"] = "error"
             iq["error"]["condition"] = answer.condition
             iq["error"]["type"] = _ERROR_TYPES.get(answer.condition, "cancel")
-            iq["error"]["text"] = answer.message
+            iq["error"]["text"] = xml_safe(answer.message)
         client.send(_with_api(iq, answer.payload))
 
     async def _send_iq(self, iq: Any, to: str, timeout: float) -> Any:

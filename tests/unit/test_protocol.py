@@ -104,10 +104,13 @@ def test_encode_request_rejects_non_json_body(body: dict[str, Any]) -> None:
         encode_request("x", body)
 
 
-def test_encode_request_with_lone_surrogate_raises_value_error() -> None:
-    # a str that is not encodable as UTF-8 cannot be sent; client.call documents ValueError
-    with pytest.raises(ValueError):
-        encode_request("x", {"s": "\ud800"})
+@pytest.mark.parametrize("odd", ["\ud800", "\ufffe", "\uffff", "é", "日本", "\x00"])
+def test_encoded_text_is_ascii_so_always_valid_in_xml(odd: str) -> None:
+    # characters XML forbids (U+FFFE, lone surrogates) would make the server drop our
+    # stream; as JSON escapes they travel safely and decode to the same string
+    text = encode_request("x", {"s": odd})
+    assert text.isascii()
+    assert json.loads(text)["body"]["s"] == odd
 
 
 def test_encode_request_too_large_counts_escapes_and_boundary_is_inclusive() -> None:
@@ -318,10 +321,10 @@ def test_encode_result_not_json_is_bad_result(result: dict[str, Any]) -> None:
     assert "JSON" in answer.message
 
 
-def test_encode_result_lone_surrogate_is_bad_result() -> None:
+def test_encode_result_lone_surrogate_travels_as_escape() -> None:
     answer = encode_result(REQ, {"s": "\ud800"})
-    assert isinstance(answer, ApiError)
-    assert answer.code == "bad-result"
+    assert isinstance(answer, ApiResult)
+    assert answer.payload.isascii() and decode_result(answer.payload) == {"s": "\ud800"}
 
 
 def test_encode_result_too_large() -> None:
@@ -483,3 +486,11 @@ def test_decode_request_arbitrary_json(value: Any) -> None:
 @given(_request_like)
 def test_decode_request_request_shaped_json(value: dict[str, Any]) -> None:
     _check_decode_contract(json.dumps(value, ensure_ascii=False))
+
+
+def test_xml_safe_replaces_only_characters_xml_forbids() -> None:
+    from libs.bridge.protocol import xml_safe
+
+    assert xml_safe("a\x00b\ufffe\ud800\x1f") == "a\ufffdb\ufffd\ufffd\ufffd"
+    keep = "tab\t nl\n cr\r é 日本 \U0001f600 \ud7ff \ue000 \ufffd"
+    assert xml_safe(keep) == keep
