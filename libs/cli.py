@@ -1,6 +1,7 @@
-"""``qe-worker``: run the default worker, call workers, start a private Prosody, run the demo.
+"""``qe-worker``: run the default worker, call workers, schedule jobs, start a private
+Prosody, run the demo.
 
-Exit codes (``call``/``ping``): 0 success, 2 bad usage or configuration, 3 timeout,
+Exit codes (``call``/``ping``/``schedule``/``jobs``/``cancel``): 0 success, 2 bad usage or configuration, 3 timeout,
 4 the worker answered with an error, 5 cannot connect or log in.
 """
 
@@ -13,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = ["main"]
@@ -28,7 +30,7 @@ configuration (environment):
   QE_LOG_LEVEL            DEBUG | INFO (default) | WARNING | ERROR
 see README.md for the full table.
 
-exit codes of call/ping: 0 ok, 2 usage/config, 3 timeout, 4 error from the worker, 5 connection/login
+exit codes of call/ping/schedule/jobs/cancel: 0 ok, 2 usage/config, 3 timeout, 4 error from the worker, 5 connection/login
 """
 
 
@@ -51,20 +53,24 @@ def _call_exit(exc: BaseException) -> int:
     raise exc
 
 
-def _cmd_call(args: argparse.Namespace) -> int:
-    from libs.bridge import CallError, ConfigError, call, load_config
+def _json_body(raw: str | None) -> dict[str, Any]:
+    """Parse JSON_BODY; ``ValueError`` with the message to show."""
+    if raw is None:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"JSON_BODY is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValueError("JSON_BODY must be a JSON object, e.g. '{\"text\": \"hi\"}'")
+    return body
+
+
+def _with_client(args: argparse.Namespace, work: Callable[[Any], Awaitable[Any]]) -> int:
+    """Log in with the QE_* configuration, run ``work(client)``, print its JSON result."""
+    from libs.bridge import CallError, Client, ConfigError, load_config
     from libs.startup import configure_logging
 
-    body: Any = {}
-    if args.body is not None:
-        try:
-            body = json.loads(args.body)
-        except ValueError as exc:
-            _err(f"JSON_BODY is not valid JSON: {exc}")
-            return EXIT_USAGE
-        if not isinstance(body, dict):
-            _err("JSON_BODY must be a JSON object, e.g. '{\"text\": \"hi\"}'")
-            return EXIT_USAGE
     if args.timeout <= 0:
         _err("--timeout must be positive")
         return EXIT_USAGE
@@ -75,8 +81,13 @@ def _cmd_call(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     # the outcome is printed as one line; logs only when asked for with QE_LOG_LEVEL
     configure_logging(config.log_level if os.environ.get("QE_LOG_LEVEL") else "CRITICAL", (config.password,))
+
+    async def session() -> Any:
+        async with Client(config, connect_timeout=args.timeout) as client:
+            return await work(client)
+
     try:
-        result = asyncio.run(call(args.jid, args.cmd, body, timeout=args.timeout, config=config))
+        result = asyncio.run(session())
     except ValueError as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -84,6 +95,47 @@ def _cmd_call(args: argparse.Namespace) -> int:
         return _call_exit(exc)
     print(json.dumps(result, ensure_ascii=False))
     return EXIT_OK
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    try:
+        body = _json_body(args.body)
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    return _with_client(args, lambda client: client.call(args.jid, args.cmd, body, timeout=args.timeout))
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from libs.scheduling.client import RemoteWorker
+
+    try:
+        body = _json_body(args.body)
+        if args.every:
+            spec = {"every": args.every}
+        elif args.at:
+            spec = {"at": list(args.at)}
+        else:
+            spec = {"cron": args.cron, "tz": args.tz}
+        RemoteWorker.check(spec)
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+
+    async def work(client: Any) -> dict[str, Any]:
+        handle = await RemoteWorker(client, args.jid, timeout=args.timeout).plan(spec).call(
+            args.cmd, body, misfire=args.misfire)
+        return {"job": handle.id, "next_run": handle.next_run, "trigger": handle.trigger}
+
+    return _with_client(args, work)
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    return _with_client(args, lambda client: client.call(args.jid, "jobs", {}, timeout=args.timeout))
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    return _with_client(args, lambda client: client.call(args.jid, "cancel", {"job": args.job}, timeout=args.timeout))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -186,6 +238,38 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("jid", metavar="FULL_JID")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
     p.set_defaults(func=_cmd_call, cmd="ping", body=None)
+
+    p = sub.add_parser("schedule", help="ask a worker to run CMD on a schedule (prints the job id)",
+                       description="Ask the worker at FULL_JID to run CMD every INTERVAL, at given instants, "
+                                   "or on a cron schedule. The job survives worker restarts; cancel it with "
+                                   "`qe-worker cancel FULL_JID JOB`.",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jid", metavar="FULL_JID")
+    p.add_argument("cmd", metavar="CMD")
+    p.add_argument("body", metavar="JSON_BODY", nargs="?", help="arguments as a JSON object (default {})")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--every", metavar="INTERVAL", help="e.g. 500ms, 5s, 2m, 1h30m")
+    when.add_argument("--at", metavar="ISO", nargs="+", help="one or more instants with a UTC offset, "
+                                                             "e.g. 2026-12-01T09:00:00+01:00")
+    when.add_argument("--cron", metavar="EXPR", help='5-field cron expression, e.g. "*/5 * * * *"')
+    p.add_argument("--tz", default="UTC", help="time zone for --cron (default UTC), e.g. Europe/Berlin")
+    p.add_argument("--misfire", choices=("coalesce", "skip"), default="coalesce",
+                   help="runs missed while the worker was down: one catch-up run (coalesce, default) or none")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default 10)")
+    p.set_defaults(func=_cmd_schedule)
+
+    p = sub.add_parser("jobs", help="list a worker's scheduled jobs (yours; all of them for its owner)",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jid", metavar="FULL_JID")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    p.set_defaults(func=_cmd_jobs)
+
+    p = sub.add_parser("cancel", help="cancel a scheduled job",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jid", metavar="FULL_JID")
+    p.add_argument("job", metavar="JOB", help="the id printed by `qe-worker schedule`")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    p.set_defaults(func=_cmd_cancel)
 
     p = sub.add_parser("run", help="run the default worker (ping, info, echo) until Ctrl+C",
                        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -10,6 +10,18 @@ from .config import ConfigError, WorkerConfig, load_config
 from .errors import AuthenticationFailed, CallError, CallTimeout, NotConnected, RemoteError
 from .serial import serial_generator
 from .specs import APISpecs, MessageSpecs
+from .timers import (
+    SetInterval,
+    SetIntervalSafe,
+    SetTimeout,
+    SetTimeoutSafe,
+    TimerStats,
+    clearInterval,
+    clearTimeout,
+    setInterval,
+    setTimeout,
+    timer_stats,
+)
 
 __all__ = [
     "APISpecs",
@@ -23,9 +35,19 @@ __all__ = [
     "NotConnected",
     "RemoteError",
     "Role",
+    "SetInterval",
+    "SetIntervalSafe",
+    "SetTimeout",
+    "SetTimeoutSafe",
+    "TimerStats",
     "WorkerConfig",
     "call",
+    "clearInterval",
+    "clearTimeout",
     "load_config",
     "serial_generator",
+    "setInterval",
+    "setTimeout",
+    "timer_stats",
     "version",
 ]

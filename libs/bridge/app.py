@@ -16,7 +16,7 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import metadata
 from typing import Any
 
@@ -28,6 +28,7 @@ from .dispatch import ApiHandler, Dispatcher, MessageHandler
 from .errors import CallError
 from .protocol import ApiError, ApiResult, xml_safe
 from .specs import APISpecs, MessageSpecs
+from .timers import timer_stats
 from .xmpp import XmppTransport
 
 __all__ = ["App", "version"]
@@ -110,6 +111,8 @@ class App:
         self._keepalive = self.config.keepalive if keepalive is None else keepalive
         self._exit_on_fatal = exit_on_fatal
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._on_start: list[Callable[[], None]] = []
+        self._on_close: list[Callable[[float], Awaitable[None]]] = []
         self.transport: XmppTransport | None = None
         self.loop = _runtime.main_loop()
         # Script style (App at import time, then run_forever): we own SIGINT/SIGTERM.
@@ -137,6 +140,19 @@ class App:
             _runtime.install_signal_handlers(self.loop, lambda: self.config.shutdown_timeout)
         log.info("worker %s starting (public=%s, allow=%s)", self.jid, self.public,
                  ",".join(sorted(self.config.allow)) or "-")
+        for hook in self._on_start:
+            hook()
+
+    def on_close(self, hook: Callable[[float], Awaitable[None]]) -> None:
+        """Await ``hook(timeout)`` first thing in ``close()`` (stop what feeds us work)."""
+        self._on_close.append(hook)
+
+    def on_start(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` on the main loop once the worker starts (at once if it has)."""
+        if self.transport is not None:
+            self.loop.call_soon_threadsafe(hook)
+        else:
+            self._on_start.append(hook)
 
     def _on_fatal(self, reason: str) -> None:
         if self._exit_on_fatal:
@@ -158,6 +174,12 @@ class App:
         timeout = self.config.shutdown_timeout if timeout is None else timeout
         _runtime.remove_shutdown_hook(self.close)
         self.dispatcher.accepting = False
+        hooks, self._on_close = self._on_close, []
+        for hook in hooks:
+            try:
+                await hook(timeout * 0.5)
+            except Exception:
+                log.exception("close hook %r failed", hook)
         pending = {t for t in self._tasks if not t.done()}
         if pending:
             log.info("waiting up to %.1f s for %d running request(s)", timeout * 0.8, len(pending))
@@ -235,6 +257,7 @@ class App:
             },
             "sessions": transport.sessions if transport else 0,
             "resumptions": transport.resumptions if transport else 0,
+            "timers": [stats.as_dict() for stats in timer_stats()],
         }
 
     # -- public API -----------------------------------------------------------------------

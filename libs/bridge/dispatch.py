@@ -62,7 +62,19 @@ class Dispatcher:
     async def handle(self, iq_id: str, sender: str, text: str | None) -> ApiResult | ApiError:
         """Never raises (except cancellation): every outcome is an answer to send."""
         self.stats.received += 1
-        answer = await self._handle(iq_id, sender, text)
+        return self._count(await self._handle(iq_id, sender, text))
+
+    async def execute(self, request: ApiRequest, role: Role) -> ApiResult | ApiError:
+        """Run a request that did not arrive over the wire but was authorised by the caller
+        earlier (a scheduled job); routed and counted like any other."""
+        self.stats.received += 1
+        self.stats.in_flight += 1
+        try:
+            return self._count(await self._run(request, role))
+        finally:
+            self.stats.in_flight -= 1
+
+    def _count(self, answer: ApiResult | ApiError) -> ApiResult | ApiError:
         if isinstance(answer, ApiResult):
             self.stats.answered += 1
         elif answer.code == "forbidden":
@@ -116,6 +128,8 @@ class Dispatcher:
                     fallback = self.fallbacks.get(request.cmd)
                     if result is None and fallback is not None:
                         result = await fallback(specs)
+        except ProtocolError as exc:  # a handler's deliberate refusal, with its code
+            return ApiError(request.id, request.sender, exc.code, exc.message)
         except TimeoutError as exc:
             if not deadline.expired():  # the handler's own timeout, not our deadline
                 return self._handler_error(request, role, f"TimeoutError: {exc}")

@@ -55,6 +55,7 @@ MAX_DEPTH: Final = 64
 CONDITIONS: Final[dict[str, str]] = {
     "bad-request": "bad-request",
     "unknown-command": "item-not-found",
+    "not-found": "item-not-found",
     "forbidden": "forbidden",
     "handler-error": "internal-server-error",
     "bad-result": "internal-server-error",

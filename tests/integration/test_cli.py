@@ -92,3 +92,34 @@ async def test_help_explains():
     assert code == 0
     for word in ("call", "ping", "run", "server", "demo", "QE_JID", "exit codes"):
         assert word in out
+
+
+async def test_schedule_jobs_cancel_against_the_default_worker(prosody, accounts, tmp_path):
+    from workers.python.worker import build
+    from libs.scheduling.store import JobStore
+
+    password = accounts["worker"][1]
+    env = prosody.env("worker", password)
+    app = build(resource="clisched", config=load_config(env), store=JobStore(tmp_path / "j.sqlite3"),
+                exit_on_fatal=False, keepalive=0)
+    try:
+        await app.wait_online(10)
+        code, out, err = await qe("schedule", app.jid, "echo", '{"a": 1}', "--every", "1h", env=env)
+        assert code == 0, err
+        job = json.loads(out)["job"]
+        code, out, _ = await qe("jobs", app.jid, env=env)
+        listed = json.loads(out)["jobs"]
+        assert [(j["job"], j["cmd"], j["status"]) for j in listed] == [(job, "echo", "active")]
+        assert (await qe("cancel", app.jid, job, env=env))[0] == 0
+        code, out, _ = await qe("jobs", app.jid, env=env)
+        assert json.loads(out)["jobs"][0]["status"] == "cancelled"
+        code, _, err = await qe("schedule", app.jid, "echo", "--every", "5x", env=env)
+        assert code == 2 and "5x" in err  # refused locally, nothing sent
+        code, _, err = await qe("schedule", app.jid, "echo", "--cron", "* * *", env=env)
+        assert code == 2 and err.count("\n") == 1
+        code, out, _ = await qe("call", app.jid, "health", env=env)
+        assert json.loads(out)["status"] in ("ok", "warning")
+        code, out, _ = await qe("call", app.jid, "stats", env=env)
+        assert json.loads(out)["requests"]["received"] >= 1
+    finally:
+        await app.close(2)

@@ -1,0 +1,44 @@
+"""Scheduling: when jobs fire. Import from ``libs.scheduling``, not from its modules.
+
+The triggers are sans-IO (see ``triggers.py``): pure values, no clock reads, no threads.
+"""
+
+from .triggers import (
+    CronTrigger,
+    DateTrigger,
+    IntervalTrigger,
+    MisfirePolicy,
+    Trigger,
+    due_runs,
+    format_duration,
+    parse_duration,
+    trigger_from_spec,
+)
+from .periodic import PeriodicTask, PeriodicTaskManager, RunRecord
+from .maintenance import (
+    check_system_health,
+    cleanup_history,
+    cleanup_temp_files,
+    log_statistics,
+    maintenance_tasks,
+)
+
+__all__ = [
+    "CronTrigger",
+    "DateTrigger",
+    "IntervalTrigger",
+    "MisfirePolicy",
+    "Trigger",
+    "due_runs",
+    "format_duration",
+    "parse_duration",
+    "trigger_from_spec",
+    "PeriodicTask",
+    "PeriodicTaskManager",
+    "RunRecord",
+    "check_system_health",
+    "cleanup_history",
+    "cleanup_temp_files",
+    "log_statistics",
+    "maintenance_tasks",
+]

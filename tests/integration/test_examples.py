@@ -1,0 +1,92 @@
+"""QE's seed scripts (examples/seed_*.py, verbatim) run unmodified against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from libs.bridge import Client, RemoteError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+class Script:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+
+    async def next_line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not raw:
+            raise EOFError("the script ended")
+        line = raw.decode().rstrip("\n")
+        self.lines.append(line)
+        return line
+
+
+@pytest.fixture
+async def run_script(prosody, accounts) -> AsyncIterator:
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(name: str, resource: str) -> Script:
+        _jid, password = accounts["worker"]
+        env = {**os.environ, **prosody.env("worker", password), "RESOURCE": resource,
+               "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+        proc = await asyncio.create_subprocess_exec(sys.executable, str(EXAMPLES / name), env=env, cwd=ROOT,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        procs.append(proc)
+        return Script(proc)
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                raise
+            assert code == 0, (await proc.stderr.read()).decode()
+
+
+async def _ping(prosody, accounts, jid: str) -> dict:
+    """Ping the script's worker, retrying while it is still logging in."""
+    async with Client(load_config(prosody.env("client", accounts["client"][1]))) as client:
+        for _ in range(100):
+            try:
+                return await client.call(jid, "ping", timeout=5)
+            except RemoteError as exc:
+                if exc.code != "unavailable":
+                    raise
+                await asyncio.sleep(0.1)  # the other process is still logging in
+    raise AssertionError(f"{jid} never came online")
+
+
+@pytest.mark.parametrize("name", ["seed_1_set_interval.py", "seed_2_set_interval_safe.py"])
+async def test_interval_example_prints_hello_and_answers_ping(run_script, prosody, accounts, name):
+    resource = name.split(".")[0].replace("_", "")
+    script = await run_script(name, resource)
+    assert await script.next_line(10) == "hello"
+    assert await _ping(prosody, accounts, f"{accounts['worker'][0]}/{resource}") == {"pong": True}
+    assert await script.next_line(10) == "hello"  # it keeps going
+
+
+async def test_stop_example_prints_five_hellos_then_stops(run_script, prosody, accounts):
+    script = await run_script("seed_3_set_interval_stop.py", "seed3")
+    lines = [await script.next_line(10) for _ in range(6)]
+    assert lines == ["hello"] * 5 + ["interval cleared."]
+    jid = f"{accounts['worker'][0]}/seed3"
+    assert await _ping(prosody, accounts, jid) == {"pong": True}  # still serving
+    async with Client(load_config(prosody.env("worker", accounts["worker"][1]))) as owner:
+        info = await owner.call(jid, "info", timeout=5)
+    assert info["timers"] == []  # the interval is gone, not merely quiet
+    with pytest.raises(TimeoutError):  # and nothing more is printed (1.5 intervals)
+        await script.next_line(1.5)
