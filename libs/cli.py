@@ -151,25 +151,16 @@ def _cmd_server(args: argparse.Namespace) -> int:
     return devserver.run_from_args(args)
 
 
-async def _wait_answering(config: Any, jid: str, timeout: float) -> dict[str, Any]:
-    """Ping until the freshly started worker answers (it needs a moment to log in)."""
-    from libs.bridge import Client, RemoteError
+async def _ping_new_worker(config: Any, jid: str, timeout: float) -> dict[str, Any]:
+    from libs.bridge import Client, wait_answering
 
-    end = time.monotonic() + timeout
     async with Client(config, connect_timeout=timeout) as client:
-        while True:
-            try:
-                return await client.call(jid, "ping", timeout=max(0.5, end - time.monotonic()))
-            except RemoteError as exc:
-                if exc.code != "unavailable" or time.monotonic() > end:
-                    raise
-                await asyncio.sleep(0.1)  # polling a remote process: no event to wait on
+        return await wait_answering(client, jid, timeout)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from libs.bridge import CallError, load_config
+    from libs.bridge import CallError, load_config, serial_generator
     from libs.devserver import DevServer, ProsodyNotInstalled
-    from libs.bridge import serial_generator
 
     worker_pw, client_pw = serial_generator(16), serial_generator(16)
     try:
@@ -188,7 +179,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         client_env = server.env("client", client_pw)
         t0 = time.perf_counter()
         try:
-            result = asyncio.run(_wait_answering(load_config(client_env), f"{worker_jid}/python", args.timeout))
+            result = asyncio.run(_ping_new_worker(load_config(client_env), f"{worker_jid}/python", args.timeout))
         except CallError as exc:
             _err(f"the demo worker did not answer: {exc}")
             return EXIT_TIMEOUT

@@ -5,9 +5,15 @@ Everything public is re-exported here; import from ``libs.bridge``, not from its
 
 from .access import Role
 from .app import App, version
-from .client import Client, call
+from .client import Client, call, wait_answering
 from .config import ConfigError, WorkerConfig, load_config
-from .errors import AuthenticationFailed, CallError, CallTimeout, NotConnected, RemoteError
+from .errors import (
+    AuthenticationFailed,
+    CallError,
+    CallTimeout,
+    NotConnected,
+    RemoteError,
+)
 from .serial import serial_generator
 from .specs import APISpecs, MessageSpecs
 from .timers import (
@@ -50,4 +56,5 @@ __all__ = [
     "setTimeout",
     "timer_stats",
     "version",
+    "wait_answering",
 ]

@@ -6,7 +6,9 @@ reconnect, or from a server queue) refuses it instead of doing work nobody waits
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from types import TracebackType
 from typing import Any
 
@@ -17,7 +19,7 @@ from .serial import serial_generator
 from .transport import Transport
 from .xmpp import XmppTransport
 
-__all__ = ["Client", "api_call", "call", "random_resource"]
+__all__ = ["Client", "api_call", "call", "random_resource", "wait_answering"]
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +101,17 @@ async def call(jid: str, cmd: str, body: dict[str, Any] | None = None, *, timeou
     """One call on a fresh connection (log in, call, log out). For many calls use ``Client``."""
     async with Client(config, connect_timeout=timeout) as client:
         return await client.call(jid, cmd, body, timeout=timeout)
+
+
+async def wait_answering(client: Client, jid: str, timeout: float) -> dict[str, Any]:
+    """Ping ``jid`` until it answers (a worker just started in another process needs a
+    moment to log in; until then the server says ``unavailable``) and return the pong.
+    Polls every 50 ms: nothing crosses the process boundary that could be awaited."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return await client.call(jid, "ping", timeout=max(0.5, end - time.monotonic()))
+        except RemoteError as exc:
+            if exc.code != "unavailable" or time.monotonic() > end:
+                raise
+            await asyncio.sleep(0.05)

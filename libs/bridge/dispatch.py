@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .access import AccessPolicy, Role, bare_jid, resource_of
-from .protocol import DEFAULT_MAX_PAYLOAD, ApiError, ApiRequest, ApiResult, ProtocolError, decode_request, encode_result
+from .protocol import (
+    DEFAULT_MAX_PAYLOAD,
+    ApiError,
+    ApiRequest,
+    ApiResult,
+    ProtocolError,
+    decode_request,
+    encode_result,
+)
 from .specs import APISpecs, MessageSpecs
 
 __all__ = ["ApiHandler", "DispatchStats", "Dispatcher", "MessageHandler"]

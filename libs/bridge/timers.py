@@ -107,21 +107,23 @@ class _Engine:
         self.wheel: TimerWheel[_Timer] = TimerWheel(clock)
         self.keys: dict[tuple[str, Hashable], _Timer] = {}  # decorator keys
         self.key_of: dict[_Timer, tuple[str, Hashable]] = {}
+        self.busy = 0  # plain callbacks executing right now (pool or loop)
         self.tasks: set[asyncio.Task[Any]] = set()  # running async callbacks
         self._routed = 0  # live timers bound to a loop
         self._outbox: dict[Loop, list[Tick]] = {}  # ticks posted to a loop, not yet drained
         self._ready: deque[Tick] = deque()  # ticks waiting for a pool worker
         self._wakeup = threading.Condition(self.lock)  # the timer thread sleeps here
         self._work = threading.Condition(self.lock)  # idle pool workers sleep here
+        self._idle = threading.Condition(self.lock)  # wait_idle() sleeps here
+        self._idle_waiters = 0
         self._wake_at = -math.inf  # deadline the timer thread sleeps until; -inf: awake
         self._threaded = threaded
         self._thread: threading.Thread | None = None
         self._pool_size = pool_size
         self._threads = 0  # pool workers started
         self._idle_workers = 0  # ... waiting for work and not yet notified
-        # Per pool worker, each written only by its worker (so no lock is needed):
-        self._in_callback: list[int] = []  # 1 while inside a callback
-        self._taken: list[int] = []  # ticks taken from _ready so far (progress)
+        self._pool_busy = 0  # ... inside a callback
+        self._taken = 0  # ticks taken from _ready so far (progress, for the watch)
         self._taken_seen = 0
         self._stuck_since = 0.0
         self._submit = submit
@@ -312,13 +314,12 @@ class _Engine:
         took a tick for ``_WATCH`` seconds and every awake worker is inside a callback,
         they are stuck in slow callbacks: wake or start one more (up to ``pool_size``), so
         one slow callback does not hold up other timers for more than about ``_WATCH``."""
-        taken = sum(self._taken)
-        if taken != self._taken_seen:
-            self._taken_seen = taken
+        if self._taken != self._taken_seen:
+            self._taken_seen = self._taken
             self._stuck_since = now
         elif now - self._stuck_since >= _WATCH:
             self._stuck_since = now
-            if self._threads - self._idle_workers - sum(self._in_callback) <= 0:
+            if self._threads - self._idle_workers - self._pool_busy <= 0:
                 self._add_worker_locked()
 
     def _route_locked(self, due: list[Tick], pooled: list[Tick], posts: list[Loop]) -> None:
@@ -342,7 +343,7 @@ class _Engine:
             pooled.extend(plain)
             return
         if not self._ready:  # a fresh backlog: the watch's stuck-clock starts now
-            self._taken_seen = sum(self._taken)
+            self._taken_seen = self._taken
             self._stuck_since = self.clock()
         self._ready.extend(plain)
         self._kick_locked()
@@ -383,95 +384,95 @@ class _Engine:
             self._idle_workers -= 1  # the woken worker is awake from now on
             self._work.notify()
         elif self._threads < self._pool_size:
-            me = self._threads
             self._threads += 1
-            self._in_callback.append(0)
-            self._taken.append(0)
             threading.Thread(
-                target=self._worker, args=(me,), name=f"qe-timer-cb-{me + 1}", daemon=True
+                target=self._worker, name=f"qe-timer-cb-{self._threads}", daemon=True
             ).start()
 
-    def _worker(self, me: int) -> None:
-        ready = self._ready
-        popleft = ready.popleft
+    def _worker(self) -> None:
         lock = self.lock
-        in_callback = self._in_callback
-        taken = self._taken
-        while True:
-            try:
-                t, deadline = popleft()
-            except IndexError:
-                with lock:
-                    if not ready:
-                        self._idle_workers += 1
-                        self._work.wait()  # the notifier took us off _idle_workers
-                continue
-            taken[me] += 1
-            in_callback[me] = 1
-            try:
-                self.run_tick(t, deadline)
-            except BaseException:  # SystemExit & co. would only end this worker thread
-                log.exception("timer %s: callback raised in a worker thread", t._name)
-            finally:
-                in_callback[me] = 0
+        ready = self._ready
+        clock = self.clock
+        call = self._call
+        with lock:
+            while True:
+                if not ready:
+                    self._idle_workers += 1
+                    self._work.wait()  # the notifier already took us off _idle_workers
+                    continue
+                t, deadline = ready.popleft()
+                self._taken += 1
+                if not self._begin_locked(t):
+                    continue
+                self._pool_busy += 1
+                self.busy += 1
+                lock.release()
+                error = True
+                start = clock()
+                try:
+                    error = call(t)
+                except BaseException:  # SystemExit & co. would only end this worker thread
+                    log.exception("timer %s: callback raised in a worker thread", t._name)
+                finally:
+                    end = clock()
+                    lock.acquire()
+                self._pool_busy -= 1
+                self.busy -= 1
+                self._finish_locked(t, deadline, start, end, error)
 
     def _drain(self, loop: Loop) -> None:
         """Run the ticks handed to ``loop`` (on the loop's thread)."""
-        with self.lock:
+        lock = self.lock
+        clock = self.clock
+        with lock:
             batch = self._outbox.pop(loop, None)
-        if not batch:
-            return
-        for i, (t, deadline) in enumerate(batch):
-            try:
+            if not batch:
+                return
+            for i, (t, deadline) in enumerate(batch):
+                if not self._begin_locked(t):
+                    continue
                 if t._is_coro:
-                    with self.lock:
-                        if not self._begin_locked(t):
-                            continue
-                    self._start_task(t, deadline)
-                else:
-                    self.run_tick(t, deadline)
-            except BaseException:  # KeyboardInterrupt/SystemExit: let the loop see it
-                with self.lock:
+                    lock.release()
+                    try:
+                        self._start_task(t, deadline)
+                    finally:
+                        lock.acquire()
+                    continue
+                self.busy += 1
+                lock.release()
+                error = True
+                start = clock()
+                try:
+                    error = self._call(t)
+                except BaseException:  # KeyboardInterrupt/SystemExit: let the loop see it
+                    end = clock()
+                    lock.acquire()
+                    self.busy -= 1
+                    self._finish_locked(t, deadline, start, end, True)
                     for u, _ in batch[i + 1 :]:
                         u._inflight -= 1
                         u._missed += 1
-                raise
+                    raise
+                end = clock()
+                lock.acquire()
+                self.busy -= 1
+                self._finish_locked(t, deadline, start, end, error)
 
     def run_tick(self, t: _Timer, deadline: float) -> None:
-        """Run one handed-over tick of a plain callback on the calling thread (a pool
-        worker, or the loop for ``Safe`` timers).
-
-        Intervals with ``max_instances == 1`` (the common case) take no lock: while such a
-        tick is in flight (``_inflight == 1``) nothing but its runner writes the timer's
-        ``_inflight`` or statistics (the timer thread only reads ``_inflight`` and, seeing 1,
-        counts a miss), and the runner publishes the end of the run by writing
-        ``_inflight = 0`` last. The start check reads ``_state`` once, as the locked path
-        does: stop() wins unless the check came first. Other timers use the lock.
-        """
-        if t._REPEAT and t._max_instances == 1:
-            if t._state != _RUNNING:
-                t._inflight = 0
-                return
-            start = self.clock()
-            error = True
-            try:
-                error = self._call(t)
-            finally:
-                self._record(t, deadline, start, self.clock(), error)
-                t._inflight = 0
-            return
+        """Run one plain tick on the calling thread (what a pool worker does; for tests)."""
         with self.lock:
             if not self._begin_locked(t):
                 return
-        start = self.clock()
+            self.busy += 1
         error = True
+        start = self.clock()
         try:
             error = self._call(t)
         finally:
             end = self.clock()
             with self.lock:
-                t._inflight -= 1
-                self._record(t, deadline, start, end, error)
+                self.busy -= 1
+                self._finish_locked(t, deadline, start, end, error)
 
     def _begin_locked(self, t: _Timer) -> bool:
         """May this handed-over tick start? (The check that makes stop() final.)"""
@@ -513,8 +514,7 @@ class _Engine:
             log.exception("timer %s: callback raised", t._name)
             end = self.clock()
             with self.lock:
-                t._inflight -= 1
-                self._record(t, deadline, start, end, True)
+                self._finish_locked(t, deadline, start, end, True)
             return
         self.tasks.add(task)
         task.add_done_callback(functools.partial(self._task_done, t, deadline, start))
@@ -527,12 +527,12 @@ class _Engine:
             error = True
             log.error("timer %s: callback raised", t._name, exc_info=exc)
         with self.lock:
-            t._inflight -= 1
-            self._record(t, deadline, start, end, error)
+            self._finish_locked(t, deadline, start, end, error)
 
-    @staticmethod
-    def _record(t: _Timer, deadline: float, start: float, end: float, error: bool) -> None:
-        """Statistics of one finished run (written by the tick's runner; see ``run_tick``)."""
+    def _finish_locked(
+        self, t: _Timer, deadline: float, start: float, end: float, error: bool
+    ) -> None:
+        t._inflight -= 1
         t._runs += 1
         if error:
             t._errors += 1
@@ -542,21 +542,19 @@ class _Engine:
         if runtime > t._rt_max:
             t._rt_max = runtime
         t._hist = lateness_add(t._hist, start - deadline)
+        if self.busy == 0 and self._idle_waiters:
+            self._idle.notify_all()
 
     # -- shutdown -------------------------------------------------------------------------
 
-    def running_callbacks(self) -> int:
-        """Plain callbacks executing on pool threads right now."""
-        return sum(self._in_callback)
-
     def wait_idle(self, timeout: float) -> bool:
-        """Block until no pool thread is inside a callback (True) or ``timeout`` s pass."""
-        end = time.monotonic() + timeout
-        while self.running_callbacks():
-            if time.monotonic() >= end:
-                return False
-            time.sleep(0.002)
-        return True
+        """Block until no plain callback is executing (True) or ``timeout`` s pass (False)."""
+        with self.lock:
+            self._idle_waiters += 1
+            try:
+                return self._idle.wait_for(lambda: self.busy == 0, timeout)
+            finally:
+                self._idle_waiters -= 1
 
     async def shutdown_hook(self, timeout: float) -> None:
         """Stop every timer, then wait up to ``timeout`` s for callbacks still running.
@@ -579,11 +577,10 @@ class _Engine:
                 task.cancel()
             if pending:
                 log.warning("cancelled %d async timer callback(s) at shutdown", len(pending))
-        if self.running_callbacks():
+        if self.busy:
             left = max(0.0, end - loop.time())
             if not await asyncio.to_thread(self.wait_idle, left):
-                n = self.running_callbacks()
-                log.warning("%d timer callback(s) still running after shutdown", n)
+                log.warning("%d timer callback(s) still running after shutdown", self.busy)
         log.debug("shutdown: stopped %d timer(s)", len(timers))
 
 

@@ -75,3 +75,22 @@ def fresh_prosody() -> Iterator[DevServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+async def login(prosody: DevServer, accounts: dict[str, tuple[str, str]]):
+    """``await login("client")``: a logged-in ``Client`` for one of the accounts, closed at
+    the end of the test."""
+    from libs.bridge import Client, load_config
+
+    clients: list[Client] = []
+
+    async def _login(name: str) -> Client:
+        client = Client(load_config(prosody.env(name, accounts[name][1])), connect_timeout=10)
+        await client.__aenter__()
+        clients.append(client)
+        return client
+
+    yield _login
+    for client in clients:
+        await client.__aexit__(None, None, None)

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from libs.bridge import App, Client, RemoteError, load_config
-from libs.bridge.client import api_call
 from libs.bridge.protocol import encode_request, now_ms
 
 Factory = Callable[..., App]
@@ -33,26 +32,10 @@ async def make_app(prosody, accounts) -> AsyncIterator[Factory]:
         await app.close(2)
 
 
-@pytest.fixture
-async def client_for(prosody, accounts) -> AsyncIterator[Callable[[str], Any]]:
-    clients: list[Client] = []
-
-    async def factory(account: str) -> Client:
-        jid, password = accounts[account]
-        client = Client(load_config(prosody.env(jid.split("@")[0], password)), connect_timeout=10)
-        await client.__aenter__()
-        clients.append(client)
-        return client
-
-    yield factory
-    for client in clients:
-        await client.__aexit__(None, None, None)
-
-
-async def test_ping_builtin_and_onapi_override(make_app, client_for):
+async def test_ping_builtin_and_onapi_override(make_app, login):
     app = make_app(public=True)
     await app.wait_online(10)
-    client = await client_for("client")
+    client = await login("client")
     assert await client.call(app.jid, "ping", timeout=5) == {"pong": True}
 
     async def onapi(specs):
@@ -64,7 +47,7 @@ async def test_ping_builtin_and_onapi_override(make_app, client_for):
     assert await client.call(app.jid, "ping", timeout=5) == {"pong": True, "by": "onapi", "role": "public"}
 
 
-async def test_errors_come_back_as_remote_errors(make_app, client_for):
+async def test_errors_come_back_as_remote_errors(make_app, login):
     app = make_app(public=True)
 
     async def onapi(specs):
@@ -80,7 +63,7 @@ async def test_errors_come_back_as_remote_errors(make_app, client_for):
 
     app.xmpp.onapi = onapi
     await app.wait_online(10)
-    client = await client_for("stranger")
+    client = await login("stranger")
     expected = {"boom": "handler-error", "set": "bad-result", "list": "bad-result", "big": "too-large",
                 "nope": "unknown-command"}
     for cmd, code in expected.items():
@@ -94,10 +77,10 @@ async def test_errors_come_back_as_remote_errors(make_app, client_for):
     assert await client.call(app.jid, "ping", timeout=5) == {"pong": True}
 
 
-async def test_oversize_request_refused_before_sending_and_by_worker(make_app, client_for, prosody, accounts):
+async def test_oversize_request_refused_before_sending_and_by_worker(make_app, login, prosody, accounts):
     app = make_app(public=True)
     await app.wait_online(10)
-    client = await client_for("client")
+    client = await login("client")
     with pytest.raises(ValueError, match="too-large|bytes"):
         await client.call(app.jid, "echo", {"x": "y" * 300_000}, timeout=5)
     # a caller with a bigger limit than the worker's is refused by the worker
@@ -111,7 +94,7 @@ async def test_oversize_request_refused_before_sending_and_by_worker(make_app, c
     assert await client.call(small.jid, "ping", timeout=5) == {"pong": True}
 
 
-async def test_access_owner_allowed_stranger(make_app, client_for, accounts):
+async def test_access_owner_allowed_stranger(make_app, login, accounts):
     allowed_jid = accounts["client"][0]
     app = make_app(public=False, extra_env={"QE_ALLOW": allowed_jid})
     seen: list[str] = []
@@ -122,9 +105,9 @@ async def test_access_owner_allowed_stranger(make_app, client_for, accounts):
 
     app.xmpp.onapi = onapi
     await app.wait_online(10)
-    owner = await client_for("worker")
-    allowed = await client_for("client")
-    stranger = await client_for("stranger")
+    owner = await login("worker")
+    allowed = await login("client")
+    stranger = await login("stranger")
     assert (await owner.call(app.jid, "who", timeout=5))["role"] == "owner"
     answer = await allowed.call(app.jid, "who", timeout=5)
     assert answer["role"] == "allowed" and answer["uid"] == allowed_jid
@@ -136,7 +119,7 @@ async def test_access_owner_allowed_stranger(make_app, client_for, accounts):
     assert app.dispatcher.stats.forbidden == 1
 
 
-async def test_expired_request_is_not_executed(make_app, client_for):
+async def test_expired_request_is_not_executed(make_app, login):
     app = make_app(public=True)
     ran: list[str] = []
 
@@ -146,7 +129,7 @@ async def test_expired_request_is_not_executed(make_app, client_for):
 
     app.xmpp.onapi = onapi
     await app.wait_online(10)
-    client = await client_for("client")
+    client = await login("client")
     stale = encode_request("work", {}, deadline_ms=now_ms() - 1)
     with pytest.raises(RemoteError) as info:
         await client.transport.request(app.jid, stale, 5)
@@ -154,7 +137,7 @@ async def test_expired_request_is_not_executed(make_app, client_for):
     assert ran == []
 
 
-async def test_handler_past_deadline_is_cancelled(make_app, client_for):
+async def test_handler_past_deadline_is_cancelled(make_app, login):
     app = make_app(public=True)
     cancelled = asyncio.Event()
 
@@ -168,7 +151,7 @@ async def test_handler_past_deadline_is_cancelled(make_app, client_for):
 
     app.xmpp.onapi = onapi
     await app.wait_online(10)
-    client = await client_for("client")
+    client = await login("client")
     text = encode_request("slow", {}, deadline_ms=now_ms() + 300)
     with pytest.raises(RemoteError) as info:
         await client.transport.request(app.jid, text, 5)
@@ -176,22 +159,22 @@ async def test_handler_past_deadline_is_cancelled(make_app, client_for):
     await asyncio.wait_for(cancelled.wait(), 5)
 
 
-async def test_bare_jid_and_bad_body_are_usage_errors(client_for, accounts):
-    client = await client_for("client")
+async def test_bare_jid_and_bad_body_are_usage_errors(login, accounts):
+    client = await login("client")
     with pytest.raises(ValueError, match="full JID"):
         await client.call(accounts["worker"][0], "ping", timeout=5)
     with pytest.raises(ValueError, match="dict"):
         await client.call(accounts["worker"][0] + "/python", "ping", [1], timeout=5)  # type: ignore[arg-type]
 
 
-async def test_offline_worker_is_unavailable_at_once(client_for, accounts):
-    client = await client_for("client")
+async def test_offline_worker_is_unavailable_at_once(login, accounts):
+    client = await login("client")
     with pytest.raises(RemoteError) as info:
         await client.call(accounts["worker"][0] + "/nobody-here", "ping", timeout=5)
     assert info.value.code == "unavailable"
 
 
-async def test_messages_reach_msgreceiver_and_reply(make_app, client_for, accounts):
+async def test_messages_reach_msgreceiver_and_reply(make_app, login, accounts):
     app = make_app(public=False, extra_env={"QE_ALLOW": accounts["client"][0]})
     got: asyncio.Queue = asyncio.Queue()
 
@@ -201,7 +184,7 @@ async def test_messages_reach_msgreceiver_and_reply(make_app, client_for, accoun
 
     app.xmpp.msgreceiver = receiver
     await app.wait_online(10)
-    client = await client_for("client")
+    client = await login("client")
     replies: asyncio.Queue = asyncio.Queue()
     client.transport._client.add_event_handler("message", lambda m: replies.put_nowait(m["body"]))
     client.transport.send_message(app.jid, '{"a": 1}')
@@ -212,7 +195,7 @@ async def test_messages_reach_msgreceiver_and_reply(make_app, client_for, accoun
     client.transport.send_message(app.jid, "plain text")
     assert (await asyncio.wait_for(got.get(), 5)).body == "plain text"
 
-    stranger = await client_for("stranger")
+    stranger = await login("stranger")
     stranger.transport.send_message(app.jid, "let me in")
     client.transport.send_message(app.jid, "after the stranger")
     # messages from one server arrive in order per sender; the stranger's is dropped
@@ -251,18 +234,18 @@ async def _subscribe(client: Client, worker_bare: str) -> str:
     return f"{item['subscription']}{'+pending' if item['pending_out'] else ''}"
 
 
-async def test_presence_subscription_only_for_allowed(make_app, client_for, accounts):
+async def test_presence_subscription_only_for_allowed(make_app, login, accounts):
     worker_bare = accounts["worker"][0]
     app = make_app(public=True, extra_env={"QE_ALLOW": accounts["client"][0]})
     await app.wait_online(10)
-    assert await _subscribe(await client_for("stranger"), worker_bare) == "none"
-    assert await _subscribe(await client_for("client"), worker_bare) == "to"
+    assert await _subscribe(await login("stranger"), worker_bare) == "none"
+    assert await _subscribe(await login("client"), worker_bare) == "to"
 
 
-async def test_info_reports_counts(make_app, client_for):
+async def test_info_reports_counts(make_app, login):
     app = make_app(public=True)
     await app.wait_online(10)
-    client = await client_for("client")
+    client = await login("client")
     await client.call(app.jid, "ping", timeout=5)
     info = await client.call(app.jid, "info", timeout=5)
     assert info["jid"] == app.jid

@@ -95,8 +95,8 @@ async def test_help_explains():
 
 
 async def test_schedule_jobs_cancel_against_the_default_worker(prosody, accounts, tmp_path):
-    from workers.python.worker import build
     from libs.scheduling.store import JobStore
+    from workers.python.worker import build
 
     password = accounts["worker"][1]
     env = prosody.env("worker", password)

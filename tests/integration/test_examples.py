@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from libs.bridge import Client, RemoteError, load_config
+from libs.bridge import Client, load_config, wait_answering
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -58,16 +58,8 @@ async def run_script(prosody, accounts) -> AsyncIterator:
 
 
 async def _ping(prosody, accounts, jid: str) -> dict:
-    """Ping the script's worker, retrying while it is still logging in."""
     async with Client(load_config(prosody.env("client", accounts["client"][1]))) as client:
-        for _ in range(100):
-            try:
-                return await client.call(jid, "ping", timeout=5)
-            except RemoteError as exc:
-                if exc.code != "unavailable":
-                    raise
-                await asyncio.sleep(0.1)  # the other process is still logging in
-    raise AssertionError(f"{jid} never came online")
+        return await wait_answering(client, jid, 20)
 
 
 @pytest.mark.parametrize("name", ["seed_1_set_interval.py", "seed_2_set_interval_safe.py"])

@@ -12,21 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from libs.bridge import App, CallTimeout, Client, NotConnected, RemoteError, load_config
+from libs.bridge import (
+    App,
+    CallTimeout,
+    Client,
+    NotConnected,
+    load_config,
+    wait_answering,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def _ping_until_answered(client: Client, jid: str, timeout: float) -> dict:
-    """Poll a worker in another process until it has logged in (no event crosses processes)."""
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            return await client.call(jid, "ping", timeout=max(0.5, end - time.monotonic()))
-        except RemoteError as exc:
-            if exc.code != "unavailable" or time.monotonic() > end:
-                raise
-            await asyncio.sleep(0.05)
 
 
 async def test_worker_comes_back_after_server_restart(fresh_prosody):
@@ -116,7 +111,7 @@ async def test_sigterm_finishes_running_request_and_exits_0(prosody, accounts, t
         client_jid, client_pw = accounts["client"]
         async with Client(load_config(prosody.env("client", client_pw))) as client:
             target = f"{worker_jid}/sigterm"
-            await _ping_until_answered(client, target, 20)
+            await wait_answering(client, target, 20)
             slow = asyncio.create_task(client.call(target, "slow", {"s": 1.0}, timeout=15))
             # the request is running once the worker reports it in flight
             end = time.monotonic() + 10

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from libs.bridge import App, Client, RemoteError, load_config
+from libs.bridge import App, Client, RemoteError, load_config, wait_answering
 from libs.scheduling.client import RemoteWorker
 from libs.scheduling.remote import JobScheduler
 from libs.scheduling.store import JobStore
@@ -41,23 +41,8 @@ async def worker(prosody, accounts, tmp_path):
     await app.close(2)
 
 
-@pytest.fixture
-async def as_user(prosody, accounts):
-    clients: list[Client] = []
-
-    async def login(name: str) -> Client:
-        client = Client(load_config(prosody.env(name, accounts[name][1])))
-        await client.__aenter__()
-        clients.append(client)
-        return client
-
-    yield login
-    for client in clients:
-        await client.__aexit__(None, None, None)
-
-
-async def test_every_runs_until_cancelled(worker, as_user):
-    client = await as_user("client")
+async def test_every_runs_until_cancelled(worker, login):
+    client = await login("client")
     remote = RemoteWorker(client, worker.jid)
     handle = await remote.every("300ms").call("tick", {"n": 1})
     for _ in range(3):
@@ -74,8 +59,8 @@ async def test_every_runs_until_cancelled(worker, as_user):
     assert (await handle.info())["run_count"] == runs_at_cancel
 
 
-async def test_at_two_instants_runs_exactly_twice(worker, as_user):
-    client = await as_user("client")
+async def test_at_two_instants_runs_exactly_twice(worker, login):
+    client = await login("client")
     now = datetime.now(UTC)
     handle = await RemoteWorker(client, worker.jid).at(now + timedelta(seconds=0.3),
                                                          now + timedelta(seconds=0.6)).call("tick", {"n": 2})
@@ -87,8 +72,8 @@ async def test_at_two_instants_runs_exactly_twice(worker, as_user):
     assert worker.runs.empty()
 
 
-async def test_results_come_back_as_messages_when_asked(worker, as_user):
-    client = await as_user("client")
+async def test_results_come_back_as_messages_when_asked(worker, login):
+    client = await login("client")
     messages: asyncio.Queue = asyncio.Queue()
     client.transport._client.add_event_handler("message", lambda m: messages.put_nowait(m["body"]))
     handle = await RemoteWorker(client, worker.jid).every("200ms").call("tick", {"n": 7}, notify=True)
@@ -97,15 +82,15 @@ async def test_results_come_back_as_messages_when_asked(worker, as_user):
     await handle.cancel()
 
 
-async def test_access_rules_for_scheduling(worker, as_user, accounts):
-    stranger = await as_user("stranger")
+async def test_access_rules_for_scheduling(worker, login, accounts):
+    stranger = await login("stranger")
     with pytest.raises(RemoteError) as info:
         await RemoteWorker(stranger, worker.jid).every("1s").call("tick")
     assert info.value.code == "forbidden"
 
-    client = await as_user("client")
+    client = await login("client")
     handle = await RemoteWorker(client, worker.jid).every("10s").call("tick")
-    owner = await as_user("worker")
+    owner = await login("worker")
     # the owner sees every job; the client only its own
     assert handle.id in [j["job"] for j in await RemoteWorker(owner, worker.jid).jobs()]
     mine = await RemoteWorker(owner, worker.jid).every("10s").call("tick")
@@ -120,8 +105,8 @@ async def test_access_rules_for_scheduling(worker, as_user, accounts):
     await mine.cancel()
 
 
-async def test_bad_schedules_are_refused_with_reasons(worker, as_user):
-    client = await as_user("client")
+async def test_bad_schedules_are_refused_with_reasons(worker, login):
+    client = await login("client")
     bad = [
         ({"cmd": "tick", "trigger": {"every": "5x"}}, "5x"),
         ({"cmd": "tick", "trigger": {"every": "10ms"}}, "below"),
@@ -147,29 +132,18 @@ async def test_job_survives_sigkill_and_restart(prosody, accounts, tmp_path):
         return await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.python", env=env, cwd=ROOT,
                                                     stderr=asyncio.subprocess.DEVNULL)
 
-    async def online(client: Client) -> None:
-        for _ in range(200):
-            try:
-                await client.call(jid, "ping", timeout=5)
-                return
-            except RemoteError as exc:
-                if exc.code != "unavailable":
-                    raise
-                await asyncio.sleep(0.05)  # another process is logging in
-        raise AssertionError("worker did not come online")
-
     proc = await start()
     try:
         async with Client(load_config(prosody.env("client", accounts["client"][1]))) as client:
             messages: asyncio.Queue = asyncio.Queue()
             client.transport._client.add_event_handler("message", lambda m: messages.put_nowait(m["body"]))
-            await online(client)
+            await wait_answering(client, jid, 20)
             handle = await RemoteWorker(client, jid).every("300ms").call("echo", {"hi": 1}, notify=True)
             assert json.loads(await asyncio.wait_for(messages.get(), 5))["result"] == {"hi": 1}
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
             proc = await start()
-            await online(client)
+            await wait_answering(client, jid, 20)
             jobs = await RemoteWorker(client, jid).jobs()
             assert [(j["job"], j["status"]) for j in jobs] == [(handle.id, "active")]
             while not messages.empty():

