@@ -3,6 +3,14 @@
 The triggers are sans-IO (see ``triggers.py``): pure values, no clock reads, no threads.
 """
 
+from .maintenance import (
+    check_system_health,
+    cleanup_history,
+    cleanup_temp_files,
+    log_statistics,
+    maintenance_tasks,
+)
+from .periodic import PeriodicTask, PeriodicTaskManager, RunRecord
 from .triggers import (
     CronTrigger,
     DateTrigger,
@@ -14,31 +22,23 @@ from .triggers import (
     parse_duration,
     trigger_from_spec,
 )
-from .periodic import PeriodicTask, PeriodicTaskManager, RunRecord
-from .maintenance import (
-    check_system_health,
-    cleanup_history,
-    cleanup_temp_files,
-    log_statistics,
-    maintenance_tasks,
-)
 
 __all__ = [
     "CronTrigger",
     "DateTrigger",
     "IntervalTrigger",
     "MisfirePolicy",
-    "Trigger",
-    "due_runs",
-    "format_duration",
-    "parse_duration",
-    "trigger_from_spec",
     "PeriodicTask",
     "PeriodicTaskManager",
     "RunRecord",
+    "Trigger",
     "check_system_health",
     "cleanup_history",
     "cleanup_temp_files",
+    "due_runs",
+    "format_duration",
     "log_statistics",
     "maintenance_tasks",
+    "parse_duration",
+    "trigger_from_spec",
 ]

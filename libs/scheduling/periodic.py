@@ -16,7 +16,7 @@ everything, and a blocking function freezes the loop. Here the work is split in 
 
 Thread affinity: every callback of this module (the wake-up, ``on_result``, async task
 functions) runs on the worker's event loop thread; plain (``def``) task functions run on a
-small shared thread pool (``qe-periodic-N`` threads), never on the loop. Control methods
+small shared thread pool (``qe-periodic_N`` threads), never on the loop. Control methods
 (``start``, ``stop``, the manager's methods) must be called on that loop's thread, or
 ``start`` before the loop runs.
 """
@@ -75,7 +75,11 @@ def _utc_now() -> datetime:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat()
+    """ISO 8601 in UTC with a ``Z``, as the triggers write it."""
+    if value is None:
+        return None
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def _aware(value: datetime, what: str) -> datetime:
@@ -666,7 +670,7 @@ class PeriodicTaskManager:
 
     def get_all_statistics(self) -> list[dict[str, Any]]:
         """``statistics`` of every task, in registration order."""
-        return [task.statistics for task in self._tasks.values()]
+        return [task.statistics for task in list(self._tasks.values())]
 
     def __contains__(self, name: object) -> bool:
         return name in self._tasks

@@ -122,6 +122,8 @@ class JobScheduler:
         return decode_result(answer.payload)
 
     def _on_result(self, record: RunRecord) -> None:
+        if isinstance(record.error, asyncio.CancelledError):
+            return  # stopped at shutdown: not a failure; the stored next_run makes it up later
         job_id = record.task.removeprefix("job:")
         job = self.store.get(job_id)
         task = self.tasks.get(job_id)
