@@ -103,7 +103,8 @@ class App:
         self.public = public
         self.image = image
         self.policy = AccessPolicy.create(self.config.jid, public=public, allow=self.config.allow)
-        self.dispatcher = Dispatcher(self.policy, max_payload=self.config.max_payload)
+        self.dispatcher = Dispatcher(self.policy, max_payload=self.config.max_payload,
+                                     max_per_caller=self.config.max_per_caller)
         self.dispatcher.fallbacks.update({"ping": self._ping, "info": self._info})
         self.xmpp = _XmppHooks(self.dispatcher)
         self.jid = f"{self.config.jid}/{self.resource}"

@@ -38,6 +38,7 @@ _FILE_KEYS: Final = {
     "state_dir": "QE_STATE_DIR",
     "stream_management": "QE_STREAM_MANAGEMENT",
     "keepalive": "QE_KEEPALIVE",
+    "max_per_caller": "QE_MAX_PER_CALLER",
 }
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -68,6 +69,7 @@ class WorkerConfig:
     state_dir: str | None = None
     stream_management: bool = True
     keepalive: float = 30.0
+    max_per_caller: int = 64
 
     @property
     def domain(self) -> str:
@@ -199,4 +201,5 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         state_dir=values.get("QE_STATE_DIR", "").strip() or None,
         stream_management=_flag(values, "QE_STREAM_MANAGEMENT", True),
         keepalive=_number(values, "QE_KEEPALIVE", 30.0, 0.0, 3600.0, float),
+        max_per_caller=_number(values, "QE_MAX_PER_CALLER", 64, 0, 1_000_000, int),
     )

@@ -58,9 +58,12 @@ class Dispatcher:
     QE's silent ``{}``, because a typo in a command name should not look like success.
     """
 
-    def __init__(self, policy: AccessPolicy, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+    def __init__(self, policy: AccessPolicy, *, max_payload: int = DEFAULT_MAX_PAYLOAD,
+                 max_per_caller: int = 0) -> None:
         self.policy = policy
         self.max_payload = max_payload
+        self.max_per_caller = max_per_caller  # 0: no limit
+        self._per_caller: dict[str, int] = {}
         self.commands: dict[str, ApiHandler] = {}
         self.onapi: ApiHandler | None = None
         self.fallbacks: dict[str, ApiHandler] = {}
@@ -108,11 +111,23 @@ class Dispatcher:
         if request.expired():
             log.info("dropped expired %r (%s) from %s", request.cmd, iq_id, sender)
             return ApiError(iq_id, sender, "expired", "the request's deadline passed before it could run")
+        # One account flooding us must not starve the others (the owner's calls get through):
+        # the owner is never limited, everyone else per bare JID.
+        caller = request.sender.split("/", 1)[0].lower()
+        running = self._per_caller.get(caller, 0)
+        if self.max_per_caller and role is not Role.OWNER and running >= self.max_per_caller:
+            return ApiError(iq_id, sender, "busy", f"you already have {running} requests running here; retry later")
+        self._per_caller[caller] = running + 1
         self.stats.in_flight += 1
         try:
             return await self._run(request, role)
         finally:
             self.stats.in_flight -= 1
+            left = self._per_caller[caller] - 1
+            if left:
+                self._per_caller[caller] = left
+            else:
+                del self._per_caller[caller]
 
     async def _run(self, request: ApiRequest, role: Role) -> ApiResult | ApiError:
         specs = APISpecs(

@@ -428,3 +428,26 @@ def test_message_specs_without_reply_function() -> None:
                          resource="Phone", itsme=False, itsbro=False)
     with pytest.raises(RuntimeError):
         specs.reply("hi")
+
+
+async def test_per_caller_limit_answers_busy_but_never_limits_the_owner() -> None:
+    d = Dispatcher(AccessPolicy.create(OWNER, public=True), max_per_caller=2)
+    gate = asyncio.Event()
+
+    async def onapi(specs: APISpecs) -> dict[str, Any]:
+        await gate.wait()
+        return {"ok": True}
+
+    d.onapi = onapi
+    flood = [asyncio.ensure_future(d.handle(str(i), STRANGER, req("work"))) for i in range(2)]
+    await asyncio.sleep(0)  # let both start and block on the gate
+    error_of(await d.handle("3", STRANGER, req("work")), "busy")
+    owner = [asyncio.ensure_future(d.handle(f"o{i}", OWNER, req("work"))) for i in range(5)]
+    await asyncio.sleep(0)
+    assert d.stats.in_flight == 7  # the owner's five run beside the stranger's two
+    gate.set()
+    answers = await asyncio.gather(*flood, *owner)
+    assert all(isinstance(a, ApiResult) for a in answers)
+    # the limit is per caller and released after the runs: the stranger may call again
+    assert isinstance(await d.handle("4", STRANGER, req("work")), ApiResult)
+    assert d._per_caller == {}
