@@ -141,7 +141,8 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from workers.python.__main__ import main as run_worker
 
-    argv = ["--resource", args.resource] + (["--public"] if args.public else [])
+    argv = ["--resource", args.resource] + (["--public"] if args.public else []) + (
+        ["--maintenance"] if args.maintenance else [])
     return run_worker(argv)
 
 
@@ -262,10 +263,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
     p.set_defaults(func=_cmd_cancel)
 
-    p = sub.add_parser("run", help="run the default worker (ping, info, echo) until Ctrl+C",
+    p = sub.add_parser("run", help="run the default worker until Ctrl+C (ping, info, echo, stats, health, "
+                                   "schedule, cancel, jobs)",
                        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--resource", default="python", help="XMPP resource (default: python; env RESOURCE wins)")
     p.add_argument("--public", action="store_true", help="answer any caller, not only the own account and QE_ALLOW")
+    p.add_argument("--maintenance", action="store_true",
+                   help="run the maintenance tasks (health check, statistics log, job-history cleanup)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("server", help="run a private Prosody on 127.0.0.1 for development")

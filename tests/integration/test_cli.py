@@ -101,7 +101,7 @@ async def test_schedule_jobs_cancel_against_the_default_worker(prosody, accounts
     password = accounts["worker"][1]
     env = prosody.env("worker", password)
     app = build(resource="clisched", config=load_config(env), store=JobStore(tmp_path / "j.sqlite3"),
-                exit_on_fatal=False, keepalive=0)
+                maintenance=True, exit_on_fatal=False, keepalive=0)
     try:
         await app.wait_online(10)
         code, out, err = await qe("schedule", app.jid, "echo", '{"a": 1}', "--every", "1h", env=env)
@@ -120,6 +120,10 @@ async def test_schedule_jobs_cancel_against_the_default_worker(prosody, accounts
         code, out, _ = await qe("call", app.jid, "health", env=env)
         assert json.loads(out)["status"] in ("ok", "warning")
         code, out, _ = await qe("call", app.jid, "stats", env=env)
-        assert json.loads(out)["requests"]["received"] >= 1
+        stats = json.loads(out)
+        assert stats["requests"]["received"] >= 1
+        names = {t["name"] for t in stats["periodic"]}
+        assert {"system_health_check", "cleanup_history", "log_statistics"} <= names
+        assert all(t["is_running"] for t in stats["periodic"])
     finally:
         await app.close(2)

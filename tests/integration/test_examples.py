@@ -82,3 +82,37 @@ async def test_stop_example_prints_five_hellos_then_stops(run_script, prosody, a
     assert info["timers"] == []  # the interval is gone, not merely quiet
     with pytest.raises(TimeoutError):  # and nothing more is printed (1.5 intervals)
         await script.next_line(1.5)
+
+
+async def test_remote_scheduling_example_against_the_default_worker(prosody, accounts, tmp_path):
+    from libs.scheduling.store import JobStore
+    from workers.python.worker import build
+
+    env = prosody.env("worker", accounts["worker"][1])
+    worker = build(resource="exsched", config=load_config(env), store=JobStore(tmp_path / "j.sqlite3"),
+                   exit_on_fatal=False, keepalive=0)
+    try:
+        await worker.wait_online(10)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(EXAMPLES / "remote_scheduling.py"), worker.jid,
+            env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()
+        lines = out.decode().splitlines()
+        assert lines[0].startswith("scheduled job ")
+        assert [line.endswith("{'hello': 'scheduled'}") for line in lines[1:4]] == [True] * 3
+        assert lines[4].startswith("cancelled ")
+    finally:
+        await worker.close(2)
+
+
+async def test_periodic_tasks_example_runs_its_tasks(run_script, prosody, accounts):
+    script = await run_script("periodic_tasks.py", "periodic")
+    assert await script.next_line(15) == "report written"  # the 5 s task ran on its thread
+    async with Client(load_config(prosody.env("worker", accounts["worker"][1]))) as owner:
+        tasks = (await owner.call(f"{accounts['worker'][0]}/periodic", "tasks", timeout=5))["tasks"]
+    stats = {t["name"]: t for t in tasks}
+    assert {"report", "refresh", "system_health_check", "log_statistics"} <= set(stats)
+    assert stats["report"]["run_count"] >= 1 and stats["report"]["error_count"] == 0
+    assert all(t["is_running"] for t in tasks)

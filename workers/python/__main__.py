@@ -9,10 +9,14 @@ import asyncio
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m workers.python",
-        description="Run the default qe-worker (ping, info, echo) as QE_JID/RESOURCE until Ctrl+C or SIGTERM.",
+        description="Run the default qe-worker (ping, info, echo, stats, health, schedule, cancel, jobs) "
+                    "as QE_JID/RESOURCE until Ctrl+C or SIGTERM.",
     )
     parser.add_argument("--resource", default="python", help="XMPP resource (default: python; env RESOURCE wins)")
     parser.add_argument("--public", action="store_true", help="answer any caller, not only the own account and QE_ALLOW")
+    parser.add_argument("--maintenance", action="store_true",
+                        help="run the maintenance tasks: health check (5 min), statistics log (15 min), "
+                             "job-history cleanup (1 h)")
     args = parser.parse_args(argv)
 
     from libs.startup import startup
@@ -20,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     startup()
     from workers.python.worker import build
 
-    build(resource=args.resource, public=args.public)
+    build(resource=args.resource, public=args.public, maintenance=args.maintenance)
     asyncio.get_event_loop().run_forever()
     return 0
 

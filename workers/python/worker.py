@@ -12,7 +12,8 @@ import asyncio
 from typing import Any
 
 from libs.bridge import APISpecs, App, timer_stats
-from libs.scheduling.maintenance import check_system_health
+from libs.scheduling import PeriodicTaskManager
+from libs.scheduling.maintenance import check_system_health, maintenance_tasks
 from libs.scheduling.remote import JobScheduler
 from libs.scheduling.store import JobStore
 
@@ -20,10 +21,21 @@ __all__ = ["build"]
 
 
 def build(*, resource: str = "python", public: bool = False, store: JobStore | None = None,
-          **app_kwargs: Any) -> App:
-    """Create the default worker (not started until its loop runs)."""
+          maintenance: bool = False, **app_kwargs: Any) -> App:
+    """Create the default worker (not started until its loop runs). ``maintenance`` adds
+    seed 003's periodic health check, statistics log and job-history cleanup."""
     app = App(resource=resource, public=public, **app_kwargs)
     scheduler = JobScheduler(app, store)
+    periodic = PeriodicTaskManager()
+    if maintenance:
+
+        async def forget_old_jobs(cutoff: float) -> int:
+            return scheduler.cleanup(cutoff)  # on the loop: the store is not shared with threads
+
+        for task in maintenance_tasks(history_cleanup=forget_old_jobs, manager=periodic):
+            periodic.add(task)
+        app.on_start(periodic.start_all)
+        app.on_close(periodic.stop_all)
 
     @app.command("echo")
     async def echo(specs: APISpecs) -> dict[str, Any]:
@@ -38,6 +50,7 @@ def build(*, resource: str = "python", public: bool = False, store: JobStore | N
         return {
             "requests": dict(vars(app.dispatcher.stats)),
             "timers": [t.as_dict() for t in timer_stats()] if own else [],
+            "periodic": periodic.get_all_statistics() if own else [],
             "jobs": jobs if own else [j for j in jobs if j["owner"] == specs.uid],
         }
 
