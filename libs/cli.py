@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -45,7 +47,7 @@ def _call_exit(exc: BaseException) -> int:
         _err(f"timeout: {exc.message}")
         return EXIT_TIMEOUT
     if isinstance(exc, RemoteError):
-        _err(f"the worker answered {exc.code}: {exc.remote_message}")
+        _err(f"{exc.code}: {exc.remote_message}")
         return EXIT_REMOTE
     if isinstance(exc, (NotConnected, AuthenticationFailed)):
         _err(str(exc))
@@ -71,8 +73,8 @@ def _with_client(args: argparse.Namespace, work: Callable[[Any], Awaitable[Any]]
     from libs.bridge import CallError, Client, ConfigError, load_config
     from libs.startup import configure_logging
 
-    if args.timeout <= 0:
-        _err("--timeout must be positive")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        _err("--timeout must be a positive number of seconds")
         return EXIT_USAGE
     try:
         config = load_config()
@@ -111,12 +113,14 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
 
     try:
         body = _json_body(args.body)
-        if args.every:
-            spec = {"every": args.every}
-        elif args.at:
+        if args.tz is not None and args.cron is None:
+            raise ValueError("--tz goes with --cron (--every and --at are absolute)")
+        if args.every is not None:
+            spec: dict[str, Any] = {"every": args.every}
+        elif args.at is not None:
             spec = {"at": list(args.at)}
         else:
-            spec = {"cron": args.cron, "tz": args.tz}
+            spec = {"cron": args.cron, "tz": args.tz or "UTC"}
         RemoteWorker.check(spec)
     except ValueError as exc:
         _err(str(exc))
@@ -159,10 +163,18 @@ async def _ping_new_worker(config: Any, jid: str, timeout: float) -> dict[str, A
         return await wait_answering(client, jid, timeout)
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from libs.bridge import CallError, load_config, serial_generator
     from libs.devserver import DevServer, ProsodyNotInstalled
 
+    # SIGTERM, and SIGINT even when a non-interactive shell started us with it ignored,
+    # must reach the `finally` below, which stops the worker and the server.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     worker_pw, client_pw = serial_generator(16), serial_generator(16)
     try:
         server = DevServer(port=args.port).start()
@@ -174,7 +186,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         worker_jid = server.register("worker", worker_pw)
         client_jid = server.register("client", client_pw)
         print(f"private Prosody on {server.host}:{server.port} (data in {server.workdir})")
-        env = {**os.environ, **server.env("worker", worker_pw), "QE_ALLOW": client_jid}
+        env = {**os.environ, **server.env("worker", worker_pw), "QE_ALLOW": client_jid,
+               "QE_STATE_DIR": str(server.workdir / "state")}  # the demo's jobs die with the demo
         worker = subprocess.Popen([sys.executable, "-m", "workers.python"], env=env)
         print(f"started the default worker as {worker_jid}/python (pid {worker.pid}); it allows {client_jid}")
         client_env = server.env("client", client_pw)
@@ -205,6 +218,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 worker.kill()
         server.cleanup()
+
+
+def resource_arg(value: str) -> str:
+    """argparse type for an XMPP resource."""
+    if not value or "/" in value or "@" in value:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a resource (non-empty, no '/' or '@')")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -244,7 +264,7 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--at", metavar="ISO", nargs="+", help="one or more instants with a UTC offset, "
                                                              "e.g. 2026-12-01T09:00:00+01:00")
     when.add_argument("--cron", metavar="EXPR", help='5-field cron expression, e.g. "*/5 * * * *"')
-    p.add_argument("--tz", default="UTC", help="time zone for --cron (default UTC), e.g. Europe/Berlin")
+    p.add_argument("--tz", default=None, help="time zone for --cron (default UTC), e.g. Europe/Berlin")
     p.add_argument("--misfire", choices=("coalesce", "skip"), default="coalesce",
                    help="runs missed while the worker was down: one catch-up run (coalesce, default) or none")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default 10)")
@@ -266,7 +286,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the default worker until Ctrl+C (ping, info, echo, stats, health, "
                                    "schedule, cancel, jobs)",
                        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--resource", default="python", help="XMPP resource (default: python; env RESOURCE wins)")
+    p.add_argument("--resource", default="python", type=resource_arg,
+                   help="XMPP resource (default: python; env RESOURCE wins)")
     p.add_argument("--public", action="store_true", help="answer any caller, not only the own account and QE_ALLOW")
     p.add_argument("--maintenance", action="store_true",
                    help="run the maintenance tasks (health check, statistics log, job-history cleanup)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from types import TracebackType
 from typing import Any
@@ -43,10 +44,13 @@ async def api_call(
     ``RemoteError`` (the worker said no: ``.code`` tells why), ``CallTimeout``,
     ``NotConnected`` or ``AuthenticationFailed``.
     """
-    if "/" not in jid:
+    node, _, rest = jid.partition("@")
+    if not node or not rest or " " in jid or rest.startswith("/"):
+        raise ValueError(f"{jid!r} is not a JID: expected user@domain/resource")
+    if "/" not in rest:
         raise ValueError(f"{jid!r} is a bare JID: address the worker's full JID, e.g. {jid}/python")
-    if timeout <= 0:
-        raise ValueError("timeout must be positive")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError("timeout must be a positive number of seconds")
     kwargs = {} if max_payload is None else {"max_payload": max_payload}
     try:
         text = encode_request(cmd, body, deadline_ms=now_ms() + int(timeout * 1000), **kwargs)
@@ -75,7 +79,7 @@ class Client:
                  connect_timeout: float = 10.0) -> None:
         self.config = config or load_config()
         self.connect_timeout = connect_timeout
-        self.transport = XmppTransport(self.config, resource or random_resource(), keepalive=0)
+        self.transport = XmppTransport(self.config, resource or random_resource(), keepalive=0, fail_fast=True)
 
     async def __aenter__(self) -> Client:
         self.transport.start()

@@ -111,7 +111,7 @@ def _number(values: Mapping[str, str], var: str, default: float, lo: float, hi: 
     except ValueError:
         raise ConfigError(var, f"{raw!r} is not a {'whole ' if kind is int else ''}number") from None
     if not lo <= number <= hi:
-        raise ConfigError(var, f"{raw} is out of range ({lo:g}..{hi:g})")
+        raise ConfigError(var, f"{raw} is out of range ({kind(lo)}..{kind(hi)})")
     return number
 
 

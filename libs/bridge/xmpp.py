@@ -34,7 +34,7 @@ from slixmpp.xmlstream.matcher.base import MatcherBase
 
 from .access import AccessPolicy, bare_jid
 from .config import WorkerConfig
-from .errors import AuthenticationFailed, CallTimeout, NotConnected, RemoteError
+from .errors import AuthenticationFailed, CallError, CallTimeout, NotConnected, RemoteError
 from .protocol import NS, ApiError, ApiResult, decode_error, xml_safe
 from .transport import Backoff, OnFatal, OnMessage, OnRequest, Transport
 
@@ -118,6 +118,7 @@ class XmppTransport(Transport):
         keepalive: float = 30.0,
         keepalive_timeout: float = 10.0,
         backoff: Backoff | None = None,
+        fail_fast: bool = False,
     ) -> None:
         self.config = config
         self.jid = f"{config.jid}/{resource}"
@@ -129,6 +130,8 @@ class XmppTransport(Transport):
         self.keepalive_timeout = keepalive_timeout
         self.backoff = backoff or Backoff()
         self.fatal: str | None = None
+        self.fail_fast = fail_fast  # a client: an unreachable server at first is an answer
+        self._fatal_type: type[CallError] = AuthenticationFailed
         self._password_refused = False
         self.sessions = 0  # sessions started (1 + reconnects that needed a new session)
         self.resumptions = 0
@@ -298,6 +301,9 @@ class XmppTransport(Transport):
         # stop slixmpp's own retry loop: we retry with our backoff instead
         if self._client is not None:
             self._client.cancel_connection_attempt()
+        if self.fail_fast and self.sessions == 0:
+            self._fail(f"cannot reach {self.config.host}:{self.config.port} ({error})", NotConnected)
+            return
         self._schedule_reconnect(f"cannot reach {self.config.host}:{self.config.port} ({error})")
 
     def _on_mechanism_refused(self, _event: Any) -> None:
@@ -322,11 +328,12 @@ class XmppTransport(Transport):
         else:
             log.warning("%s: stream error %s %s", self.jid, condition, error["text"])
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, kind: type[CallError] = AuthenticationFailed) -> None:
         """A condition retrying cannot fix: stop reconnecting and tell the owner."""
         if self.fatal:
             return
         self.fatal = reason
+        self._fatal_type = kind
         log.error("%s: %s", self.jid, reason)
         self._online.set()  # wake waiters so they see `fatal`
         self._online.clear()
@@ -338,7 +345,7 @@ class XmppTransport(Transport):
 
     async def wait_online(self, timeout: float) -> None:
         if self.fatal:
-            raise AuthenticationFailed(self.fatal)
+            raise self._fatal_type(self.fatal)
         if self._online.is_set():
             return
         try:
@@ -348,7 +355,7 @@ class XmppTransport(Transport):
                 f"not connected to {self.config.host}:{self.config.port} within {timeout:g} s"
             ) from None
         if self.fatal:
-            raise AuthenticationFailed(self.fatal)
+            raise self._fatal_type(self.fatal)
 
     async def _keepalive_loop(self) -> None:
         """XEP-0199 ping to our server; any answer (even an error) proves the link."""

@@ -575,7 +575,9 @@ class PeriodicTask:
             error = exc
             self._error_count += 1
             self._last_error = f"{type(exc).__name__}: {exc}"
-            log.error("periodic task %r: run for %s failed", self._name, _iso(run_for), exc_info=exc)
+            # an exception class may set ``log_traceback = False`` when its message says all
+            traceback = exc if getattr(exc, "log_traceback", True) else None
+            log.error("periodic task %r: run for %s failed: %s", self._name, _iso(run_for), exc, exc_info=traceback)
         except BaseException as exc:  # cancelled by stop(), or SystemExit & co.: not ours
             error = exc
             raise

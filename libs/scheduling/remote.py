@@ -45,7 +45,10 @@ _MIN_INTERVAL_S = 0.1
 
 
 class JobRunError(Exception):
-    """A scheduled run whose command answered with an error."""
+    """A scheduled run whose command answered with an error (logged in one line: the
+    command's own failure was already logged with its traceback by the dispatcher)."""
+
+    log_traceback = False
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -203,6 +206,9 @@ class JobScheduler:
             raise ProtocolError("bad-request", "'cmd' (the command to run) must be a non-empty string")
         if cmd in self.RESERVED:
             raise ProtocolError("bad-request", f"{cmd!r} cannot be scheduled")
+        known = self.app.dispatcher.commands.keys() | self.app.dispatcher.fallbacks.keys()
+        if self.app.dispatcher.onapi is None and cmd not in known:
+            raise ProtocolError("bad-request", f"this worker has no command {cmd!r} (it has: {', '.join(sorted(known))})")
         job_body = body.get("body") or {}
         if not isinstance(job_body, dict):
             raise ProtocolError("bad-request", "'body' must be an object")

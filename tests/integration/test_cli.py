@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -76,7 +77,7 @@ async def test_exit_codes(worker, owner_env, prosody, accounts):
     code, _, err = await qe("ping", worker.jid, env={**owner_env, "QE_PASSWORD": "wrong"})
     assert code == 5 and "QE_PASSWORD" in err and err.count("\n") == 1
     code, _, err = await qe("ping", worker.jid, "--timeout", "2", env={**owner_env, "QE_PORT": str(_closed_port())})
-    assert code == 5 and "not connected" in err and err.count("\n") == 1
+    assert code == 5 and "cannot reach" in err and err.count("\n") == 1
 
 
 async def test_config_errors_are_one_line(worker, owner_env):
@@ -127,3 +128,33 @@ async def test_schedule_jobs_cancel_against_the_default_worker(prosody, accounts
         assert all(t["is_running"] for t in stats["periodic"])
     finally:
         await app.close(2)
+
+
+async def test_more_bad_input_is_one_line(worker, owner_env):
+    for args, words in ((("call", worker.jid, "ping", "--timeout", "inf"), "--timeout"),
+                        (("call", worker.jid, "ping", "--timeout", "nan"), "--timeout"),
+                        (("call", "not a jid", "ping"), "not a JID"),
+                        (("schedule", worker.jid, "echo", "--every", "5s", "--tz", "Europe/Berlin"), "--tz"),
+                        (("run", "--resource", ""), "resource")):
+        code, _, err = await qe(*args, env=owner_env)
+        assert code == 2 and words in err and "Traceback" not in err, (args, err)
+
+
+async def test_demo_stops_worker_and_server_on_sigterm(tmp_path):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "libs.cli", "demo", cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    lines = []
+    try:
+        while not any("Press Ctrl+C" in line for line in lines):
+            lines.append((await asyncio.wait_for(proc.stdout.readline(), 30)).decode())
+            assert lines[-1], "demo ended early: " + "".join(lines)
+        assert any('{"pong": true}' in line for line in lines)
+        workdir = next(line.split("data in ")[1].rstrip(")\n") for line in lines if "data in " in line)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) in (0, 130)
+        assert not Path(workdir).exists()  # the server's folder, and with it the demo's jobs, is gone
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -115,6 +115,7 @@ async def test_bad_schedules_are_refused_with_reasons(worker, login):
         ({"cmd": "schedule", "trigger": {"every": "1s"}}, "cannot be scheduled"),
         ({"cmd": "tick", "trigger": {"every": "1s"}, "misfire": "burst"}, "misfire"),
         ({"trigger": {"every": "1s"}}, "cmd"),
+        ({"cmd": "nosuch", "trigger": {"every": "1s"}}, "no command 'nosuch'"),
     ]
     for body, words in bad:
         with pytest.raises(RemoteError) as info:

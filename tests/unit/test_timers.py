@@ -90,6 +90,7 @@ class Virtual:
         self.SetInterval: Any = type("SetInterval", (SetInterval,), ns)
         self.SetIntervalSafe: Any = type("SetIntervalSafe", (SetIntervalSafe,), ns)
         self.SetTimeout: Any = type("SetTimeout", (SetTimeout,), ns)
+        self.SetTimeoutSafe: Any = type("SetTimeoutSafe", (SetTimeoutSafe,), ns)
 
     def pump(self, at: float, run: bool = True) -> list[float]:
         """Move the clock to ``at``, do one timer-thread wake-up, run the plain ticks
@@ -175,6 +176,17 @@ def test_wheel_invariants_under_arbitrary_wakeups(steps: list[float], skip: bool
     assert len(fired) + t.stats().missed == passed
 
 
+def first_after(now: float, origin: float, interval: float) -> float:
+    """The first grid point origin + k * interval (k >= 1) after ``now``, computed the way
+    the wheel computes deadlines (so float rounding agrees)."""
+    k = max(1, math.floor((now - origin) / interval))
+    while k > 1 and origin + (k - 1) * interval > now:
+        k -= 1
+    while origin + k * interval <= now:
+        k += 1
+    return origin + k * interval
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     ops=st.lists(
@@ -222,10 +234,7 @@ def test_wheel_agrees_with_a_model_under_start_stop_reset(
                 assert deadline <= now
                 v.engine.run_tick(timer, deadline)
             assert len(fired) - before == len(handed)
-        expected = [
-            origin + (math.floor((now - origin) / interval + 1e-9) + 1) * interval
-            for origin, interval in grid.values()
-        ]
+        expected = [first_after(now, origin, interval) for origin, interval in grid.values()]
         nd = v.engine.wheel.next_deadline()
         if not grid:
             assert nd is None
@@ -410,6 +419,21 @@ def test_safe_ticks_of_one_wakeup_reach_the_loop_in_one_call() -> None:
     assert len(v.loop.posted) == 1  # a wake-up after the drain: one new call
     v.loop.run_posted()
     assert ran.count("fast") == 100
+
+
+def test_a_timeout_waiting_on_the_loop_is_live_and_can_still_be_cancelled() -> None:
+    v = Virtual()
+    ran: list[str] = []
+    t = v.SetTimeoutSafe(ran.append, 10, "late").start()
+    v.pump(0.010)  # handed to the loop, which has not run yet
+    assert v.engine.wheel.next_deadline() is None
+    assert v.engine.live_timers() == [t]
+    assert t.cancel() is True  # not started yet: cancel still wins
+    v.loop.run_posted()
+    assert ran == []
+    s = t.stats()
+    assert (s.runs, s.in_flight, s.is_running) == (0, 0, False)
+    assert v.engine.live_timers() == []
 
 
 def test_safe_ticks_for_two_loops_make_one_call_each() -> None:

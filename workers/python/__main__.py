@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from libs.cli import resource_arg
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -12,7 +14,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Run the default qe-worker (ping, info, echo, stats, health, schedule, cancel, jobs) "
                     "as QE_JID/RESOURCE until Ctrl+C or SIGTERM.",
     )
-    parser.add_argument("--resource", default="python", help="XMPP resource (default: python; env RESOURCE wins)")
+    parser.add_argument("--resource", default="python", type=resource_arg,
+                        help="XMPP resource (default: python; env RESOURCE wins)")
     parser.add_argument("--public", action="store_true", help="answer any caller, not only the own account and QE_ALLOW")
     parser.add_argument("--maintenance", action="store_true",
                         help="run the maintenance tasks: health check (5 min), statistics log (15 min), "
