@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import json
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from importlib import metadata
@@ -68,7 +69,8 @@ def _load_config() -> WorkerConfig:
     try:
         return load_config()
     except ConfigError as exc:
-        raise SystemExit(f"qe-worker: {exc}") from None
+        print(f"qe-worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 class App:
