@@ -110,8 +110,11 @@ class _Engine:
         self.busy = 0  # plain callbacks executing right now (pool or loop)
         self.tasks: set[asyncio.Task[Any]] = set()  # running async callbacks
         self._routed = 0  # live timers bound to a loop
-        self._outbox: dict[Loop, list[Tick]] = {}  # ticks posted to a loop, not yet drained
-        self._ready: deque[Tick] = deque()  # ticks waiting for a pool worker
+        # Queued ticks are stored flat, timer then deadline, not as (timer, deadline) tuples:
+        # a tuple holding a timer is tracked by the garbage collector, and under a backlog
+        # thousands of them survive into the old generation and trigger full collections.
+        self._outbox: dict[Loop, list[Any]] = {}  # flat ticks posted to a loop, not drained
+        self._ready: deque[Any] = deque()  # flat ticks waiting for a pool worker
         self._wakeup = threading.Condition(self.lock)  # the timer thread sleeps here
         self._work = threading.Condition(self.lock)  # idle pool workers sleep here
         self._idle = threading.Condition(self.lock)  # wait_idle() sleeps here
@@ -215,7 +218,7 @@ class _Engine:
     def _live_locked(self) -> list[_Timer]:
         live: dict[_Timer, None] = dict.fromkeys(self.wheel.armed())
         queued = itertools.chain(self._ready, *self._outbox.values())
-        live.update((t, None) for t, _ in queued if t._state == _RUNNING)
+        live.update((t, None) for t in itertools.islice(queued, 0, None, 2) if t._state == _RUNNING)
         return list(live)
 
     def _stop_locked(self, t: _Timer) -> bool:
@@ -238,6 +241,14 @@ class _Engine:
 
     def _main(self) -> None:
         _precise_sleeps()
+        while True:
+            try:
+                self._run_timer_thread()
+            except Exception:  # pragma: no cover - a bug here must not stop every timer
+                log.exception("timer thread failed; restarting it")
+                time.sleep(0.01)
+
+    def _run_timer_thread(self) -> None:
         clock = self.clock
         lock = self.lock
         spin_until = -math.inf  # a deadline we woke up early for
@@ -250,8 +261,6 @@ class _Engine:
                         lock.release()
                         try:
                             self._deliver(*handover)
-                        except Exception:  # pragma: no cover - must not kill every timer
-                            log.exception("timer thread: hand-over failed")
                         finally:
                             lock.acquire()
                     continue
@@ -329,14 +338,15 @@ class _Engine:
             plain = []
             outbox = self._outbox
             for tick in due:
-                loop = tick[0]._loop
+                t, deadline = tick
+                loop = t._loop
                 if loop is None:
                     plain.append(tick)
                 elif (box := outbox.get(loop)) is None:
-                    outbox[loop] = [tick]
+                    outbox[loop] = [t, deadline]
                     posts.append(loop)
                 else:  # a drain for this loop is already on its way: ride along
-                    box.append(tick)
+                    box += (t, deadline)
         if not plain:
             return
         if self._submit is not None:
@@ -345,7 +355,7 @@ class _Engine:
         if not self._ready:  # a fresh backlog: the watch's stuck-clock starts now
             self._taken_seen = self._taken
             self._stuck_since = self.clock()
-        self._ready.extend(plain)
+        self._ready.extend(itertools.chain.from_iterable(plain))
         self._kick_locked()
 
     def _deliver(self, pooled: list[Tick], posts: list[Loop]) -> None:
@@ -360,7 +370,7 @@ class _Engine:
     def _loop_gone(self, loop: Loop) -> None:
         stopped = []
         with self.lock:
-            for t, _ in self._outbox.pop(loop, ()):
+            for t in self._outbox.pop(loop, [])[::2]:
                 t._inflight -= 1
                 t._missed += 1
                 if self._stop_locked(t):
@@ -396,11 +406,15 @@ class _Engine:
         call = self._call
         with lock:
             while True:
-                if not ready:
+                # Sleep if there is nothing to do, or if another awake worker is between
+                # callbacks and will take it: one worker drains, the others only step in
+                # while it is stuck in a slow callback (GIL contention otherwise).
+                if not ready or self._threads - self._idle_workers - self._pool_busy > 1:
                     self._idle_workers += 1
                     self._work.wait()  # the notifier already took us off _idle_workers
                     continue
-                t, deadline = ready.popleft()
+                t = ready.popleft()
+                deadline = ready.popleft()
                 self._taken += 1
                 if not self._begin_locked(t):
                     continue
@@ -428,7 +442,8 @@ class _Engine:
             batch = self._outbox.pop(loop, None)
             if not batch:
                 return
-            for i, (t, deadline) in enumerate(batch):
+            for i in range(0, len(batch), 2):
+                t, deadline = batch[i], batch[i + 1]
                 if not self._begin_locked(t):
                     continue
                 if t._is_coro:
@@ -449,7 +464,7 @@ class _Engine:
                     lock.acquire()
                     self.busy -= 1
                     self._finish_locked(t, deadline, start, end, True)
-                    for u, _ in batch[i + 1 :]:
+                    for u in batch[i + 2 :: 2]:
                         u._inflight -= 1
                         u._missed += 1
                     raise
@@ -692,8 +707,9 @@ class _Timer:
     def stop(self) -> bool:
         """Stop the timer. Idempotent; callable from any thread and from the callback.
 
-        Once it returns, no further tick starts (a run already started finishes).
-        Returns True if this call stopped it, False if it was not running.
+        Once it returns, no new tick is started: whether a handed-over tick may run is
+        decided under the engine lock, so only a run already under way (or decided just
+        before) finishes. Returns True if this call stopped it, False if it was not running.
         """
         return self._engine.stop(self)
 
@@ -838,13 +854,14 @@ def setInterval(ms: float, key: Hashable | None = None, safe: bool = False) -> C
     callable, with the running timer attached as ``fn.timer`` (when the object accepts
     attributes). The key for ``clearInterval`` defaults to ``fn.__name__``; decorating
     again with a key in use stops the older timer (logged). ``safe=True`` runs the callback
-    on the event loop (``SetIntervalSafe``), otherwise on a worker thread.
+    on the event loop (``SetIntervalSafe``), otherwise on a worker thread; an ``async def``
+    function always runs as a task on the event loop.
     """
 
     def decorate(fn: F) -> F:
         cls = SetIntervalSafe if safe else SetInterval
         timer = cls(fn, ms)
-        timer._start(("interval", fn.__name__ if key is None else key))
+        timer._start(("interval", _key_of(fn) if key is None else key))
         _attach(fn, timer)
         return fn
 
@@ -862,7 +879,7 @@ def setTimeout(ms: float, key: Hashable | None = None, safe: bool = False) -> Ca
     def decorate(fn: F) -> F:
         cls = SetTimeoutSafe if safe else SetTimeout
         timer = cls(fn, ms)
-        timer._start(("timeout", fn.__name__ if key is None else key))
+        timer._start(("timeout", _key_of(fn) if key is None else key))
         _attach(fn, timer)
         return fn
 
@@ -890,6 +907,11 @@ def timer_stats() -> list[TimerStats]:
 def _attach(fn: Any, timer: _Timer) -> None:
     with contextlib.suppress(AttributeError, TypeError):
         fn.timer = timer
+
+
+def _key_of(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__name__", None)
+    return name if isinstance(name, str) else _name_of(fn)
 
 
 def _name_of(callback: Callable[..., Any]) -> str:
