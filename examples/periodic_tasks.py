@@ -12,7 +12,8 @@ startup()
 import asyncio  # noqa: E402
 import time  # noqa: E402
 
-from libs.bridge import APISpecs, App as app  # noqa: E402
+from libs.bridge import APISpecs  # noqa: E402
+from libs.bridge import App as app
 from libs.scheduling import PeriodicTaskManager  # noqa: E402
 from libs.scheduling.maintenance import maintenance_tasks  # noqa: E402
 

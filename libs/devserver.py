@@ -634,8 +634,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 0
     finally:
         server.cleanup()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def serve(argv: list[str] | None = None) -> int:

@@ -114,7 +114,7 @@ class App:
         self._keepalive = self.config.keepalive if keepalive is None else keepalive
         self._exit_on_fatal = exit_on_fatal
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._on_start: list[Callable[[], None]] = []
+        self._on_start: list[Callable[[], object]] = []
         self._on_close: list[Callable[[float], Awaitable[None]]] = []
         self.transport: XmppTransport | None = None
         self.loop = _runtime.main_loop()
@@ -150,7 +150,7 @@ class App:
         """Await ``hook(timeout)`` first thing in ``close()`` (stop what feeds us work)."""
         self._on_close.append(hook)
 
-    def on_start(self, hook: Callable[[], None]) -> None:
+    def on_start(self, hook: Callable[[], object]) -> None:
         """Call ``hook()`` on the main loop once the worker starts (at once if it has)."""
         if self.transport is not None:
             self.loop.call_soon_threadsafe(hook)

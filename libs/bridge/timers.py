@@ -316,6 +316,12 @@ class _Engine:
                 break
             self.lock.release()  # a huge backlog: let control calls and workers in
             self.lock.acquire()
+        for loop in self._outbox:
+            if loop not in posts and loop.is_closed():
+                # its drain was posted but will never run (the loop closed first): post
+                # again, which fails and hands the box to _loop_gone, stopping its timers
+                posts.append(loop)
+                took = True
         return (pooled, posts) if took else None
 
     def _watch_pool_locked(self, now: float) -> None:

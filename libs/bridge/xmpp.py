@@ -70,7 +70,7 @@ def _escape(text: str, use_cdata: bool = False) -> str:
 
 # Every outgoing stanza's text goes through tostring.escape; ours is a drop-in replacement
 # (tests/unit/test_xmpp_escape.py checks that both give the same output).
-_tostring.escape = _escape
+_tostring.escape = _escape  # type: ignore[attr-defined]
 
 
 class _PendingMatcher(MatcherBase):
@@ -468,4 +468,4 @@ class XmppTransport(Transport):
 
     def send_message(self, to: str, body: str) -> None:
         if self._client is not None:
-            self._client.send_message(mto=to, mbody=body, mtype="chat")
+            self._client.send_message(mto=JID(to), mbody=body, mtype="chat")

@@ -66,6 +66,9 @@ class FakeLoop:
     def call_soon_threadsafe(self, fn: Any) -> None:
         self.posted.append(fn)
 
+    def is_closed(self) -> bool:
+        return False
+
     def run_posted(self) -> None:
         posted, self.posted = self.posted, []
         for fn in posted:
@@ -460,6 +463,31 @@ def test_safe_timer_on_a_closed_loop_is_stopped(caplog: pytest.LogCaptureFixture
     assert not t.is_running
     assert t.stats().missed == 1
     assert "closed" in caplog.text
+
+
+def test_loop_closed_after_a_drain_was_posted_still_stops_its_timers() -> None:
+    # the drain is posted, the loop closes before running it: later ticks must not pile up
+    # behind that drain forever (the timer would look alive and the loop would never be freed)
+    class ClosingLoop(FakeLoop):
+        closed = False
+
+        def is_closed(self) -> bool:
+            return self.closed
+
+        def call_soon_threadsafe(self, fn: Any) -> None:
+            if self.closed:
+                raise RuntimeError("Event loop is closed")
+            super().call_soon_threadsafe(fn)
+
+    loop = ClosingLoop()
+    v = Virtual(loop=loop)
+    t = v.SetIntervalSafe(lambda: None, 10).start()
+    v.pump(0.010)
+    assert len(loop.posted) == 1  # a drain is on its way...
+    loop.closed = True  # ...and never runs
+    v.pump(0.020)
+    assert not t.is_running
+    assert t.stats().missed == 2
 
 
 def test_stats_are_json_and_timer_stats_lists_live_timers() -> None:

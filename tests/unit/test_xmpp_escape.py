@@ -21,8 +21,9 @@ def test_cdata_mode_is_delegated() -> None:
 
 
 def test_installed_into_slixmpp() -> None:
-    from slixmpp.xmlstream.tostring import tostring  # the function, which looks up escape globally
     import xml.etree.ElementTree as ET
+
+    from slixmpp.xmlstream.tostring import tostring  # the function, which looks up escape globally
 
     el = ET.Element("x")
     el.text = '{"a":"<&>\'"}'
