@@ -37,6 +37,9 @@ __all__ = ["App", "version"]
 log = logging.getLogger(__name__)
 
 
+_EAGER = sys.version_info >= (3, 12)
+
+
 def version() -> str:
     try:
         return metadata.version("qe-worker")
@@ -198,7 +201,15 @@ class App:
     # -- incoming -----------------------------------------------------------------------
 
     def _spawn(self, coro: Any) -> None:
-        task = self.loop.create_task(coro)
+        if _EAGER:
+            # Python 3.12+: run the request at once, inside this stanza's callback, up to its
+            # first real wait; a handler that never waits is answered without another pass
+            # through the event loop.
+            task = asyncio.Task(coro, loop=self.loop, eager_start=True)  # type: ignore[call-arg]
+            if task.done():
+                return
+        else:
+            task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
