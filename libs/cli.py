@@ -236,28 +236,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("call", help="call CMD on a worker and print its JSON answer",
-                       description="Call CMD on the worker at FULL_JID and print the JSON result on stdout.",
-                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("jid", metavar="FULL_JID", help="the worker's full JID, e.g. worker@example.org/python")
+    def worker_command(name: str, help: str, func: Callable[[argparse.Namespace], int],
+                       description: str | None = None) -> argparse.ArgumentParser:
+        """A subcommand that logs in and talks to the worker at FULL_JID."""
+        p = sub.add_parser(name, help=help, description=description or help, epilog=_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("jid", metavar="FULL_JID", help="the worker's full JID, e.g. worker@example.org/python")
+        p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default 10)")
+        p.set_defaults(func=func)
+        return p
+
+    p = worker_command("call", "call CMD on a worker and print its JSON answer", _cmd_call,
+                       "Call CMD on the worker at FULL_JID and print the JSON result on stdout.")
     p.add_argument("cmd", metavar="CMD", help="command name, e.g. ping")
     p.add_argument("body", metavar="JSON_BODY", nargs="?", help="arguments as a JSON object (default {})")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default 10)")
-    p.set_defaults(func=_cmd_call)
 
-    p = sub.add_parser("ping", help="shorthand for: call FULL_JID ping",
-                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("jid", metavar="FULL_JID")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
-    p.set_defaults(func=_cmd_call, cmd="ping", body=None)
+    worker_command("ping", "shorthand for: call FULL_JID ping", _cmd_call).set_defaults(cmd="ping", body=None)
 
-    p = sub.add_parser("schedule", help="ask a worker to run CMD on a schedule (prints the job id)",
-                       description="Ask the worker at FULL_JID to run CMD every INTERVAL, at given instants, "
-                                   "or on a cron schedule. The job survives worker restarts; cancel it with "
-                                   "`qe-worker cancel FULL_JID JOB`.",
-                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("jid", metavar="FULL_JID")
-    p.add_argument("cmd", metavar="CMD")
+    p = worker_command("schedule", "ask a worker to run CMD on a schedule (prints the job id)", _cmd_schedule,
+                       "Ask the worker at FULL_JID to run CMD every INTERVAL, at given instants, or on a cron "
+                       "schedule. The job survives worker restarts; cancel it with `qe-worker cancel FULL_JID JOB`.")
+    p.add_argument("cmd", metavar="CMD", help="one of the worker's commands")
     p.add_argument("body", metavar="JSON_BODY", nargs="?", help="arguments as a JSON object (default {})")
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--every", metavar="INTERVAL", help="e.g. 500ms, 5s, 2m, 1h30m")
@@ -267,21 +266,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tz", default=None, help="time zone for --cron (default UTC), e.g. Europe/Berlin")
     p.add_argument("--misfire", choices=("coalesce", "skip"), default="coalesce",
                    help="runs missed while the worker was down: one catch-up run (coalesce, default) or none")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default 10)")
-    p.set_defaults(func=_cmd_schedule)
 
-    p = sub.add_parser("jobs", help="list a worker's scheduled jobs (yours; all of them for its owner)",
-                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("jid", metavar="FULL_JID")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
-    p.set_defaults(func=_cmd_jobs)
+    worker_command("jobs", "list a worker's scheduled jobs (yours; all of them for its owner)", _cmd_jobs)
 
-    p = sub.add_parser("cancel", help="cancel a scheduled job",
-                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("jid", metavar="FULL_JID")
+    p = worker_command("cancel", "cancel a scheduled job", _cmd_cancel)
     p.add_argument("job", metavar="JOB", help="the id printed by `qe-worker schedule`")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
-    p.set_defaults(func=_cmd_cancel)
 
     p = sub.add_parser("run", help="run the default worker until Ctrl+C (ping, info, echo, stats, health, "
                                    "schedule, cancel, jobs)",
