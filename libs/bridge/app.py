@@ -120,6 +120,7 @@ class App:
         self._on_start: list[Callable[[], object]] = []
         self._on_close: list[Callable[[float], Awaitable[None]]] = []
         self.transport: XmppTransport | None = None
+        self._started = asyncio.Event()
         self.loop = _runtime.main_loop()
         # Script style (App at import time, then run_forever): we own SIGINT/SIGTERM.
         # Inside a running loop the program around us decides, unless asked.
@@ -146,6 +147,7 @@ class App:
             _runtime.install_signal_handlers(self.loop, lambda: self.config.shutdown_timeout)
         log.info("worker %s starting (public=%s, allow=%s)", self.jid, self.public,
                  ",".join(sorted(self.config.allow)) or "-")
+        self._started.set()
         for hook in self._on_start:
             hook()
 
@@ -164,39 +166,46 @@ class App:
         if self._exit_on_fatal:
             _runtime.fail(reason)
 
+    async def _transport(self) -> XmppTransport:
+        await self._started.wait()  # set by _start, scheduled on this loop by __init__
+        assert self.transport is not None
+        return self.transport
+
     async def wait_online(self, timeout: float = 10.0) -> None:
         """Wait until the worker is logged in (useful in tests and scripts)."""
-        while self.transport is None:
-            await asyncio.sleep(0)
-        await self.transport.wait_online(timeout)
+        await (await self._transport()).wait_online(timeout)
 
     @property
     def online(self) -> bool:
         return self.transport is not None and self.transport.online
 
     async def close(self, timeout: float | None = None) -> None:
-        """Stop taking requests, let running ones finish for up to ~80% of ``timeout`` s,
-        cancel the rest (their callers get an error if still connected), then leave."""
+        """Leave within ``timeout`` s (default ``QE_SHUTDOWN_TIMEOUT``): stop taking requests
+        and stop what feeds us work (``on_close`` hooks), let running requests finish,
+        cancel those still running near the end (their callers get ``unavailable``), then
+        leave the server (unavailable presence, end of stream)."""
         timeout = self.config.shutdown_timeout if timeout is None else timeout
+        end = self.loop.time() + timeout
         _runtime.remove_shutdown_hook(self.close)
         self.dispatcher.accepting = False
         hooks, self._on_close = self._on_close, []
         for hook in hooks:
             try:
-                await hook(timeout * 0.5)
+                await hook(timeout * 0.3)
             except Exception:
                 log.exception("close hook %r failed", hook)
         pending = {t for t in self._tasks if not t.done()}
         if pending:
-            log.info("waiting up to %.1f s for %d running request(s)", timeout * 0.8, len(pending))
-            _done, still = await asyncio.wait(pending, timeout=timeout * 0.8)
+            grace = max(0.0, end - self.loop.time() - timeout * 0.3)
+            log.info("waiting up to %.1f s for %d running request(s)", grace, len(pending))
+            _done, still = await asyncio.wait(pending, timeout=grace) if grace else (set(), pending)
             for task in still:
                 task.cancel()
             if still:
                 log.warning("cancelled %d request(s) still running at shutdown", len(still))
-                await asyncio.wait(still, timeout=max(0.1, timeout * 0.1))
+                await asyncio.wait(still, timeout=timeout * 0.1)
         if self.transport is not None:
-            await self.transport.close(max(0.5, timeout * 0.2))
+            await self.transport.close(max(0.5, end - self.loop.time()))
 
     # -- incoming -----------------------------------------------------------------------
 
@@ -291,9 +300,7 @@ class App:
     async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
                    timeout: float = 10.0) -> dict[str, Any]:
         """Call another worker (full JID) and return its dict; raises ``CallError``s."""
-        while self.transport is None:
-            await asyncio.sleep(0)
-        return await api_call(self.transport, jid, cmd, body, timeout=timeout,
+        return await api_call(await self._transport(), jid, cmd, body, timeout=timeout,
                               max_payload=self.config.max_payload)
 
     async def api(self, app: str | None = None, cmd: str = "", body: dict[str, Any] | None = None,
