@@ -1,4 +1,5 @@
-"""Fixtures for tests against a real, private Prosody (see ``libs.devserver``).
+"""Fixtures for tests against a real, private Prosody (see ``libs.devserver``), shared by
+tests/integration and tests/reliability; unit tests never start a server.
 
 A missing Prosody is a *failure*, not a skip: CI installs it, and a silently skipped
 integration suite would look green while testing nothing.
@@ -14,19 +15,20 @@ import pytest
 
 from libs.devserver import DevServer, ProsodyNotInstalled
 
-_HERE = Path(__file__).resolve().parent
+_SERVER_DIRS = tuple(Path(__file__).resolve().parent / d for d in ("integration", "reliability"))
 
 ACCOUNT_NAMES = ("worker", "client", "stranger")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test under tests/integration as ``integration`` (so ``-m "not integration"``
-    deselects them) without a ``pytestmark`` line in each module.
+    """Mark every test under tests/integration and tests/reliability as ``integration`` (so
+    ``-m "not integration"`` runs only the unit tests) without a line in each module.
 
     The hook sees the whole session's items, so filter by path.
     """
     for item in items:
-        if _HERE in Path(str(item.path)).resolve().parents:
+        parents = Path(str(item.path)).resolve().parents
+        if any(d in parents for d in _SERVER_DIRS):
             item.add_marker(pytest.mark.integration)
 
 
