@@ -177,6 +177,7 @@ class DevServer:
         workdir: str | os.PathLike[str] | None = None,
         stanza_size_limit: int = 1_100_000,
         muc: bool = True,
+        tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
     ) -> None:
         domain = domain.strip().lower()
         if not _DOMAIN_RE.match(domain):
@@ -193,6 +194,8 @@ class DevServer:
         self.port: int = port if port is not None else _free_port(self.host)
         self.stanza_size_limit = stanza_size_limit
         self.muc = muc
+        # (certificate, key) PEM files: offer STARTTLS with them and require it
+        self.tls = None if tls is None else (Path(tls[0]).resolve(), Path(tls[1]).resolve())
         self._owned = workdir is None
         if workdir is None:
             self.workdir: Path = Path(tempfile.mkdtemp(prefix="qe-prosody-"))
@@ -269,12 +272,12 @@ class DevServer:
             "component_ports = { }",
             "http_ports = { }",
             "https_ports = { }",
-            # No "tls": without a certificate mod_tls still offers STARTTLS, which then fails.
-            # No "limits": it throttles clients to a few dozen stanzas/s.
+            # "tls" only with a certificate: without one mod_tls still offers STARTTLS,
+            # which then fails. No "limits": it throttles clients to a few dozen stanzas/s.
             'modules_enabled = { "disco", "roster", "saslauth", "ping", "register",'
-            ' "smacks", "carbons", "presence" }',
+            ' "smacks", "carbons", "presence"' + (', "tls"' if self.tls else "") + " }",
             'modules_disabled = { "s2s", "offline" }',
-            "c2s_require_encryption = false",
+            f"c2s_require_encryption = {'true' if self.tls else 'false'}",
             "allow_unencrypted_plain_auth = true",
             "allow_registration = false",
             f"c2s_stanza_size_limit = {self.stanza_size_limit:d}",
@@ -286,6 +289,8 @@ class DevServer:
             "",
             f"VirtualHost {_lua_str(self.domain)}",
         ]
+        if self.tls:
+            lines.append(f"ssl = {{ certificate = {_lua_str(self.tls[0])}, key = {_lua_str(self.tls[1])} }}")
         if self.muc:
             lines += ["", f"Component {_lua_str('conference.' + self.domain)} \"muc\""]
         return "\n".join(lines) + "\n"

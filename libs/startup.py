@@ -53,7 +53,8 @@ def configure_logging(level: str = "INFO", secrets: tuple[str, ...] = ()) -> Non
     handler._qe_worker = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    logging.getLogger("slixmpp").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    numeric = logging.getLevelName(level)
+    logging.getLogger("slixmpp").setLevel(numeric if level == "DEBUG" else max(logging.WARNING, numeric))
     # says "No appropriate login method" for a wrong password too; our adapter says which
     logging.getLogger("slixmpp.features.feature_mechanisms").setLevel(
         logging.DEBUG if level == "DEBUG" else logging.CRITICAL)

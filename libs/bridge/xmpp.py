@@ -184,6 +184,7 @@ class XmppTransport(Transport):
         client.add_event_handler("failed_auth", self._on_mechanism_refused)
         client.add_event_handler("failed_all_auth", self._on_failed_auth)
         client.add_event_handler("stream_error", self._on_stream_error)
+        client.add_event_handler("ssl_invalid_chain", self._on_untrusted_certificate)
         client.add_event_handler("message", self._on_message)
         client.add_event_handler("presence_subscribe", self._on_subscribe)
         return client
@@ -318,6 +319,16 @@ class XmppTransport(Transport):
                            "STARTTLS; QE_TLS=off/optional allows SCRAM without TLS)")
         else:
             log.error("%s: authentication failed on reconnect; will retry", self.jid)
+            if self._client is not None:
+                self._client.abort()
+
+    def _on_untrusted_certificate(self, error: Any) -> None:
+        reason = (f"the TLS certificate of {self.config.domain} is not trusted ({error}); "
+                  "if the server uses a private CA, set QE_CA_FILE to its certificate")
+        if self.sessions == 0:
+            self._fail(reason, NotConnected)
+        else:  # it was trusted before: maybe a rotation in progress; keep trying, loudly
+            log.error("%s: %s", self.jid, reason)
             if self._client is not None:
                 self._client.abort()
 
