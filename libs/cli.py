@@ -222,9 +222,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def resource_arg(value: str) -> str:
     """argparse type for an XMPP resource."""
-    if not value or "/" in value or "@" in value:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a resource (non-empty, no '/' or '@')")
-    return value
+    from libs.bridge.access import check_resource
+
+    try:
+        return check_resource(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:

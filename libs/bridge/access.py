@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["AccessPolicy", "Role", "bare_jid", "resource_of"]
+__all__ = ["AccessPolicy", "Role", "bare_jid", "check_resource", "resource_of"]
 
 
 class Role(str, Enum):
@@ -29,6 +29,13 @@ def bare_jid(jid: str) -> str:
     """``user@domain/res`` -> ``user@domain``, lower-cased (node and domain are
     case-insensitive in XMPP; resources are not, and are dropped here)."""
     return jid.split("/", 1)[0].lower()
+
+
+def check_resource(resource: str) -> str:
+    """``resource`` if it can be a worker's resource, else ``ValueError`` saying why."""
+    if not resource or "/" in resource or "@" in resource:
+        raise ValueError(f"{resource!r} is not a valid resource (non-empty, no '/' or '@')")
+    return resource
 
 
 def resource_of(jid: str) -> str:

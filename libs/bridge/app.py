@@ -22,7 +22,7 @@ from importlib import metadata
 from typing import Any
 
 from . import _runtime
-from .access import AccessPolicy
+from .access import AccessPolicy, check_resource
 from .client import api_call
 from .config import ConfigError, WorkerConfig, load_config
 from .dispatch import ApiHandler, Dispatcher, MessageHandler
@@ -102,9 +102,7 @@ class App:
         if rest:
             raise NotImplementedError("App(rest=...) is not supported by qe-worker yet; use rest=False")
         self.config = config or _load_config()
-        self.resource = self.config.resource or resource
-        if not self.resource or "/" in self.resource or "@" in self.resource:
-            raise ValueError(f"resource {self.resource!r} is not valid (non-empty, no '/' or '@')")
+        self.resource = check_resource(self.config.resource or resource)
         self.public = public
         self.image = image
         self.policy = AccessPolicy.create(self.config.jid, public=public, allow=self.config.allow)

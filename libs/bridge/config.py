@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from .access import bare_jid
+from .access import bare_jid, check_resource
 from .protocol import DEFAULT_MAX_PAYLOAD
 
 __all__ = ["ConfigError", "TLS_MODES", "WorkerConfig", "is_loopback", "load_config"]
@@ -183,8 +183,11 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         raise ConfigError("QE_LOG_LEVEL", f"{level!r} is not one of {', '.join(_LOG_LEVELS)}")
 
     resource = values.get("RESOURCE", "").strip() or None
-    if resource is not None and ("/" in resource or "@" in resource):
-        raise ConfigError("RESOURCE", f"{resource!r} is not a valid resource (no '/' or '@')")
+    if resource is not None:
+        try:
+            check_resource(resource)
+        except ValueError as exc:
+            raise ConfigError("RESOURCE", str(exc)) from None
 
     return WorkerConfig(
         jid=jid,

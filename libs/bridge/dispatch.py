@@ -113,7 +113,7 @@ class Dispatcher:
             return ApiError(iq_id, sender, "expired", "the request's deadline passed before it could run")
         # One account flooding us must not starve the others (the owner's calls get through):
         # the owner is never limited, everyone else per bare JID.
-        caller = request.sender.split("/", 1)[0].lower()
+        caller = bare_jid(request.sender)
         running = self._per_caller.get(caller, 0)
         if self.max_per_caller and role is not Role.OWNER and running >= self.max_per_caller:
             return ApiError(iq_id, sender, "busy", f"you already have {running} requests running here; retry later")

@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from libs.bridge.access import bare_jid
 from libs.bridge.protocol import ApiError, ApiRequest, ProtocolError, decode_result
 from libs.bridge.serial import serial_generator
 from libs.bridge.specs import APISpecs
@@ -223,7 +222,7 @@ class JobScheduler:
         first = trigger.next_fire(now)
         if first is None:
             raise ProtocolError("bad-request", "the trigger never fires (all its times are in the past)")
-        owner = bare_jid(specs.jid)
+        owner = specs.uid  # the caller's bare JID
         if self.store.count_active(owner) >= self.max_jobs_per_caller:
             raise ProtocolError("busy", f"you have {self.max_jobs_per_caller} active jobs here; cancel some first")
         job = Job(id=serial_generator(12), owner=owner, requester=specs.jid, cmd=cmd, body=job_body,
@@ -236,7 +235,7 @@ class JobScheduler:
     def _visible(self, specs: APISpecs, job: Job | None) -> Job:
         if job is None:
             raise ProtocolError("not-found", "no such job")
-        if job.owner != bare_jid(specs.jid) and specs.role != "owner":
+        if job.owner != specs.uid and specs.role != "owner":
             raise ProtocolError("forbidden", "that job belongs to another caller")
         return job
 
@@ -250,7 +249,7 @@ class JobScheduler:
         return {"cancelled": job.id}
 
     async def _cmd_jobs(self, specs: APISpecs) -> dict[str, Any]:
-        owner = None if specs.role == "owner" else bare_jid(specs.jid)
+        owner = None if specs.role == "owner" else specs.uid
         return {"jobs": [self.describe(job) for job in self.store.list(owner=owner)]}
 
     def describe(self, job: Job) -> dict[str, Any]:
