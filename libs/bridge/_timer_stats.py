@@ -62,6 +62,17 @@ def lateness_add(counts: array[int] | None, seconds: float) -> array[int]:
     """Record one lateness sample; returns the (possibly new) counts array."""
     us = int(seconds * 1e6)
     b = _BUCKET[us] if 0 <= us < _FAST else _bucket(seconds)
+    if counts is not None and counts[0] < WINDOW:  # the common case: a bucket in range
+        i = _HEAD + 2 * (b - counts[2])
+        if _HEAD <= i < len(counts):
+            counts[0] += 1
+            counts[i] += 1
+            return counts
+    return _add_slow(counts, b, seconds)
+
+
+def _add_slow(counts: array[int] | None, b: int, seconds: float) -> array[int]:
+    """``lateness_add`` when the array is new, must widen, or the window is full."""
     if counts is None:
         counts = _zeros(_HEAD + 2)
         counts[2] = b
