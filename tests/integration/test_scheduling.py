@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from libs.bridge import App, Client, RemoteError, load_config, wait_answering
+from libs.bridge import App, RemoteError, load_config, wait_answering
 from libs.scheduling.client import RemoteWorker
 from libs.scheduling.remote import JobScheduler
 from libs.scheduling.store import JobStore
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.workers import chat_messages, default_worker
 
 
 @pytest.fixture
@@ -74,8 +70,7 @@ async def test_at_two_instants_runs_exactly_twice(worker, login):
 
 async def test_results_come_back_as_messages_when_asked(worker, login):
     client = await login("client")
-    messages: asyncio.Queue = asyncio.Queue()
-    client.transport._client.add_event_handler("message", lambda m: messages.put_nowait(m["body"]))
+    messages = chat_messages(client)
     handle = await RemoteWorker(client, worker.jid).every("200ms").call("tick", {"n": 7}, notify=True)
     note = json.loads(await asyncio.wait_for(messages.get(), 5))
     assert note["job"] == handle.id and note["ok"] is True and note["result"] == {"tick": 7}
@@ -123,36 +118,25 @@ async def test_bad_schedules_are_refused_with_reasons(worker, login):
         assert info.value.code == "bad-request" and words in info.value.remote_message, body
 
 
-async def test_job_survives_sigkill_and_restart(prosody, accounts, tmp_path):
-    """The default worker in its own process: schedule, SIGKILL it, start it again."""
-    env = {**os.environ, **prosody.env("worker", accounts["worker"][1]), "QE_STATE_DIR": str(tmp_path),
-           "RESOURCE": "durable", "QE_ALLOW": accounts["client"][0], "PYTHONPATH": str(ROOT)}
-    jid = f"{accounts['worker'][0]}/durable"
-
-    async def start() -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.python", env=env, cwd=ROOT,
-                                                    stderr=asyncio.subprocess.DEVNULL)
-
-    proc = await start()
-    try:
-        async with Client(load_config(prosody.env("client", accounts["client"][1]))) as client:
-            messages: asyncio.Queue = asyncio.Queue()
-            client.transport._client.add_event_handler("message", lambda m: messages.put_nowait(m["body"]))
-            await wait_answering(client, jid, 20)
-            handle = await RemoteWorker(client, jid).every("300ms").call("echo", {"hi": 1}, notify=True)
-            assert json.loads(await asyncio.wait_for(messages.get(), 5))["result"] == {"hi": 1}
-            proc.send_signal(signal.SIGKILL)
-            await proc.wait()
-            proc = await start()
-            await wait_answering(client, jid, 20)
-            jobs = await RemoteWorker(client, jid).jobs()
-            assert [(j["job"], j["status"]) for j in jobs] == [(handle.id, "active")]
-            while not messages.empty():
-                messages.get_nowait()
-            note = json.loads(await asyncio.wait_for(messages.get(), 5))  # runs again after restart
-            assert note["job"] == handle.id and note["ok"]
-            await handle.cancel()
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 15) == 0
+async def test_job_survives_sigkill_and_restart(prosody, accounts, login, tmp_path):
+    """The default worker in its own process: schedule, SIGKILL it, start it again.
+    (tests/reliability/test_crash_safety.py does the same with 50 jobs of every kind.)"""
+    worker, jid = default_worker(prosody, accounts, "durable", tmp_path)
+    client = await login("client")
+    messages = chat_messages(client)
+    async with worker:
+        await wait_answering(client, jid, 20)
+        handle = await RemoteWorker(client, jid).every("300ms").call("echo", {"hi": 1}, notify=True)
+        assert json.loads(await asyncio.wait_for(messages.get(), 5))["result"] == {"hi": 1}
+        await worker.kill()
+        await worker.start()
+        await wait_answering(client, jid, 20)
+        jobs = await RemoteWorker(client, jid).jobs()
+        assert [(j["job"], j["status"]) for j in jobs] == [(handle.id, "active")]
+        while not messages.empty():
+            messages.get_nowait()
+        note = json.loads(await asyncio.wait_for(messages.get(), 5))  # runs again after restart
+        assert note["job"] == handle.id and note["ok"]
+        await handle.cancel()
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait(15) == 0
