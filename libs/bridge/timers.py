@@ -39,7 +39,7 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ClassVar, Final, TypeVar
 
 from . import _runtime
@@ -202,7 +202,7 @@ class _Engine:
     def snapshot(self, t: _Timer) -> TimerStats:
         with self.lock:
             p50, p99 = lateness_quantiles(t._hist, (0.5, 0.99))
-            acc = t._acc
+            acc = t._acc if t._acc is not None else _ACC_ZERO
             runs = int(acc[_RUNS])
             last = acc[_LAST] if runs else None
             return TimerStats(
@@ -501,9 +501,7 @@ class _Engine:
         finally:
             with lock:
                 self.busy -= 1
-                finish = self._finish_locked
-                for j in range(0, len(runs), 5):
-                    finish(runs[j], runs[j + 1], runs[j + 2], runs[j + 3], runs[j + 4])
+                self._record_locked(runs)
                 for t in batch[i::2]:  # never started: a BaseException ended the batch
                     t._inflight -= 1
                     t._missed += 1
@@ -582,17 +580,31 @@ class _Engine:
     def _finish_locked(
         self, t: _Timer, deadline: float, start: float, end: float, error: bool
     ) -> None:
-        t._inflight -= 1
-        acc = t._acc
-        acc[_RUNS] += 1.0
-        if error:
-            acc[_ERRORS] += 1.0
-        acc[_LAST] = start
-        runtime = end - start
-        acc[_RT_SUM] += runtime
-        if runtime > acc[_RT_MAX]:
-            acc[_RT_MAX] = runtime
-        t._hist = lateness_add(t._hist, start - deadline)
+        self._record_locked((t, deadline, start, end, error))
+
+    def _record_locked(self, runs: Sequence[Any]) -> None:
+        """Account for finished runs, given flat: ``timer, deadline, start, end, error, ...``.
+
+        The hottest code of a busy timer process (once per tick), hence literal indexes
+        into ``_acc`` (see _RUNS ... _RT_MAX) and no call per run but ``lateness_add``.
+        """
+        add = lateness_add
+        for j in range(0, len(runs), 5):
+            t = runs[j]
+            start = runs[j + 2]
+            t._inflight -= 1
+            acc = t._acc
+            if acc is None:
+                acc = t._acc = array("d", _ACC_ZERO)
+            acc[0] += 1.0  # _RUNS
+            if runs[j + 4]:
+                acc[1] += 1.0  # _ERRORS
+            acc[2] = start  # _LAST
+            runtime = runs[j + 3] - start
+            acc[3] += runtime  # _RT_SUM
+            if runtime > acc[4]:  # _RT_MAX
+                acc[4] = runtime
+            t._hist = add(t._hist, start - runs[j + 1])
         if self.busy == 0 and self._idle_waiters:
             self._idle.notify_all()
 
@@ -721,7 +733,7 @@ class _Timer:
         self._origin = 0.0
         self._n = 0
         self._inflight = 0
-        self._acc = array("d", _ACC_ZERO)
+        self._acc: array[float] | None = None  # allocated at the first run
         self._missed = 0
         self._hist: Any = None
 
