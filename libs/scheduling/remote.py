@@ -233,10 +233,10 @@ class JobScheduler:
         return {"job": job.id, "next_run": first.isoformat(), "trigger": trigger.describe()}
 
     def _visible(self, specs: APISpecs, job: Job | None) -> Job:
-        if job is None:
+        """The job, if this caller may see it. Another caller's job is answered exactly like
+        an unknown id, so that no caller can learn which job ids exist."""
+        if job is None or (job.owner != specs.uid and specs.role != "owner"):
             raise ProtocolError("not-found", "no such job")
-        if job.owner != specs.uid and specs.role != "owner":
-            raise ProtocolError("forbidden", "that job belongs to another caller")
         return job
 
     async def _cmd_cancel(self, specs: APISpecs) -> dict[str, Any]:
