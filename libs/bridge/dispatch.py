@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._log_limit import LogLimit, suppressed_note
 from .access import AccessPolicy, Role, bare_jid, resource_of
 from .protocol import (
     DEFAULT_MAX_PAYLOAD,
@@ -69,6 +70,7 @@ class Dispatcher:
         self.fallbacks: dict[str, ApiHandler] = {}
         self.accepting = True
         self.stats = DispatchStats()
+        self._log_limit = LogLimit()  # lines that other people's traffic causes
 
     async def handle(self, iq_id: str, sender: str, text: str | None) -> ApiResult | ApiError:
         """Never raises (except cancellation): every outcome is an answer to send."""
@@ -100,16 +102,20 @@ class Dispatcher:
         try:
             request = decode_request(iq_id, sender, text, max_payload=self.max_payload)
         except ProtocolError as exc:
-            log.info("bad request %s from %s: %s", iq_id, sender, exc.message)
+            if (dropped := self._log_limit.allow("bad-request")) is not None:
+                log.info("bad request %s from %s: %s%s", iq_id, sender, exc.message, suppressed_note(dropped))
             return ApiError(iq_id, sender, exc.code, exc.message)
         role = self.policy.role_of(sender)
         if role is None:
-            log.warning("refused %r from %s: not the owner and not in QE_ALLOW", request.cmd, sender)
+            if (dropped := self._log_limit.allow("forbidden")) is not None:
+                log.warning("refused %r from %s: not the owner and not in QE_ALLOW%s", request.cmd, sender,
+                            suppressed_note(dropped))
             return ApiError(iq_id, sender, "forbidden", "this worker is not public and you are not allowed")
         if not self.accepting:
             return ApiError(iq_id, sender, "unavailable", "the worker is shutting down")
         if request.expired():
-            log.info("dropped expired %r (%s) from %s", request.cmd, iq_id, sender)
+            if (dropped := self._log_limit.allow("expired")) is not None:
+                log.info("dropped expired %r (%s) from %s%s", request.cmd, iq_id, sender, suppressed_note(dropped))
             return ApiError(iq_id, sender, "expired", "the request's deadline passed before it could run")
         # One account flooding us must not starve the others (the owner's calls get through):
         # the owner is never limited, everyone else per bare JID.
@@ -180,7 +186,8 @@ class Dispatcher:
         """The ``MessageSpecs`` for a chat message, or None if the sender may not reach us."""
         role = self.policy.role_of(sender)
         if role is None:
-            log.info("ignored a message from %s: not allowed", sender)
+            if (dropped := self._log_limit.allow("message")) is not None:
+                log.info("ignored a message from %s: not allowed%s", sender, suppressed_note(dropped))
             return None
         body: str | dict[str, Any] = text
         if text[:1] == "{":

@@ -32,6 +32,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 from slixmpp.xmlstream.matcher.base import MatcherBase
 
+from ._log_limit import LogLimit, suppressed_note
 from .access import AccessPolicy, bare_jid
 from .config import WorkerConfig
 from .errors import AuthenticationFailed, CallError, CallTimeout, NotConnected, RemoteError
@@ -143,6 +144,7 @@ class XmppTransport(Transport):
         self._retry: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
+        self._log_limit = LogLimit()  # lines that other people's traffic causes
         self._ack_timer: asyncio.TimerHandle | None = None
 
     # -- life cycle ---------------------------------------------------------------------
@@ -409,7 +411,9 @@ class XmppTransport(Transport):
         to, future = entry
         sender = xml.get("from") or self.config.domain
         if sender != to and JID(sender) != JID(to):
-            log.warning("ignored an answer to %s from %s (sent to %s)", xml.get("id"), sender, to)
+            if (dropped := self._log_limit.allow("answer")) is not None:
+                log.warning("ignored an answer to %s from %s (sent to %s)%s", xml.get("id"), sender, to,
+                            suppressed_note(dropped))
             return
         del self._pending[xml.get("id")]
         if not future.done():
@@ -428,7 +432,8 @@ class XmppTransport(Transport):
         if self.policy.may_subscribe(sender):
             self._client.send_presence(pto=sender, ptype="subscribed")
         else:
-            log.warning("refused a presence subscription from %s", sender)
+            if (dropped := self._log_limit.allow("subscription")) is not None:
+                log.warning("refused a presence subscription from %s%s", sender, suppressed_note(dropped))
             self._client.send_presence(pto=sender, ptype="unsubscribed")
 
     # -- outgoing -----------------------------------------------------------------------

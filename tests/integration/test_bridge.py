@@ -266,3 +266,28 @@ async def test_wrong_password_is_fatal_not_retried(prosody, accounts):
             await app.wait_online(10)
     finally:
         await app.close(1)
+
+
+async def test_handlers_start_in_arrival_order_and_answer_independently(make_app, login):
+    """XMPP delivers one sender's stanzas in order; the worker starts handlers in that order
+    (a handler may finish later than one started after it: answers are not ordered)."""
+    app = make_app(public=True)
+    started: list[int] = []
+    release = asyncio.Event()
+
+    async def onapi(specs):
+        started.append(specs.body["n"])
+        if specs.body["n"] == 0:
+            await release.wait()  # the first call is held until all the others have answered
+        return {"n": specs.body["n"]}
+
+    app.xmpp.onapi = onapi
+    await app.wait_online(10)
+    client = await login("client")
+    first = asyncio.ensure_future(client.call(app.jid, "work", {"n": 0}, timeout=10))
+    rest = await asyncio.gather(*(client.call(app.jid, "work", {"n": n}, timeout=10) for n in range(1, 50)))
+    assert [r["n"] for r in rest] == list(range(1, 50))
+    assert not first.done()
+    release.set()
+    assert await asyncio.wait_for(first, 10) == {"n": 0}
+    assert started == list(range(50))
