@@ -54,8 +54,14 @@ _BUCKET = [_bucket_us(us) for us in range(_FAST)]
 _HEAD = 3  # n_current, n_previous, lowest bucket stored
 
 
+_MARGIN = 8  # empty buckets kept (or added) beyond the lowest and highest one seen
+# Why a margin: lateness wanders over a few octaves, and an array that fits exactly what was
+# seen must be widened (a new array) again and again; at 100,000 timers those allocations
+# were the largest single cost of recording a run, and their churn fragmented memory.
+
+
 def _zeros(n: int) -> array[int]:
-    return array("B", [0]) * n
+    return array("B", bytes(n))
 
 
 def lateness_add(counts: array[int] | None, seconds: float) -> array[int]:
@@ -74,15 +80,17 @@ def lateness_add(counts: array[int] | None, seconds: float) -> array[int]:
 def _add_slow(counts: array[int] | None, b: int, seconds: float) -> array[int]:
     """``lateness_add`` when the array is new, must widen, or the window is full."""
     if counts is None:
-        counts = _zeros(_HEAD + 2)
-        counts[2] = b
+        lo = max(0, b - _MARGIN)
+        counts = _zeros(_HEAD + 2 * (b + _MARGIN + 1 - lo))
+        counts[2] = lo
     lo = counts[2]
     if b < lo:  # widen downwards
-        counts = counts[:_HEAD] + _zeros(2 * (lo - b)) + counts[_HEAD:]
-        counts[2] = lo = b
+        new_lo = max(0, b - _MARGIN)
+        counts = counts[:_HEAD] + _zeros(2 * (lo - new_lo)) + counts[_HEAD:]
+        counts[2] = lo = new_lo
     i = _HEAD + 2 * (b - lo)
     if len(counts) <= i:  # widen upwards
-        counts = counts + _zeros(i + 2 - len(counts))
+        counts = counts + _zeros(i + 2 + 2 * _MARGIN - len(counts))
     if counts[0] >= WINDOW:
         counts = _rotate(counts)
         lo = counts[2]
@@ -95,13 +103,20 @@ def _add_slow(counts: array[int] | None, b: int, seconds: float) -> array[int]:
 
 
 def _rotate(counts: array[int]) -> array[int]:
-    """The full current window becomes the previous one; buckets that are then empty at
-    either end are dropped, so an old outlier does not pin memory forever."""
+    """The full current window becomes the previous one. Empty buckets at either end beyond
+    ``_MARGIN`` are then dropped, so an old outlier does not pin memory forever; when there
+    are none to drop, the array is reused in place."""
     body = counts[_HEAD:]
     body[1::2] = body[0::2]  # prev_b = cur_b
     body[0::2] = _zeros(len(body) // 2)  # cur_b = 0
     used = [k for k in range(len(body) // 2) if body[2 * k + 1]]
-    first, last = used[0], used[-1]
+    first = max(0, used[0] - _MARGIN)
+    last = min(len(body) // 2 - 1, used[-1] + _MARGIN)
+    if first == 0 and last == len(body) // 2 - 1:
+        counts[_HEAD:] = body
+        counts[1] = counts[0]
+        counts[0] = 0
+        return counts
     return array("B", [0, counts[0], counts[2] + first]) + body[2 * first : 2 * last + 2]
 
 

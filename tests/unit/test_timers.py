@@ -527,6 +527,22 @@ def test_lateness_reservoir_is_bounded_and_accurate() -> None:
     assert lateness_quantiles(None, (0.5,)) == [None]
 
 
+def test_lateness_reservoir_is_rarely_reallocated() -> None:
+    """A timer's first runs must not make a new array per sample as lateness wanders over
+    a few octaves: with 100,000 one-second timers those allocations were the largest cost
+    of recording a run (an exact-fit array needed a new one for 46 % of samples)."""
+    rng = random.Random(3)
+    new_arrays = samples = 0
+    for _ in range(2000):
+        counts = None
+        for _ in range(10):
+            before = counts
+            counts = lateness_add(counts, rng.lognormvariate(math.log(300e-6), 1.0))
+            new_arrays += counts is not before
+            samples += 1
+    assert new_arrays / samples < 0.25  # 0.1 is the first sample of each timer
+
+
 def test_invalid_arguments() -> None:
     with pytest.raises(ValueError):
         SetInterval(lambda: None, 0)
