@@ -116,8 +116,16 @@ class _Engine:
         self.clock = clock
         self.wall = wall
         self.resolve_loop = resolve_loop
+        self._threaded = threaded
+        self._pool_size = pool_size
+        self._reset_state()
+        self._submit = submit
+        self._post = post if post is not None else _call_soon_threadsafe
+
+    def _reset_state(self) -> None:
+        """Every field that changes while timers run (all guarded by ``lock``)."""
         self.lock = threading.Lock()
-        self.wheel: TimerWheel[_Timer] = TimerWheel(clock)
+        self.wheel: TimerWheel[_Timer] = TimerWheel(self.clock)
         self.keys: dict[tuple[str, Hashable], _Timer] = {}  # decorator keys
         self.key_of: dict[_Timer, tuple[str, Hashable]] = {}
         self.busy = 0  # plain callbacks executing right now (pool or loop)
@@ -133,18 +141,25 @@ class _Engine:
         self._idle = threading.Condition(self.lock)  # wait_idle() sleeps here
         self._idle_waiters = 0
         self._wake_at = -math.inf  # deadline the timer thread sleeps until; -inf: awake
-        self._threaded = threaded
         self._thread: threading.Thread | None = None
-        self._pool_size = pool_size
         self._threads = 0  # pool workers started
         self._idle_workers = 0  # ... waiting for work and not yet notified
         self._pool_busy = 0  # ... inside a callback
         self._taken = 0  # ticks taken from _ready so far (progress, for the watch)
         self._taken_seen = 0
         self._stuck_since = 0.0
-        self._submit = submit
-        self._post = post if post is not None else _call_soon_threadsafe
         self._hook_registered = False
+
+    def after_fork_in_child(self) -> None:
+        """Timers do not survive ``fork()``, like threads: in the child every inherited timer
+        is stopped (its statistics stay readable) and the engine starts afresh, so timers
+        created in the child work. Without this, inherited timers would look running and
+        never tick (the timer thread is not copied), and the lock could be held forever
+        by a thread that no longer exists. Runs with one thread, so no lock is taken."""
+        for t in self._live_locked():
+            t._state = _STOPPED
+            t._armed = 0
+        self._reset_state()
 
     # -- control (any thread) -------------------------------------------------------------
 
@@ -671,6 +686,8 @@ def _precise_sleeps() -> None:
 
 _ENGINE: Final = _Engine()
 """The process's one timer engine (its thread starts with the first timer)."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ENGINE.after_fork_in_child)
 
 
 class _Timer:

@@ -811,3 +811,33 @@ def test_timer_thread_never_keeps_a_finished_script_alive() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "done"
     assert timers._ENGINE._thread is None or timers._ENGINE._thread.daemon
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_timers_do_not_survive_fork_but_work_in_the_child() -> None:
+    script = textwrap.dedent(
+        """
+        import os, threading, warnings
+        from libs.bridge.timers import SetInterval, SetTimeout, timer_stats
+        ticks = threading.Semaphore(0)
+        inherited = SetInterval(ticks.release, 5, name="inherited").start()
+        assert ticks.acquire(timeout=10)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads, 3.12+
+            pid = os.fork()
+        if pid == 0:  # the child: the inherited timer is stopped, new ones work
+            ok = not inherited.is_running and timer_stats() == []
+            ran = threading.Event()
+            SetTimeout(ran.set, 1).start()
+            os._exit(0 if ok and ran.wait(10) else 1)
+        _, status = os.waitpid(pid, 0)
+        for _ in range(3):  # the parent's timer goes on ticking
+            assert ticks.acquire(timeout=10)
+        print("child", os.waitstatus_to_exitcode(status), "parent", inherited.is_running)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "child 0 parent True"
