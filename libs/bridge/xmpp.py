@@ -136,6 +136,7 @@ class XmppTransport(Transport):
         self.sessions = 0  # sessions started (1 + reconnects that needed a new session)
         self.resumptions = 0
         self.resumable = False  # XEP-0198 enabled with resumption on the current stream
+        self.pings_answered = 0  # keepalive pings the server answered (each proves the link alive)
         self._client: slixmpp.ClientXMPP | None = None
         self._online = asyncio.Event()
         self._session_changed = asyncio.Condition()
@@ -278,7 +279,8 @@ class XmppTransport(Transport):
 
     async def wait_state(self, predicate: Callable[[XmppTransport], bool], timeout: float) -> None:
         """Wait until ``predicate(self)`` holds, re-checked whenever a session starts, is
-        resumed or becomes resumable (for monitoring and tests); ``TimeoutError`` after ``timeout`` s."""
+        resumed or becomes resumable, and after each answered keepalive ping (for monitoring
+        and tests); ``TimeoutError`` after ``timeout`` s."""
         async with asyncio.timeout(timeout), self._session_changed:
             await self._session_changed.wait_for(lambda: predicate(self))
 
@@ -382,6 +384,9 @@ class XmppTransport(Transport):
             except TimeoutError:
                 log.warning("%s: server did not answer a ping in %.1f s; reconnecting", self.jid, self.keepalive_timeout)
                 client.abort()
+            else:
+                self.pings_answered += 1
+                await self._notify_session()  # wait_state() callers may be waiting for a proof of life
 
     # -- incoming -----------------------------------------------------------------------
 
