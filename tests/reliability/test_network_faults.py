@@ -1,6 +1,7 @@
 """Network faults between a worker and its server: each dead link is noticed (by the
-keepalive when nothing else can tell), rebuilt, the session is resumed with XEP-0198 when
-the server still has it, and the worker answers again; a slow but alive link is kept.
+keepalive when nothing else can tell, even while requests keep arriving), rebuilt, the
+session is resumed with XEP-0198 when the server still has it, and the worker answers
+again; a slow or congested but alive link is kept.
 
 The worker (``App``) reaches Prosody through ``tests.support.proxy.FaultyProxy``, which
 injects the fault; the caller talks to Prosody directly. The time to recover (from the
@@ -33,6 +34,9 @@ PING_TIMEOUT_LOG = "did not answer a ping"
 SLOW_LATENCY = 0.2  # s each way
 SLOW_BANDWIDTH = 64_000  # bytes/s each way
 BIG_BODY = {"blob": "x" * 16_000}  # 0.25 s on the wire each way at SLOW_BANDWIDTH
+BACKGROUND_PER_S = 20  # calls/s to the worker while a fault is injected
+CONGESTED_BANDWIDTH = 12_000  # bytes/s each way: less than TRAFFIC_PER_S offers, so a queue builds
+TRAFFIC_PER_S = 100
 
 StartWorker = Callable[..., Awaitable[App]]
 
@@ -98,6 +102,40 @@ async def _ping(caller: Client, app: App, timeout: float) -> float:
     return asyncio.get_running_loop().time()
 
 
+class Traffic:
+    """``async with Traffic(caller, app, per_s) as t``: calls to the worker at a steady rate
+    (open loop: the rate is kept whatever the answers do) until the block ends; ``t.calls``
+    holds them. A worker under load: inbound requests flow all the time."""
+
+    def __init__(self, caller: Client, app: App, per_s: float) -> None:
+        self.caller, self.app, self.per_s = caller, app, per_s
+        self.calls: list[asyncio.Future[dict[str, Any]]] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            body = {"n": len(self.calls)}
+            self.calls.append(asyncio.ensure_future(self.caller.call(self.app.jid, "echo", body, timeout=CALL_TIMEOUT)))
+            await asyncio.sleep(1 / self.per_s)  # pacing the load (not a synchronisation)
+
+    async def __aenter__(self) -> Traffic:
+        self._task = asyncio.ensure_future(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+    async def abandon(self) -> None:
+        """Give up on the calls still waiting and collect the rest (background load: what
+        became of each call is not what the test is about)."""
+        for call in self.calls:
+            call.cancel()
+        await asyncio.gather(*self.calls, return_exceptions=True)
+
+
 @dataclass
 class Recovery:
     dropped_s: float  # fault -> the worker's old connection closed (by the worker, or cut)
@@ -149,7 +187,9 @@ async def test_stalled_link_is_detected_and_session_resumed(start_worker, proxy,
     caplog.set_level(logging.WARNING, "libs.bridge.xmpp")
     app = await start_worker("faulty")
     # packets vanish; no FIN, no RST: only a keepalive can tell
-    r = await break_and_recover(app, proxy, caller, proxy.stall, resumed=True)
+    async with Traffic(caller, app, BACKGROUND_PER_S) as traffic:
+        r = await break_and_recover(app, proxy, caller, proxy.stall, resumed=True)
+    await traffic.abandon()
     assert _keepalive_fired(caplog)
     assert proxy.connections == 2
     assert _transport(app).resumptions == 1 and _transport(app).sessions == 1  # resumed, not a new session
@@ -189,7 +229,9 @@ async def test_half_open_link_is_detected_and_session_resumed(start_worker, prox
     resends it, or the worker resends its answer)."""
     caplog.set_level(logging.WARNING, "libs.bridge.xmpp")
     app = await start_worker("half-open")
-    r = await break_and_recover(app, proxy, caller, lambda: HALF_OPEN[fault](proxy), resumed=True)
+    async with Traffic(caller, app, BACKGROUND_PER_S) as traffic:  # requests keep arriving: not a proof of life
+        r = await break_and_recover(app, proxy, caller, lambda: HALF_OPEN[fault](proxy), resumed=True)
+    await traffic.abandon()
     assert _keepalive_fired(caplog)
     assert proxy.connections == 2
     assert _transport(app).resumptions == 1 and _transport(app).sessions == 1
@@ -225,3 +267,33 @@ async def test_slow_link_is_kept_and_calls_succeed(start_worker, proxy, caller, 
     assert proxy.connections == 1 and transport.sessions == 1 and transport.resumptions == 0
     recovery.add(f"slow ({SLOW_LATENCY * 1000:.0f} ms each way, {SLOW_BANDWIDTH // 1000} KB/s)", "-", "-", "-",
                  f"kept; ping {statistics.median(small):.2f} s, 16 KB echo {big:.2f} s, 50 at once {burst:.2f} s")
+
+
+@pytest.mark.timeout(60)
+async def test_congested_link_is_kept_while_the_server_acknowledges(start_worker, proxy, caller, recovery, caplog):
+    """More traffic than the link carries: a queue builds and a ping waits behind it longer
+    than the keepalive allows, while stanzas still flow and the server keeps acknowledging
+    ours (XEP-0198). Alive, only congested: the worker must not drop the link (a reconnect
+    would resend the whole backlog and make the congestion worse; bench/soak.py saw that
+    turn into minutes of reconnects on a loaded machine)."""
+    caplog.set_level(logging.WARNING, "libs.bridge.xmpp")
+    app = await start_worker("congested")
+    transport = _transport(app)
+    proxy.slow(latency=0.0, bandwidth=CONGESTED_BANDWIDTH)
+    loop = asyncio.get_running_loop()
+    late = transport.pings_late
+    t0 = loop.time()
+    async with Traffic(caller, app, TRAFFIC_PER_S) as traffic:
+        # a ping stuck in the queue beyond the keepalive timeout, judged alive by the acks
+        await transport.wait_state(lambda t: t.pings_late > late, STEP)
+        congested = loop.time() - t0
+    proxy.heal()  # the queue drains
+    calls = traffic.calls
+    answers = await asyncio.wait_for(asyncio.gather(*calls), CALL_TIMEOUT + 5)
+    assert answers == [{"n": n} for n in range(len(calls))]
+    pings = transport.pings_answered
+    await transport.wait_state(lambda t: t.pings_answered > pings, STEP)
+    assert not _keepalive_fired(caplog)
+    assert proxy.connections == 1 and transport.sessions == 1 and transport.resumptions == 0
+    recovery.add(f"congested ({CONGESTED_BANDWIDTH // 1000} KB/s, {TRAFFIC_PER_S} calls/s offered)", "-", "-", "-",
+                 f"kept; a ping late after {congested:.1f} s, {len(calls)} calls all answered")
