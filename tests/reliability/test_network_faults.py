@@ -24,7 +24,6 @@ import pytest
 from libs.bridge import APISpecs, App, Client, load_config
 from libs.bridge.xmpp import XmppTransport
 from tests.support.proxy import TO_CLIENT, TO_SERVER, FaultyProxy
-from tests.support.summary import SummaryTable, summary_table
 
 KEEPALIVE = 0.3  # s between pings to the server: short, so a dead link is noticed in seconds
 KEEPALIVE_TIMEOUT = 2.0  # s for an answer; well above the slow link's round trip (~0.4-0.7 s)
@@ -51,16 +50,6 @@ async def proxy(prosody) -> AsyncIterator[FaultyProxy]:
 @pytest.fixture
 async def caller(login) -> Client:
     return await login("client")
-
-
-@pytest.fixture
-def recovery(pytestconfig) -> SummaryTable:
-    return summary_table(
-        pytestconfig, "network faults: time to recover",
-        ("fault", "link dropped", "session back", "first answer", "how"),
-        f"(seconds from the fault; keepalive every {KEEPALIVE} s, answer within {KEEPALIVE_TIMEOUT} s; "
-        "'first answer': a call made right after the fault, or the first call after the reconnect)",
-    )
 
 
 async def _echo(specs: APISpecs) -> dict[str, Any]:
@@ -174,8 +163,10 @@ async def break_and_recover(app: App, proxy: FaultyProxy, caller: Client, inject
     return Recovery(link.client_closed_at - t0, back - t0, (first or fresh) - t0)
 
 
-def _report(table: SummaryTable, fault: str, r: Recovery, how: str) -> None:
-    table.add(fault, f"{r.dropped_s:.2f}", f"{r.back_s:.2f}", f"{r.answered_s:.2f}", how)
+def _report(report: Callable[[str], None], fault: str, r: Recovery, how: str) -> None:
+    report(f"{fault}: link dropped {r.dropped_s:.2f} s, session back {r.back_s:.2f} s, first answer "
+           f"{r.answered_s:.2f} s after the fault ({how}; keepalive every {KEEPALIVE} s, answer within "
+           f"{KEEPALIVE_TIMEOUT} s)")
 
 
 def _keepalive_fired(caplog: pytest.LogCaptureFixture) -> bool:
@@ -183,7 +174,7 @@ def _keepalive_fired(caplog: pytest.LogCaptureFixture) -> bool:
 
 
 @pytest.mark.timeout(60)
-async def test_stalled_link_is_detected_and_session_resumed(start_worker, proxy, caller, recovery, caplog):
+async def test_stalled_link_is_detected_and_session_resumed(start_worker, proxy, caller, report, caplog):
     caplog.set_level(logging.WARNING, "libs.bridge.xmpp")
     app = await start_worker("faulty")
     # packets vanish; no FIN, no RST: only a keepalive can tell
@@ -193,24 +184,24 @@ async def test_stalled_link_is_detected_and_session_resumed(start_worker, proxy,
     assert _keepalive_fired(caplog)
     assert proxy.connections == 2
     assert _transport(app).resumptions == 1 and _transport(app).sessions == 1  # resumed, not a new session
-    _report(recovery, "stall (nothing flows either way)", r, "keepalive; resumed (XEP-0198)")
+    _report(report, "stall (nothing flows either way)", r, "keepalive; resumed (XEP-0198)")
 
 
 @pytest.mark.timeout(60)
-async def test_cut_link_without_stream_management_gets_a_new_session(start_worker, proxy, caller, recovery):
+async def test_cut_link_without_stream_management_gets_a_new_session(start_worker, proxy, caller, report):
     app = await start_worker("faulty2", keepalive=0, QE_STREAM_MANAGEMENT="off")
     r = await break_and_recover(app, proxy, caller, proxy.cut, resumed=False)  # a reset needs no keepalive
     assert _transport(app).resumptions == 0 and _transport(app).sessions == 2
-    _report(recovery, "cut (reset), XEP-0198 off", r, "reset seen; new session")
+    _report(report, "cut (reset), XEP-0198 off", r, "reset seen; new session")
 
 
 @pytest.mark.timeout(60)
-async def test_cut_link_is_resumed_and_a_call_made_meanwhile_answered(start_worker, proxy, caller, recovery):
+async def test_cut_link_is_resumed_and_a_call_made_meanwhile_answered(start_worker, proxy, caller, report):
     app = await start_worker("faulty-cut", keepalive=0)
     r = await break_and_recover(app, proxy, caller, proxy.cut, resumed=True)
     assert proxy.connections == 2
     assert _transport(app).resumptions == 1 and _transport(app).sessions == 1
-    _report(recovery, "cut (reset)", r, "reset seen; resumed (XEP-0198)")
+    _report(report, "cut (reset)", r, "reset seen; resumed (XEP-0198)")
 
 
 HALF_OPEN: dict[str, Callable[[FaultyProxy], None]] = {
@@ -222,7 +213,7 @@ HALF_OPEN: dict[str, Callable[[FaultyProxy], None]] = {
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("fault", list(HALF_OPEN))
-async def test_half_open_link_is_detected_and_session_resumed(start_worker, proxy, caller, recovery, caplog, fault):
+async def test_half_open_link_is_detected_and_session_resumed(start_worker, proxy, caller, report, caplog, fault):
     """No FIN or RST reaches the worker; one direction (or the server's side) is gone. The
     keepalive notices, and the server still has the session (live, or hibernating after it
     saw its side close), so it is resumed; the call made meanwhile is answered (the server
@@ -235,11 +226,11 @@ async def test_half_open_link_is_detected_and_session_resumed(start_worker, prox
     assert _keepalive_fired(caplog)
     assert proxy.connections == 2
     assert _transport(app).resumptions == 1 and _transport(app).sessions == 1
-    _report(recovery, f"half-open: {fault}", r, "keepalive; resumed (XEP-0198)")
+    _report(report, f"half-open: {fault}", r, "keepalive; resumed (XEP-0198)")
 
 
 @pytest.mark.timeout(60)
-async def test_slow_link_is_kept_and_calls_succeed(start_worker, proxy, caller, recovery, caplog):
+async def test_slow_link_is_kept_and_calls_succeed(start_worker, proxy, caller, report, caplog):
     """200 ms each way and 64 KB/s: slower, not dead. Calls (small, large, many at once)
     succeed, and the keepalive keeps getting answers over the slow link, so the worker never
     drops it."""
@@ -265,12 +256,12 @@ async def test_slow_link_is_kept_and_calls_succeed(start_worker, proxy, caller, 
     await transport.wait_state(lambda t: t.pings_answered >= pings + 3, STEP)
     assert not _keepalive_fired(caplog)
     assert proxy.connections == 1 and transport.sessions == 1 and transport.resumptions == 0
-    recovery.add(f"slow ({SLOW_LATENCY * 1000:.0f} ms each way, {SLOW_BANDWIDTH // 1000} KB/s)", "-", "-", "-",
-                 f"kept; ping {statistics.median(small):.2f} s, 16 KB echo {big:.2f} s, 50 at once {burst:.2f} s")
+    report(f"slow ({SLOW_LATENCY * 1000:.0f} ms each way, {SLOW_BANDWIDTH // 1000} KB/s): kept; ping "
+           f"{statistics.median(small):.2f} s, 16 KB echo {big:.2f} s, 50 at once {burst:.2f} s")
 
 
 @pytest.mark.timeout(60)
-async def test_congested_link_is_kept_while_the_server_acknowledges(start_worker, proxy, caller, recovery, caplog):
+async def test_congested_link_is_kept_while_the_server_acknowledges(start_worker, proxy, caller, report, caplog):
     """More traffic than the link carries: a queue builds and a ping waits behind it longer
     than the keepalive allows, while stanzas still flow and the server keeps acknowledging
     ours (XEP-0198). Alive, only congested: the worker must not drop the link (a reconnect
@@ -295,5 +286,5 @@ async def test_congested_link_is_kept_while_the_server_acknowledges(start_worker
     await transport.wait_state(lambda t: t.pings_answered > pings, STEP)
     assert not _keepalive_fired(caplog)
     assert proxy.connections == 1 and transport.sessions == 1 and transport.resumptions == 0
-    recovery.add(f"congested ({CONGESTED_BANDWIDTH // 1000} KB/s, {TRAFFIC_PER_S} calls/s offered)", "-", "-", "-",
-                 f"kept; a ping late after {congested:.1f} s, {len(calls)} calls all answered")
+    report(f"congested ({CONGESTED_BANDWIDTH // 1000} KB/s, {TRAFFIC_PER_S} calls/s offered): kept; a ping late "
+           f"after {congested:.1f} s, {len(calls)} calls all answered")
