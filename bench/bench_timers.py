@@ -366,10 +366,10 @@ async def run_scale(impl: Impl, n: int, measure: float) -> dict[str, Any]:
     await asyncio.sleep(measure)
     last = rec.mark()
     elapsed = mono() - m0
+    gc.collect()
+    rss1 = rss_mb()  # before the sorted copy of the samples below, which is the benchmark's
     got = min(last, rec.cap) - first - 1
     lat = sorted(rec.lat[first + 1 : min(last, rec.cap)])
-    gc.collect()
-    rss1 = rss_mb()
     await impl.stop()
     out: dict[str, Any] = {
         "n": n,
