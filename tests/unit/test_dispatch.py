@@ -276,26 +276,26 @@ async def test_first_step_that_overruns_the_deadline_then_waits_is_expired() -> 
     d = make()
 
     async def busy_then_wait(specs: APISpecs) -> dict[str, Any]:
-        time.sleep(0.03)  # blocks the loop past the deadline before its first wait
+        time.sleep(0.4)  # blocks the loop past the deadline before its first wait
         await asyncio.sleep(5)
         return {"never": True}
 
     d.onapi = busy_then_wait
     started = time.monotonic()
-    err = error_of(await d.handle("i", OWNER, req("x", deadline_ms=now_ms() + 10)), "expired")
+    err = error_of(await d.handle("i", OWNER, req("x", deadline_ms=now_ms() + 200)), "expired")
     assert "while it ran" in err.message
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 2
 
 
 async def test_first_step_that_overruns_the_deadline_but_returns_keeps_its_result() -> None:
     d = make()
 
     async def busy(specs: APISpecs) -> dict[str, Any]:
-        time.sleep(0.03)  # as before: a deadline cannot interrupt code that does not wait
+        time.sleep(0.4)  # as before: a deadline cannot interrupt code that does not wait
         return {"done": True}
 
     d.onapi = busy
-    assert result_of(await d.handle("i", OWNER, req("x", deadline_ms=now_ms() + 10))) == {"done": True}
+    assert result_of(await d.handle("i", OWNER, req("x", deadline_ms=now_ms() + 200))) == {"done": True}
 
 
 async def test_without_a_deadline_a_waiting_handler_is_not_limited(monkeypatch: pytest.MonkeyPatch) -> None:
