@@ -497,15 +497,19 @@ class XmppTransport(Transport):
         steps here, in the same order, gives the same bytes and the same XEP-0198 accounting
         one loop pass earlier; anything else (stanzas already queued, an async filter, no
         session or no connection yet) goes through ``send()`` as before, so order is kept.
+        The slixmpp internals read here are looked up defensively: a slixmpp without them
+        gets ``send()``.
         """
         client = self._client
         assert client is not None
         filters = getattr(client, "_XMLStream__filters", None)
+        queue = getattr(client, "waiting_queue", None)
         if (
             filters is None
-            or not client._session_started
+            or queue is None
+            or not getattr(client, "_session_started", False)
             or client.transport is None
-            or not client.waiting_queue.empty()
+            or not queue.empty()
             or getattr(client, "_XMLStream__slow_tasks", True)
             or not self._sync_filters(filters)
         ):
@@ -529,7 +533,10 @@ class XmppTransport(Transport):
     def _sync_filters(self, filters: dict[str, list[Any]]) -> bool:
         """True when no outgoing filter is a coroutine function (checked again only when the
         filter lists change)."""
-        key = (tuple(filters["out"]), tuple(filters["out_sync"]), tuple(filters["out_sce"]))
+        try:
+            key = (tuple(filters["out"]), tuple(filters["out_sync"]), tuple(filters["out_sce"]))
+        except (KeyError, TypeError):  # not the filter lists this was written for
+            return False
         if key != self._filters_seen:
             self._filters_seen = key
             self._filters_sync = not any(
