@@ -4,8 +4,14 @@ Both sides use the same server, the same caller machinery (one slixmpp client se
 ``set`` stanzas) and the same payload size; the only difference is what answers: a bare
 slixmpp handler that echoes the payload back, or a qe-worker ``App`` (protocol decode, access
 check, dispatch to ``onapi``, JSON encode). Sequential calls give latency (p50/p99); 100 in
-flight give throughput. Latency samples are interleaved in blocks across the three
-implementations; throughput rounds rotate their order.
+flight give throughput. Latency samples are interleaved in blocks across the implementations;
+throughput rounds rotate their order.
+
+The two "raw caller" rows isolate the worker side: the same raw slixmpp caller as the
+baseline (no XEP-0198 on its stream) sends our ``<api/>`` request (same JSON our client
+sends, deadline included) to a qe-worker, so the only difference from the baseline row is
+what answers. The other qe-worker rows are end to end: our ``Client`` calls the worker, with
+XEP-0198 on both streams or on neither.
 
     python bench/bench_bridge.py [--seq 3000] [--par 20000] [--inflight 100] [--rounds 3]
 """
@@ -33,9 +39,11 @@ from slixmpp.xmlstream.matcher import MatchXPath  # noqa: E402
 
 from libs.bridge import App, Client  # noqa: E402
 from libs.bridge.config import load_config  # noqa: E402
+from libs.bridge.protocol import NS, encode_request, now_ms  # noqa: E402
 from libs.devserver import DevServer  # noqa: E402
 
 NAMES = ("raw slixmpp IQ echo", "qe-worker (XEP-0198 on)", "qe-worker (XEP-0198 off)")
+WORKER_SIDE = ("raw caller -> qe-worker (XEP-0198 on)", "raw caller -> qe-worker (XEP-0198 off)")
 RAW_NS = "urn:bench:raw"
 RAW_TAG = f"{{{RAW_NS}}}echo"
 
@@ -80,6 +88,15 @@ async def raw_call(client: slixmpp.ClientXMPP, to: str, text: str) -> None:
     iq = client.make_iq_set(ito=to)
     el = ET.Element(RAW_TAG)
     el.text = text
+    iq.xml.append(el)
+    await iq.send(timeout=30)
+
+
+async def raw_api_call(client: slixmpp.ClientXMPP, to: str) -> None:
+    """Our request, sent the raw way: what ``Client.call(to, "ping", timeout=30)`` sends."""
+    iq = client.make_iq_set(ito=to)
+    el = ET.Element(f"{{{NS}}}api")
+    el.text = encode_request("ping", {}, deadline_ms=now_ms() + 30_000)
     iq.xml.append(el)
     await iq.send(timeout=30)
 
@@ -150,6 +167,8 @@ async def main(args: argparse.Namespace) -> None:
                 NAMES[0]: lambda: raw_call(caller_raw, f"raw@{server.domain}/bench", payload),
                 NAMES[1]: lambda: client.call(apps["on"].jid, "ping", timeout=30),
                 NAMES[2]: lambda: client_nosm.call(apps["off"].jid, "ping", timeout=30),
+                WORKER_SIDE[0]: lambda: raw_api_call(caller_raw, apps["on"].jid),
+                WORKER_SIDE[1]: lambda: raw_api_call(caller_raw, apps["off"].jid),
             }
             lat = await latencies(calls, args.seq)
             rps: dict[str, list[float]] = {name: [] for name in NAMES}
@@ -163,16 +182,16 @@ async def main(args: argparse.Namespace) -> None:
         for app in apps.values():
             await app.close(2)
 
-    rows = {name: {"p50": statistics.median(lat[name]), "p99": pct(lat[name], 99), "rps": max(rps[name])}
-            for name in NAMES}
+    rows = {name: {"p50": statistics.median(lat[name]), "p99": pct(lat[name], 99), "rps": max(rps.get(name, [0.0]))}
+            for name in (*NAMES, *WORKER_SIDE)}
     r = rows[NAMES[0]]
     print(f"# {time.strftime('%Y-%m-%d')} Python {platform.python_version()}, {os.cpu_count()} cores, "
           f"seq={args.seq} interleaved, par={args.par} inflight={args.inflight}, best of {args.rounds} rounds")
-    print(f"| {'':28} | p50 ms | p99 ms | req/s | throughput vs raw | p50 vs raw |")
+    print(f"| {'':38} | p50 ms | p99 ms | req/s | throughput vs raw | p50 vs raw |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, row in rows.items():
-        print(f"| {name:28} | {row['p50']:.3f} | {row['p99']:.3f} | {row['rps']:.0f} | "
-              f"{row['rps'] / r['rps']:.2f}x | {row['p50'] - r['p50']:+.3f} ms |")
+        rate = f"{row['rps']:.0f} | {row['rps'] / r['rps']:.2f}x" if row["rps"] else "- | -"
+        print(f"| {name:38} | {row['p50']:.3f} | {row['p99']:.3f} | {rate} | {row['p50'] - r['p50']:+.3f} ms |")
 
 
 if __name__ == "__main__":

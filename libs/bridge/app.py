@@ -22,6 +22,7 @@ from importlib import metadata
 from typing import Any
 
 from . import _runtime
+from ._eager import start_eager
 from .access import AccessPolicy, check_resource
 from .client import api_call
 from .config import ConfigError, WorkerConfig, load_config
@@ -35,9 +36,6 @@ from .xmpp import XmppTransport
 __all__ = ["App", "version"]
 
 log = logging.getLogger(__name__)
-
-
-_EAGER = sys.version_info >= (3, 12)
 
 
 def version() -> str:
@@ -208,15 +206,12 @@ class App:
     # -- incoming -----------------------------------------------------------------------
 
     def _spawn(self, coro: Any) -> None:
-        if _EAGER:
-            # Python 3.12+: run the request at once, inside this stanza's callback, up to its
-            # first real wait; a handler that never waits is answered without another pass
-            # through the event loop.
-            task = asyncio.Task(coro, loop=self.loop, eager_start=True)  # type: ignore[call-arg]
-            if task.done():
-                return
-        else:
-            task = self.loop.create_task(coro)
+        # Run the request at once, inside this stanza's callback, up to its first real wait
+        # (as an eager task; emulated on Python 3.11): a handler that never waits is answered
+        # without another pass through the event loop.
+        task, running = start_eager(self.loop, coro)
+        if not running:
+            return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

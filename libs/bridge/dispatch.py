@@ -16,8 +16,10 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import Any
 
+from ._eager import Resumed
 from ._log_limit import LogLimit, suppressed_note
 from .access import AccessPolicy, Role, bare_jid, resource_of
 from .protocol import (
@@ -147,20 +149,29 @@ class Dispatcher:
             deadline_ms=request.deadline_ms,
         )
         handler = self.commands.get(request.cmd)
-        deadline = asyncio.timeout(request.remaining_s())
+        deadline: asyncio.Timeout | None = None
         try:
-            async with deadline:
-                if handler is not None:
-                    result = await handler(specs)
+            call = handler(specs) if handler is not None else self._route(specs)
+            if type(call) is not CoroutineType:  # some other awaitable: no first step of ours
+                deadline = asyncio.timeout(request.remaining_s())
+                async with deadline:
+                    result = await call
+            else:
+                # Run the handler up to its first wait right here: most return without
+                # waiting, and need no deadline timer. One that waits continues under it.
+                try:
+                    yielded = call.send(None)
+                except StopIteration as done:
+                    result = done.value
                 else:
-                    result = await self.onapi(specs) if self.onapi is not None else None
-                    fallback = self.fallbacks.get(request.cmd)
-                    if result is None and fallback is not None:
-                        result = await fallback(specs)
+                    rest = Resumed(call, yielded)
+                    deadline = asyncio.timeout(request.remaining_s())
+                    async with deadline:
+                        result = await rest
         except ProtocolError as exc:  # a handler's deliberate refusal, with its code
             return ApiError(request.id, request.sender, exc.code, exc.message)
         except TimeoutError as exc:
-            if not deadline.expired():  # the handler's own timeout, not our deadline
+            if deadline is None or not deadline.expired():  # the handler's own timeout, not our deadline
                 return self._handler_error(request, role, f"TimeoutError: {exc}")
             log.warning("%r (%s) from %s ran past its deadline and was cancelled", request.cmd, request.id, request.sender)
             return ApiError(request.id, request.sender, "expired", "the request's deadline passed while it ran")
@@ -169,6 +180,15 @@ class Dispatcher:
         if result is None:
             return ApiError(request.id, request.sender, "unknown-command", f"unknown command {request.cmd!r}")
         return encode_result(request, result, max_payload=self.max_payload)
+
+    async def _route(self, specs: APISpecs) -> dict[str, Any] | None:
+        """No command registered under this name: ``onapi``, then the built-in fallback."""
+        result = await self.onapi(specs) if self.onapi is not None else None
+        if result is None:
+            fallback = self.fallbacks.get(specs.cmd)
+            if fallback is not None:
+                result = await fallback(specs)
+        return result
 
     def _handler_error(self, request: ApiRequest, role: Role, detail: str) -> ApiError:
         log.exception("handler for %r failed (request %s from %s)", request.cmd, request.id, request.sender)

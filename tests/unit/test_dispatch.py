@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from typing import Any
 
 import pytest
 
 from libs.bridge.access import AccessPolicy
 from libs.bridge.dispatch import Dispatcher, DispatchStats
-from libs.bridge.protocol import ApiError, ApiResult, encode_request, now_ms
+from libs.bridge.protocol import ApiError, ApiResult, ProtocolError, encode_request, now_ms
 from libs.bridge.specs import APISpecs, MessageSpecs
 
 OWN_FULL = "worker@example.org/python"
@@ -227,6 +228,160 @@ async def test_handler_own_timeout_error_is_handler_error_not_expired() -> None:
     d.onapi = times_out
     err = error_of(await d.handle("i", OWNER, req("x")), "handler-error")
     assert "TimeoutError" in err.message
+
+
+class CountTimeouts:
+    """Counts the deadline timers the dispatcher arms (``asyncio.timeout``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.armed = 0
+        real = asyncio.timeout
+
+        def counting(delay: float | None) -> asyncio.Timeout:
+            self.armed += 1
+            return real(delay)
+
+        monkeypatch.setattr(asyncio, "timeout", counting)
+
+
+async def test_handler_that_does_not_wait_gets_no_deadline_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    timers = CountTimeouts(monkeypatch)
+    d = make()
+    d.onapi = Recorder({"ok": True})
+    answer = await d.handle("i", OWNER, req("x", deadline_ms=now_ms() + 60_000))
+    assert result_of(answer) == {"ok": True}
+    assert result_of(await d.handle("j", OWNER, req("ping", deadline_ms=now_ms() + 60_000))) == {"ok": True}
+    assert timers.armed == 0
+
+
+async def test_handler_that_waits_runs_on_under_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    timers = CountTimeouts(monkeypatch)
+    d = make()
+    trail: list[str] = []
+
+    async def waits(specs: APISpecs) -> dict[str, Any]:
+        trail.append("first step")
+        for n in range(3):
+            await asyncio.sleep(0.001)
+            trail.append(f"step {n + 2}")
+        return {"steps": len(trail)}
+
+    d.onapi = waits
+    answer = await d.handle("i", OWNER, req("x", deadline_ms=now_ms() + 60_000))
+    assert result_of(answer) == {"steps": 4}
+    assert timers.armed == 1
+
+
+async def test_first_step_that_overruns_the_deadline_then_waits_is_expired() -> None:
+    d = make()
+
+    async def busy_then_wait(specs: APISpecs) -> dict[str, Any]:
+        time.sleep(0.4)  # blocks the loop past the deadline before its first wait
+        await asyncio.sleep(5)
+        return {"never": True}
+
+    d.onapi = busy_then_wait
+    started = time.monotonic()
+    err = error_of(await d.handle("i", OWNER, req("x", deadline_ms=now_ms() + 200)), "expired")
+    assert "while it ran" in err.message
+    assert time.monotonic() - started < 2
+
+
+async def test_first_step_that_overruns_the_deadline_but_returns_keeps_its_result() -> None:
+    d = make()
+
+    async def busy(specs: APISpecs) -> dict[str, Any]:
+        time.sleep(0.4)  # as before: a deadline cannot interrupt code that does not wait
+        return {"done": True}
+
+    d.onapi = busy
+    assert result_of(await d.handle("i", OWNER, req("x", deadline_ms=now_ms() + 200))) == {"done": True}
+
+
+async def test_without_a_deadline_a_waiting_handler_is_not_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    timers = CountTimeouts(monkeypatch)
+    d = make()
+
+    async def waits(specs: APISpecs) -> dict[str, Any]:
+        await asyncio.sleep(0.001)
+        return {"ok": True}
+
+    d.onapi = waits
+    assert result_of(await d.handle("i", OWNER, req("x"))) == {"ok": True}
+    assert timers.armed == 1  # asyncio.timeout(None): no timer, same code path
+
+
+async def test_errors_after_a_wait_are_answered_like_errors_before_it() -> None:
+    d = make()
+
+    async def refuses(specs: APISpecs) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        raise ProtocolError("not-found", "no such job")
+
+    async def times_out(specs: APISpecs) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        raise TimeoutError("upstream")
+
+    async def fails(specs: APISpecs) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        raise KeyError("k")
+
+    d.commands.update({"refuses": refuses, "times_out": times_out, "fails": fails})
+    deadline = now_ms() + 60_000
+    assert error_of(await d.handle("1", OWNER, req("refuses", deadline_ms=deadline)), "not-found").message == "no such job"
+    assert "TimeoutError: upstream" in error_of(await d.handle("2", OWNER, req("times_out", deadline_ms=deadline)),
+                                                "handler-error").message
+    assert "KeyError" in error_of(await d.handle("3", OWNER, req("fails", deadline_ms=deadline)), "handler-error").message
+
+
+async def test_fallback_after_onapi_waited_and_returned_none() -> None:
+    d = make()
+
+    async def not_mine(specs: APISpecs) -> None:
+        await asyncio.sleep(0)
+        return None
+
+    d.onapi = not_mine
+    d.fallbacks["ping"] = ping
+    assert result_of(await d.handle("i", OWNER, req("ping"))) == {"pong": True}
+
+
+async def test_handler_returning_another_awaitable() -> None:
+    d = make()
+    loop = asyncio.get_running_loop()
+
+    def future_handler(specs: APISpecs) -> asyncio.Future[dict[str, Any]]:
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        loop.call_later(0.001, fut.set_result, {"from": "future"})
+        return fut
+
+    def stuck_handler(specs: APISpecs) -> asyncio.Future[dict[str, Any]]:
+        return loop.create_future()
+
+    d.commands.update({"f": future_handler, "stuck": stuck_handler})  # type: ignore[dict-item]
+    assert result_of(await d.handle("1", OWNER, req("f", deadline_ms=now_ms() + 60_000))) == {"from": "future"}
+    error_of(await d.handle("2", OWNER, req("stuck", deadline_ms=now_ms() + 20)), "expired")
+
+
+async def test_cancelling_the_caller_reaches_a_waiting_handler() -> None:
+    d = make()
+    cleaned = asyncio.Event()
+
+    async def waits(specs: APISpecs) -> dict[str, Any]:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            cleaned.set()
+        return {}
+
+    d.onapi = waits
+    task = asyncio.ensure_future(d.handle("i", OWNER, req("x", deadline_ms=now_ms() + 60_000)))
+    await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned.is_set()
+    assert d.stats.in_flight == 0 and d._per_caller == {}
 
 
 async def test_not_accepting_is_unavailable() -> None:

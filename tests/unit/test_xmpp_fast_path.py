@@ -1,0 +1,279 @@
+"""The adapter's fast paths, on a slixmpp client fed by hand (no server):
+
+- API requests are taken by an incoming filter, before slixmpp matches the stanza against
+  all its handlers; everything else still goes through slixmpp as before;
+- answers are written at once when slixmpp's send queue is idle, with the same bytes and the
+  same XEP-0198 accounting as through the queue; otherwise they go through the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import slixmpp
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher.base import MatcherBase
+
+from libs.bridge.config import load_config
+from libs.bridge.protocol import NS, ApiError, ApiResult
+from libs.bridge.xmpp import XmppTransport
+from tests.support.offline import FakeSocket, attach, detach, feed
+
+API = f"{{{NS}}}api"
+SM = "urn:xmpp:sm:3"
+
+
+class Offline:
+    def __init__(self, sm: bool = False) -> None:
+        self.requests: list[tuple[str, str, str | None]] = []
+        self.raise_on_request: Exception | None = None
+        config = load_config({"QE_JID": "worker@localhost", "QE_PASSWORD": "x", "QE_HOST": "127.0.0.1",
+                              "QE_TLS": "off", "QE_STREAM_MANAGEMENT": "on" if sm else "off"})
+        self.transport = XmppTransport(config, "python", on_request=self._on_request, keepalive=0)
+        self.client: slixmpp.ClientXMPP = self.transport._make_client()
+        self.transport._client = self.client
+        self.sock: FakeSocket = attach(self.client, sm=sm)
+        self.transport._online.set()  # as after session_start
+        self.seen_by_handlers: list[ET.Element] = []
+        self.client.register_handler(Callback("spy", _Everything(self.seen_by_handlers), lambda _s: None))
+
+    def _on_request(self, iq_id: str, sender: str, text: str | None) -> None:
+        if self.raise_on_request is not None:
+            raise self.raise_on_request
+        self.requests.append((iq_id, sender, text))
+
+
+class _Everything(MatcherBase):
+    """Records every stanza slixmpp tests against its handlers (and never matches)."""
+
+    def __init__(self, seen: list[ET.Element]) -> None:
+        super().__init__(None)
+        self.seen = seen
+
+    def match(self, stanza: Any) -> bool:
+        self.seen.append(stanza.xml)
+        return False
+
+
+@pytest.fixture
+async def offline() -> AsyncIterator[Offline]:
+    o = Offline()
+    yield o
+    await detach(o.client)
+
+
+@pytest.fixture
+async def offline_sm() -> AsyncIterator[Offline]:
+    o = Offline(sm=True)
+    yield o
+    await detach(o.client)
+
+
+def api_iq(kind: str = "set", iq_id: str = "a1", sender: str = "caller@localhost/cli", text: str = '{"cmd":"ping"}') -> str:
+    return f"<iq type='{kind}' id='{iq_id}' from='{sender}' to='worker@localhost/python'><api xmlns='{NS}'>{text}</api></iq>"
+
+
+async def a_pass() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+# -- incoming ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["set", "get"])
+async def test_api_request_reaches_on_request_without_handler_matching(offline: Offline, kind: str) -> None:
+    feed(offline.client, api_iq(kind, text="{&quot;cmd&quot;:&quot;ping&quot;}"))
+    assert offline.requests == [("a1", "caller@localhost/cli", '{"cmd":"ping"}')]
+    assert offline.seen_by_handlers == []
+
+
+async def test_sender_is_normalised_as_slixmpp_does(offline: Offline) -> None:
+    feed(offline.client, api_iq(sender="Caller@LocalHost/Mixed-Case"))
+    assert offline.requests[0][1] == str(slixmpp.JID("Caller@LocalHost/Mixed-Case")) == "caller@localhost/Mixed-Case"
+
+
+async def test_empty_api_element_is_empty_text(offline: Offline) -> None:
+    feed(offline.client, f"<iq type='set' id='e' from='c@localhost/x'><api xmlns='{NS}'/></iq>")
+    assert offline.requests == [("e", "c@localhost/x", "")]
+
+
+async def test_other_stanzas_go_through_slixmpp_as_before(offline: Offline) -> None:
+    feed(offline.client, api_iq("result", iq_id="r1"))  # an answer, not a request
+    feed(offline.client, "<iq type='set' id='n1' from='c@localhost/x'><query xmlns='jabber:iq:version'/></iq>")
+    feed(offline.client, "<message from='c@localhost/x' type='chat'><body>hi</body></message>")
+    assert offline.requests == []
+    assert [x.get("id") for x in offline.seen_by_handlers] == ["r1", "n1", None]
+    # the IQ nobody handles still gets slixmpp's feature-not-implemented
+    (reply,) = await offline.sock.wait_for(1)
+    assert reply.get("id") == "n1" and reply.get("type") == "error"
+    assert reply.find("error/{urn:ietf:params:xml:ns:xmpp-stanzas}feature-not-implemented") is not None
+
+
+async def test_a_failing_request_callback_gets_an_error_reply_and_the_stream_goes_on(offline: Offline) -> None:
+    offline.raise_on_request = RuntimeError("bug")
+    feed(offline.client, api_iq(iq_id="bad"))
+    (reply,) = await offline.sock.wait_for(1)
+    assert reply.get("id") == "bad" and reply.get("type") == "error"
+    offline.raise_on_request = None
+    feed(offline.client, api_iq(iq_id="good"))
+    assert [r[0] for r in offline.requests] == ["good"]
+
+
+async def test_xep_0198_still_counts_requests_taken_early(offline_sm: Offline) -> None:
+    plugin = offline_sm.client.plugin["xep_0198"]
+    before = plugin.handled
+    feed(offline_sm.client, api_iq(iq_id="1"))
+    feed(offline_sm.client, api_iq(iq_id="2"))
+    feed(offline_sm.client, "<presence from='c@localhost/x'/>")
+    assert plugin.handled == before + 3
+    assert len(offline_sm.requests) == 2
+
+
+async def test_ack_request_is_still_coalesced(offline_sm: Offline) -> None:
+    feed(offline_sm.client, api_iq(iq_id="1"))
+    feed(offline_sm.client, f"<r xmlns='{SM}'/>")
+    feed(offline_sm.client, f"<r xmlns='{SM}'/>")
+    assert offline_sm.sock.written == []  # acks are sent once per _ACK_DELAY
+    await asyncio.sleep(0.05)
+    acks = [w for w in offline_sm.sock.written if w.startswith(b"<a ")]
+    assert len(acks) == 1 and b'h="1"' in acks[0]
+
+
+# -- outgoing ---------------------------------------------------------------------------------
+
+
+def queued_bytes(client: slixmpp.ClientXMPP, answer: ApiResult | ApiError) -> bytes:
+    """What slixmpp's own send path writes for the answer, built the way it was before."""
+    iq = client.Iq()
+    iq["id"], iq["to"] = answer.id, answer.to
+    if isinstance(answer, ApiResult):
+        iq["type"] = "result"
+    else:
+        iq["type"] = "error"
+        iq["error"]["condition"] = answer.condition
+        iq["error"]["type"] = "wait" if answer.code == "expired" else "cancel"
+        iq["error"]["text"] = answer.message
+    el = ET.SubElement(iq.xml, API)
+    el.text = answer.payload
+    from slixmpp.xmlstream.tostring import tostring
+
+    return tostring(iq.xml, xmlns=client.default_ns, stream=client, top_level=True).encode()
+
+
+@pytest.mark.parametrize("answer", [
+    ApiResult("id-1", "caller@localhost/cli", '{"pong":true,"s":"<&>\'\\""}'),
+    ApiError("id-2", "caller@localhost/cli", "expired", "the request's deadline passed"),
+    ApiError("id-3", "caller@localhost/cli", "unknown-command", "unknown command 'x' <&>"),
+])
+async def test_answer_is_written_at_once_with_the_same_bytes(offline: Offline, answer: ApiResult | ApiError) -> None:
+    offline.transport.send_answer(answer)
+    assert offline.sock.written == [queued_bytes(offline.client, answer)]  # no loop pass needed
+
+
+async def test_xep_0198_accounting_is_the_same(offline_sm: Offline) -> None:
+    plugin = offline_sm.client.plugin["xep_0198"]
+    seq = plugin.seq
+    for n in range(20):  # window 20: the 20th stanza is preceded by a request for an ack
+        offline_sm.transport.send_answer(ApiResult(str(n), "c@localhost/x", "{}"))
+    assert plugin.seq == seq + 20
+    assert [s.xml.get("id") for _, s in plugin.unacked_queue][-20:] == [str(n) for n in range(20)]
+    written = offline_sm.sock.written
+    assert len(written) == 21
+    assert written[19].startswith(b"<r ") and b'id="19"' in written[20]
+
+
+async def test_queued_stanzas_keep_their_order(offline: Offline) -> None:
+    offline.client.send_presence()  # waits in slixmpp's queue for the next loop pass
+    offline.transport.send_answer(ApiResult("after", "c@localhost/x", "{}"))
+    assert offline.sock.written == []
+    stanzas = await offline.sock.wait_for(2)
+    assert [s.tag for s in stanzas] == ["presence", "iq"]  # written in the stream's default namespace
+
+
+async def test_async_out_filter_means_the_queue(offline: Offline) -> None:
+    seen: list[str] = []
+
+    async def out_filter(stanza: Any) -> Any:
+        seen.append(stanza["id"])
+        return stanza
+
+    offline.client.add_filter("out", out_filter)
+    offline.transport.send_answer(ApiResult("x1", "c@localhost/x", "{}"))
+    assert offline.sock.written == []
+    (iq,) = await offline.sock.wait_for(1)
+    assert iq.get("id") == "x1" and seen == ["x1"]
+    offline.client.del_filter("out", out_filter)
+    offline.transport.send_answer(ApiResult("x2", "c@localhost/x", "{}"))
+    assert len(offline.sock.written) == 2  # filters are looked at again when they change
+
+
+async def test_sync_filter_dropping_the_stanza_drops_it(offline: Offline) -> None:
+    offline.client.add_filter("out", lambda stanza: None)
+    offline.transport.send_answer(ApiResult("x", "c@localhost/x", "{}"))
+    await a_pass()
+    assert offline.sock.written == []
+
+
+async def test_before_the_session_answers_wait_as_slixmpp_makes_them(offline: Offline) -> None:
+    offline.client._session_started = False
+    offline.transport.send_answer(ApiResult("early", "c@localhost/x", "{}"))
+    await a_pass()
+    assert offline.sock.written == []  # slixmpp holds stanzas until the session starts
+
+
+async def test_without_a_connection_the_answer_goes_to_slixmpp(offline: Offline, caplog: pytest.LogCaptureFixture) -> None:
+    offline.client.transport = None
+    offline.transport.send_answer(ApiResult("lost", "c@localhost/x", "{}"))  # must not raise
+    await a_pass()
+    assert offline.sock.written == []
+
+
+# -- our own calls: the request is written at once, its answer taken early ---------------------
+
+
+async def test_call_is_written_at_once_and_its_answer_taken_before_handler_matching(offline: Offline) -> None:
+    call = asyncio.ensure_future(offline.transport.request("other@localhost/w", '{"cmd":"ping"}', timeout=2))
+    await asyncio.sleep(0)
+    (sent,) = offline.sock.stanzas()
+    assert sent.get("type") == "set" and sent.get("to") == "other@localhost/w"
+    assert sent.find(API).text == '{"cmd":"ping"}'  # type: ignore[union-attr]
+    feed(offline.client, f"<iq type='result' id='{sent.get('id')}' from='other@localhost/w'>"
+                         f"<api xmlns='{NS}'>{{&quot;pong&quot;:true}}</api></iq>")
+    assert await call == '{"pong":true}'
+    assert offline.seen_by_handlers == []
+    assert offline.transport._pending == {}
+
+
+async def test_answer_from_someone_else_is_ignored(offline: Offline, caplog: pytest.LogCaptureFixture) -> None:
+    call = asyncio.ensure_future(offline.transport.request("other@localhost/w", "{}", timeout=0.3))
+    await asyncio.sleep(0)
+    (sent,) = offline.sock.stanzas()
+    feed(offline.client, f"<iq type='result' id='{sent.get('id')}' from='mallory@localhost/m'/>")
+    assert "ignored an answer" in caplog.text
+    from libs.bridge.errors import CallTimeout
+
+    with pytest.raises(CallTimeout):
+        await call
+
+
+async def test_error_answer_is_decoded(offline: Offline) -> None:
+    from libs.bridge.errors import RemoteError
+
+    call = asyncio.ensure_future(offline.transport.request("other@localhost/w", "{}", timeout=2))
+    await asyncio.sleep(0)
+    (sent,) = offline.sock.stanzas()
+    feed(offline.client, f"<iq type='error' id='{sent.get('id')}' from='other@localhost/w'><error type='cancel'>"
+                         "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
+    with pytest.raises(RemoteError) as err:
+        await call
+    assert err.value.code == "unavailable"
+
+
+async def test_results_for_ids_we_did_not_send_go_to_slixmpp(offline: Offline) -> None:
+    feed(offline.client, "<iq type='result' id='not-ours' from='other@localhost/w'/>")
+    assert [x.get("id") for x in offline.seen_by_handlers] == ["not-ours"]
