@@ -172,7 +172,11 @@ class TimerWheel(Generic[T]):
         heappop = heapq.heappop
         heapreplace = heapq.heapreplace
         ceil = math.ceil
-        top = (math.floor(now * 1e9) << _SLOT_BITS) | _SLOT_MASK  # every key due at now
+        # Every key that may be due at ``now``: keys round deadlines *up* to the nanosecond, so
+        # a deadline equal to ``now`` but not on a whole nanosecond has a key above now's
+        # floor; rounding now up as well keeps it. A deadline a fraction of a nanosecond
+        # after ``now`` gets in too, and is stopped by the exact check below.
+        top = (math.ceil(now * 1e9) << _SLOT_BITS) | _SLOT_MASK
         out: list[T | float] = []
         append = out.append
         budget = limit if limit > 0 else -1

@@ -245,6 +245,15 @@ def test_wheel_agrees_with_a_model_under_start_stop_reset(
             assert nd == pytest.approx(min(expected))
 
 
+def test_a_deadline_equal_to_now_off_the_nanosecond_grid_fires() -> None:
+    """Found by hypothesis: started at 0.015625 with 20 ms, due at 0.015625 + 0.02, which is
+    not a whole number of nanoseconds; a wake-up at exactly that time must fire it."""
+    v = Virtual()
+    v.clock.now = 0.015625
+    v.SetInterval(lambda: None, 20).start()
+    assert v.pump(0.015625 + 0.02) == [0.015625 + 0.02]
+
+
 def test_reset_postpones_next_tick_like_a_watchdog() -> None:
     v = Virtual()
     t = v.SetInterval(lambda: None, 100).start()
