@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from libs.bridge import App, Client, RemoteError, load_config
+from libs.bridge import App, RemoteError, load_config
 from libs.bridge.protocol import encode_request, now_ms
 
 Factory = Callable[..., App]
@@ -218,28 +218,6 @@ async def test_worker_calls_worker_with_app_api(make_app):
     answer = await a.api(cmd="nope", jid=b.jid, timeout=5)
     assert answer["error"] == "unknown-command"
     assert (await a.api(cmd="ping", jid=a.jid + "x", timeout=5))["error"] == "unavailable"
-
-
-async def _subscribe(client: Client, worker_bare: str) -> str:
-    """Ask for the worker's presence; return the subscription state the server then records."""
-    xmpp = client.transport._client
-    answered = asyncio.Event()
-    xmpp.add_event_handler(
-        "presence", lambda p: answered.set() if str(p["from"].bare) == worker_bare else None
-    )
-    xmpp.send_presence(pto=worker_bare, ptype="subscribe")
-    await asyncio.wait_for(answered.wait(), 5)  # refused: "unavailable"; accepted: presence
-    await asyncio.wait_for(xmpp.get_roster(), 5)
-    item = xmpp.client_roster[worker_bare]
-    return f"{item['subscription']}{'+pending' if item['pending_out'] else ''}"
-
-
-async def test_presence_subscription_only_for_allowed(make_app, login, accounts):
-    worker_bare = accounts["worker"][0]
-    app = make_app(public=True, extra_env={"QE_ALLOW": accounts["client"][0]})
-    await app.wait_online(10)
-    assert await _subscribe(await login("stranger"), worker_bare) == "none"
-    assert await _subscribe(await login("client"), worker_bare) == "to"
 
 
 async def test_info_reports_counts(make_app, login):
