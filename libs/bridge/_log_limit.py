@@ -4,9 +4,8 @@ Why: a worker logs every refused or malformed request, which is what an operator
 see, but a stranger sending 10,000 bad stanzas must not be able to write 10,000 lines (the
 reliability suite measured 1.3 MB of logs from one such run). Each *kind* of event (not
 each sender: a key per sender would itself be memory an attacker controls) may log
-``burst`` lines per ``window`` seconds; the rest are counted, and the first line of the
-next window says how many were left out, so the
-next line of a kind always says how many went unlogged.
+``burst`` lines per ``window`` seconds; the rest are counted, and the first line of that
+kind in a later window says how many were left out.
 
 Thread affinity: none; used from the event loop.
 """
