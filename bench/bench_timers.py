@@ -23,6 +23,9 @@ What is measured (all times from time.monotonic() taken first thing in the callb
   Creating N long-lived objects makes CPython run one full garbage collection soon after
   (~0.2-0.3 s at 100k here); it is forced right after the start phase so that it does not
   land at a random point of the measured window. Steady-state collections still count.
+* floor_handover is not a competitor but a floor: the same thread-to-loop hand-over as
+  SetIntervalSafe with none of a scheduler's work (see FloorHandover), to tell what the
+  design costs on this machine from what our code adds (bench/timer_floor.py repeats it).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import sys
 import threading
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -227,6 +231,66 @@ class APSAsyncIO(APSBackground):
         self.sched.add_job(job, "interval", seconds=interval)
 
 
+class FloorHandover(Impl):
+    """Not a scheduler: the least a timer thread handing ticks to the loop can do, as a
+    floor to compare ours with. It assumes every timer has the same interval (so a FIFO
+    stands in for the heap) and has no statistics, no stop, no error handling and no
+    max_instances. The hand-over is ours: the ticks due at one wake-up of the thread go
+    to the loop in one ``call_soon_threadsafe``, with the same 0.25 ms minimum gap between
+    wake-ups (``timers._GAP``)."""
+
+    name, kind, grid = "floor: bare hand-over (not a scheduler)", "loop", True
+    gap = 0.00025
+
+    async def setup(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.cbs: list[Callable[[], None]] = []
+        self.due = array("d")  # next deadline of each timer
+        self.fifo: deque[int] = deque()  # timers in deadline order
+        self.interval = 0.0
+        self.lock = threading.Lock()
+        self.box: list[int] = []
+        self.running = True
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def add(self, cb: Callable[[], None], interval: float) -> None:
+        with self.lock:
+            self.interval = interval
+            self.cbs.append(cb)
+            self.due.append(mono() + interval)
+            self.fifo.append(len(self.cbs) - 1)
+
+    def run(self) -> None:
+        post = self.loop.call_soon_threadsafe
+        while self.running:
+            now = mono()
+            ticks: list[int] = []
+            with self.lock:
+                fifo, due, interval = self.fifo, self.due, self.interval
+                while fifo and due[fifo[0]] <= now:
+                    i = fifo.popleft()
+                    while due[i] <= now:  # coalesce missed ticks
+                        due[i] += interval
+                    fifo.append(i)
+                    ticks.append(i)
+                nxt = due[fifo[0]] if fifo else now + 0.01
+                first = bool(ticks) and not self.box
+                self.box += ticks
+            if first:
+                post(self.drain)
+            time.sleep(max(nxt - mono(), self.gap))
+
+    def drain(self) -> None:
+        with self.lock:
+            batch, self.box = self.box, []
+        cbs = self.cbs
+        for i in batch:
+            cbs[i]()
+
+    async def stop(self) -> None:
+        self.running = False
+
+
 IMPLS: dict[str, type[Impl]] = {
     "ours_pool": OursPool,
     "ours_safe": OursSafe,
@@ -236,6 +300,7 @@ IMPLS: dict[str, type[Impl]] = {
     "schedule": Schedule,
     "aps_background": APSBackground,
     "aps_asyncio": APSAsyncIO,
+    "floor_handover": FloorHandover,
 }
 
 

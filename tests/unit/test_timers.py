@@ -245,6 +245,83 @@ def test_wheel_agrees_with_a_model_under_start_stop_reset(
             assert nd == pytest.approx(min(expected))
 
 
+class _Plain:
+    """The least a timer needs to be queued in a ``TimerWheel`` (see ``Schedulable``)."""
+
+    _REPEAT = True
+
+    def __init__(self, interval: float, skip: bool) -> None:
+        self._interval = interval
+        self._skip = skip
+        self._origin = 0.0
+        self._n = 0
+        self._armed = 0
+        self._missed = 0
+        self._inflight = 0
+        self._max_instances = 1 << 30
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["start", "stop", "reset", "advance", "advance", "stall"]),
+            st.integers(0, 11),
+            st.floats(min_value=0.0, max_value=1.0),
+        ),
+        max_size=120,
+    ),
+    skip=st.booleans(),
+)
+def test_many_timers_on_shared_intervals_agree_with_a_model(
+    ops: list[tuple[str, int, float]], skip: bool
+) -> None:
+    """Twelve timers on two intervals (equal deadlines and keys that differ only in the
+    slot), stalls of many intervals (coalesce or skip re-arms whole groups at once) and
+    stops/resets (dead heap items): every tick, missed count and next deadline is what a
+    plain per-timer model computes."""
+    from libs.bridge._timer_wheel import TimerWheel
+
+    wheel: TimerWheel[Any] = TimerWheel(lambda: now)
+    ts = [_Plain(0.005 if i % 2 else 0.010, skip) for i in range(12)]
+    model: dict[int, list[float]] = {}  # running timer -> [origin, interval, next k]
+    missed = [0] * 12
+    now = 0.0
+    for op, i, x in ops:
+        t = ts[i]
+        if op == "start" or (op == "reset" and i in model):
+            wheel.arm(t, now)
+            model[i] = [now, t._interval, 1]
+        elif op == "stop":
+            wheel.disarm(t)
+            model.pop(i, None)
+        elif op in ("advance", "stall"):
+            now += x * (0.01 if op == "advance" else 0.2)
+            expected = {}
+            for k, (origin, interval, nk) in model.items():
+                if origin + nk * interval > now:
+                    continue
+                last = nk
+                while origin + (last + 1) * interval <= now:
+                    last += 1
+                if skip and last > nk:
+                    missed[k] += last - nk + 1
+                else:
+                    missed[k] += last - nk
+                    expected[k] = origin + last * interval
+                model[k][2] = last + 1
+            got = wheel.due(now)
+            fired = {ts.index(got[j]): got[j + 1] for j in range(0, len(got), 2)}
+            assert len(fired) == len(got) // 2  # each timer at most once
+            assert fired == pytest.approx(expected, abs=1e-12)
+            for j in range(0, len(got), 2):
+                got[j]._inflight -= 1
+            assert [p._missed for p in ts] == missed
+        nxt = [origin + nk * interval for origin, interval, nk in model.values()]
+        assert wheel.next_deadline() == (min(nxt) if nxt else None)
+        assert sorted(map(id, wheel.armed())) == sorted(id(ts[k]) for k in model)
+
+
 def test_a_deadline_equal_to_now_off_the_nanosecond_grid_fires() -> None:
     """Found by hypothesis: started at 0.015625 with 20 ms, due at 0.015625 + 0.02, which is
     not a whole number of nanoseconds; a wake-up at exactly that time must fire it."""
