@@ -26,6 +26,8 @@ What is measured (all times from time.monotonic() taken first thing in the callb
 * floor_handover is not a competitor but a floor: the same thread-to-loop hand-over as
   SetIntervalSafe with none of a scheduler's work (see FloorHandover), to tell what the
   design costs on this machine from what our code adds (bench/timer_floor.py repeats it).
+  floor_pull is the same for another design: the loop takes its due ticks itself and the
+  timer thread only wakes it (see FloorPull).
 """
 
 from __future__ import annotations
@@ -291,6 +293,53 @@ class FloorHandover(Impl):
         self.running = False
 
 
+class FloorPull(FloorHandover):
+    """The floor of the other design: the timer thread only wakes the loop when the earliest
+    deadline has come, and the loop takes the due ticks itself, again and again while more
+    fall due (up to 8 rounds per wake-up), so a busy loop needs no hand-over per batch.
+    Same simplifications as FloorHandover."""
+
+    name = "floor: loop takes its own ticks (not a scheduler)"
+    rounds = 8
+
+    async def setup(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.posted = False
+        await super().setup(loop)
+
+    def run(self) -> None:
+        post = self.loop.call_soon_threadsafe
+        while self.running:
+            now = mono()
+            with self.lock:
+                nxt = self.due[self.fifo[0]] if self.fifo else now + 0.01
+                wake = nxt <= now and not self.posted
+                if wake:
+                    self.posted = True
+            if wake:
+                post(self.drain)
+            time.sleep(max(nxt - mono(), self.gap))
+
+    def drain(self) -> None:
+        cbs = self.cbs
+        for _ in range(self.rounds):
+            now = mono()
+            ticks: list[int] = []
+            with self.lock:
+                fifo, due, interval = self.fifo, self.due, self.interval
+                while fifo and due[fifo[0]] <= now:
+                    i = fifo.popleft()
+                    while due[i] <= now:
+                        due[i] += interval
+                    fifo.append(i)
+                    ticks.append(i)
+                if not ticks:
+                    self.posted = False
+                    return
+            for i in ticks:
+                cbs[i]()
+        self.loop.call_soon(self.drain)  # still busy: go on after the loop's other work
+
+
 IMPLS: dict[str, type[Impl]] = {
     "ours_pool": OursPool,
     "ours_safe": OursSafe,
@@ -301,6 +350,7 @@ IMPLS: dict[str, type[Impl]] = {
     "aps_background": APSBackground,
     "aps_asyncio": APSAsyncIO,
     "floor_handover": FloorHandover,
+    "floor_pull": FloorPull,
 }
 
 

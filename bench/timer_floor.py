@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Is the p99 lateness of 100,000 one-second intervals limited by our timers or by the
-machine? Runs ``SetIntervalSafe`` and a bare timer-thread-to-loop hand-over (the
+machine? Runs ``SetIntervalSafe``, a bare timer-thread-to-loop hand-over (the
 ``floor_handover`` row of bench_timers.py: no heap, no statistics, no control, the same
-hand-over) alternately, several times, each in a fresh process after waiting for a quiet
-machine, and prints every run and a summary.
+hand-over) and the bare form of another design (``floor_pull``: the loop takes its own due
+ticks, the timer thread only wakes it) in turn, several times, each in a fresh process
+after waiting for a quiet machine, and prints every run and a summary.
 
-    python bench/timer_floor.py                 # 5 rounds, about 2 minutes
+    python bench/timer_floor.py                 # 5 rounds, about 3 minutes
     python bench/timer_floor.py --rounds 10 --n 10000
     python bench/timer_floor.py --idle          # one 10 ms interval, 1000 ticks, idle loop
 
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_timers  # noqa: E402
 
-KEYS = ("ours_safe", "floor_handover")
+KEYS = ("ours_safe", "floor_handover", "floor_pull")
 
 
 def main() -> None:
