@@ -262,20 +262,25 @@ class FloorHandover(Impl):
             self.due.append(mono() + interval)
             self.fifo.append(len(self.cbs) - 1)
 
+    def take_due(self, now: float) -> list[int]:
+        """The timers due at ``now``, each re-armed for its next grid point (held: lock)."""
+        fifo, due, interval = self.fifo, self.due, self.interval
+        ticks = []
+        while fifo and due[fifo[0]] <= now:
+            i = fifo.popleft()
+            while due[i] <= now:  # coalesce missed ticks
+                due[i] += interval
+            fifo.append(i)
+            ticks.append(i)
+        return ticks
+
     def run(self) -> None:
         post = self.loop.call_soon_threadsafe
         while self.running:
             now = mono()
-            ticks: list[int] = []
             with self.lock:
-                fifo, due, interval = self.fifo, self.due, self.interval
-                while fifo and due[fifo[0]] <= now:
-                    i = fifo.popleft()
-                    while due[i] <= now:  # coalesce missed ticks
-                        due[i] += interval
-                    fifo.append(i)
-                    ticks.append(i)
-                nxt = due[fifo[0]] if fifo else now + 0.01
+                ticks = self.take_due(now)
+                nxt = self.due[self.fifo[0]] if self.fifo else now + 0.01
                 first = bool(ticks) and not self.box
                 self.box += ticks
             if first:
@@ -322,16 +327,8 @@ class FloorPull(FloorHandover):
     def drain(self) -> None:
         cbs = self.cbs
         for _ in range(self.rounds):
-            now = mono()
-            ticks: list[int] = []
             with self.lock:
-                fifo, due, interval = self.fifo, self.due, self.interval
-                while fifo and due[fifo[0]] <= now:
-                    i = fifo.popleft()
-                    while due[i] <= now:
-                        due[i] += interval
-                    fifo.append(i)
-                    ticks.append(i)
+                ticks = self.take_due(mono())
                 if not ticks:
                     self.posted = False
                     return

@@ -48,8 +48,9 @@ def main() -> None:
                 spec = {"scenario": "ticks", "impl": key, "interval": 0.010, "ticks": 1000, "blocked": False}
             res = bench_timers.spawn(spec, 150)
             name = bench_timers.IMPLS[key].name
-            if "error" in res:
-                print(f"| {r} | {name} | error: {res['error']} | | | | |", flush=True)
+            if "error" in res or "p99_ms" not in res:
+                why = res.get("error", "no tick measured")
+                print(f"| {r} | {name} | error: {why} | | | | |", flush=True)
                 continue
             runs[key].append(res)
             expected = res.get("expected", res["ticks"])
