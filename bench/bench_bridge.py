@@ -1,4 +1,9 @@
-"""qe-worker ping vs a raw slixmpp IQ echo, on one private Prosody, in one run.
+"""qe-worker ping vs a raw slixmpp IQ echo, on each server of a matrix, in one run.
+
+The servers (``--servers``): Prosody as users run it ("prosody-default": its own network
+settings, i.e. Nagle's algorithm on its sockets) and tuned ("prosody-tuned":
+``network_settings = { nagle = false }``). On each, the anchor is raw slixmpp, with and
+without XEP-0198 (its plugin with slixmpp's defaults on both raw clients).
 
 Both sides use the same server, the same caller machinery (one slixmpp client sending IQ
 ``set`` stanzas) and the same payload size; the only difference is what answers: a bare
@@ -13,7 +18,11 @@ sends, deadline included) to a qe-worker, so the only difference from the baseli
 what answers. The other qe-worker rows are end to end: our ``Client`` calls the worker, with
 XEP-0198 on both streams or on neither.
 
+Target, per server: ours (XEP-0198 on, the default) p50 <= raw's p50 with XEP-0198 + 0.1 ms,
+and throughput >= 1.0x the better raw row. The exit status is 1 when a server misses it.
+
     python bench/bench_bridge.py [--seq 3000] [--par 20000] [--inflight 100] [--rounds 3]
+                                 [--servers prosody-default,prosody-tuned]
 """
 
 from __future__ import annotations
@@ -42,7 +51,8 @@ from libs.bridge.config import load_config  # noqa: E402
 from libs.bridge.protocol import NS, encode_request, now_ms  # noqa: E402
 from libs.devserver import DevServer  # noqa: E402
 
-NAMES = ("raw slixmpp IQ echo", "qe-worker (XEP-0198 on)", "qe-worker (XEP-0198 off)")
+RAW = ("raw slixmpp IQ echo (XEP-0198 off)", "raw slixmpp IQ echo (XEP-0198 on)")
+OURS = ("qe-worker (XEP-0198 on, default)", "qe-worker (XEP-0198 off)")
 WORKER_SIDE = ("raw caller -> qe-worker (XEP-0198 on)", "raw caller -> qe-worker (XEP-0198 off)")
 RAW_NS = "urn:bench:raw"
 RAW_TAG = f"{{{RAW_NS}}}echo"
@@ -67,8 +77,10 @@ async def _login(client: slixmpp.ClientXMPP, host: str, port: int) -> None:
 class RawEcho:
     """The baseline: a slixmpp client answering our IQ with its payload, nothing else."""
 
-    def __init__(self, jid: str, password: str) -> None:
+    def __init__(self, jid: str, password: str, *, stream_management: bool = False) -> None:
         self.client = _plain(slixmpp.ClientXMPP(jid, password))
+        if stream_management:
+            self.client.register_plugin("xep_0198")
         self.client.register_handler(
             Callback("raw", MatchXPath(f"{{jabber:client}}iq/{RAW_TAG}"), self._on_iq)
         )
@@ -136,62 +148,100 @@ async def throughput(call: Callable[[], Awaitable[Any]], par: int, inflight: int
     return par / (time.perf_counter() - t)
 
 
-async def main(args: argparse.Namespace) -> None:
-    with DevServer() as server:
-        server.register("worker", "wpw")
-        server.register("raw", "rpw")
-        server.register("caller", "cpw")
-        async def onapi(specs):
-            if specs.cmd == "ping":
-                return {"pong": True}
-            return None
+SERVERS = {
+    # what users run: Prosody's own network settings (Nagle on its sockets)
+    "prosody-default": {"nagle": True},
+    # the extra row: network_settings = { nagle = false }
+    "prosody-tuned": {"nagle": False},
+}
 
-        apps = {}
-        for sm in ("on", "off"):
-            config = load_config({**server.env("worker", "wpw"), "QE_STREAM_MANAGEMENT": sm})
-            apps[sm] = App(resource=f"bench-sm-{sm}", public=True, config=config, keepalive=0, exit_on_fatal=False)
-            apps[sm].xmpp.onapi = onapi
-            await apps[sm].wait_online(10)
 
-        raw = RawEcho(f"raw@{server.domain}/bench", "rpw")
-        await _login(raw.client, server.host, server.port)
+async def measure_server(args: argparse.Namespace, server: DevServer) -> dict[str, dict[str, float]]:
+    """Every row on one server: (p50, p99, req/s) by row name."""
+    server.register("worker", "wpw")
+    server.register("raw", "rpw")
+    server.register("caller", "cpw")
 
-        caller_raw = _plain(slixmpp.ClientXMPP(f"caller@{server.domain}/rawcaller", "cpw"))
-        await _login(caller_raw, server.host, server.port)
+    async def onapi(specs):
+        if specs.cmd == "ping":
+            return {"pong": True}
+        return None
 
-        caller_env = server.env("caller", "cpw")
-        async with Client(load_config(caller_env)) as client, \
-                Client(load_config({**caller_env, "QE_STREAM_MANAGEMENT": "off"})) as client_nosm:
-            payload = '{"cmd":"ping","body":{},"deadline":1764000000000}'  # same size as ours
-            calls = {
-                NAMES[0]: lambda: raw_call(caller_raw, f"raw@{server.domain}/bench", payload),
-                NAMES[1]: lambda: client.call(apps["on"].jid, "ping", timeout=30),
-                NAMES[2]: lambda: client_nosm.call(apps["off"].jid, "ping", timeout=30),
-                WORKER_SIDE[0]: lambda: raw_api_call(caller_raw, apps["on"].jid),
-                WORKER_SIDE[1]: lambda: raw_api_call(caller_raw, apps["off"].jid),
-            }
-            lat = await latencies(calls, args.seq)
-            rps: dict[str, list[float]] = {name: [] for name in NAMES}
-            for r in range(args.rounds):  # rotate the order so no one always follows the same load
-                order = NAMES[r % 3:] + NAMES[:r % 3]
-                for name in order:
-                    rps[name].append(await throughput(calls[name], args.par, args.inflight))
+    apps = {}
+    for sm in ("on", "off"):
+        config = load_config({**server.env("worker", "wpw"), "QE_STREAM_MANAGEMENT": sm})
+        apps[sm] = App(resource=f"bench-sm-{sm}", public=True, config=config, keepalive=0, exit_on_fatal=False)
+        apps[sm].xmpp.onapi = onapi
+        await apps[sm].wait_online(10)
 
-        caller_raw.disconnect()
-        raw.client.disconnect()
-        for app in apps.values():
-            await app.close(2)
+    raws, raw_callers = {}, {}
+    for sm in ("off", "on"):  # the anchor, as users write it: slixmpp with and without XEP-0198
+        raws[sm] = RawEcho(f"raw@{server.domain}/bench-sm-{sm}", "rpw", stream_management=sm == "on")
+        await _login(raws[sm].client, server.host, server.port)
+        raw_callers[sm] = _plain(slixmpp.ClientXMPP(f"caller@{server.domain}/raw-sm-{sm}", "cpw"))
+        if sm == "on":
+            raw_callers[sm].register_plugin("xep_0198")
+        await _login(raw_callers[sm], server.host, server.port)
 
-    rows = {name: {"p50": statistics.median(lat[name]), "p99": pct(lat[name], 99), "rps": max(rps.get(name, [0.0]))}
-            for name in (*NAMES, *WORKER_SIDE)}
-    r = rows[NAMES[0]]
-    print(f"# {time.strftime('%Y-%m-%d')} Python {platform.python_version()}, {os.cpu_count()} cores, "
-          f"seq={args.seq} interleaved, par={args.par} inflight={args.inflight}, best of {args.rounds} rounds")
-    print(f"| {'':38} | p50 ms | p99 ms | req/s | throughput vs raw | p50 vs raw |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, row in rows.items():
-        rate = f"{row['rps']:.0f} | {row['rps'] / r['rps']:.2f}x" if row["rps"] else "- | -"
-        print(f"| {name:38} | {row['p50']:.3f} | {row['p99']:.3f} | {rate} | {row['p50'] - r['p50']:+.3f} ms |")
+    caller_env = server.env("caller", "cpw")
+    async with Client(load_config(caller_env)) as client, \
+            Client(load_config({**caller_env, "QE_STREAM_MANAGEMENT": "off"})) as client_nosm:
+        payload = '{"cmd":"ping","body":{},"deadline":1764000000000}'  # same size as ours
+        calls = {
+            RAW[0]: lambda: raw_call(raw_callers["off"], raws["off"].client.boundjid.full, payload),
+            RAW[1]: lambda: raw_call(raw_callers["on"], raws["on"].client.boundjid.full, payload),
+            OURS[0]: lambda: client.call(apps["on"].jid, "ping", timeout=30),
+            OURS[1]: lambda: client_nosm.call(apps["off"].jid, "ping", timeout=30),
+            WORKER_SIDE[0]: lambda: raw_api_call(raw_callers["off"], apps["on"].jid),
+            WORKER_SIDE[1]: lambda: raw_api_call(raw_callers["off"], apps["off"].jid),
+        }
+        lat = await latencies(calls, args.seq)
+        names = (*RAW, *OURS)
+        rps: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(args.rounds):  # rotate the order so no one always follows the same load
+            order = names[r % len(names):] + names[:r % len(names)]
+            for name in order:
+                rps[name].append(await throughput(calls[name], args.par, args.inflight))
+
+    await asyncio.gather(*(c.disconnect() for c in (*raw_callers.values(), *(r.client for r in raws.values()))))
+    for app in apps.values():
+        await app.close(2)
+    return {name: {"p50": statistics.median(lat[name]), "p99": pct(lat[name], 99), "rps": max(rps.get(name, [0.0]))}
+            for name in calls}
+
+
+def report(args: argparse.Namespace, results: dict[str, dict[str, dict[str, float]]]) -> bool:
+    """Print the table; True when every server row meets the target."""
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} Python {platform.python_version()}, {os.cpu_count()} cores, "
+          f"slixmpp {slixmpp.__version__}, seq={args.seq} interleaved, par={args.par} "
+          f"inflight={args.inflight}, best of {args.rounds} rounds")
+    print("| server | row | p50 ms | p99 ms | req/s | p50 vs raw (SM off) | p50 vs raw (SM on) | throughput vs best raw |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    met = True
+    for server, rows in results.items():
+        anchor_off, anchor_on = rows[RAW[0]], rows[RAW[1]]
+        best_raw = max(anchor_off["rps"], anchor_on["rps"])
+        for name, row in rows.items():
+            rate = f"{row['rps']:.0f}" if row["rps"] else "-"
+            ratio = f"{row['rps'] / best_raw:.2f}x" if row["rps"] else "-"
+            print(f"| {server} | {name} | {row['p50']:.3f} | {row['p99']:.3f} | {rate} | "
+                  f"{row['p50'] - anchor_off['p50']:+.3f} ms | {row['p50'] - anchor_on['p50']:+.3f} ms | {ratio} |")
+        ours = rows[OURS[0]]
+        p50_ok = ours["p50"] <= anchor_on["p50"] + 0.1
+        rps_ok = ours["rps"] >= best_raw
+        met = met and p50_ok and rps_ok
+        print(f"| {server} | **target** (ours, XEP-0198 on: p50 <= raw's with XEP-0198 + 0.1 ms; "
+              f"throughput >= 1.0x the better raw) | {'met' if p50_ok else 'MISSED'} | | "
+              f"{'met' if rps_ok else 'MISSED'} | | | |")
+    return met
+
+
+async def main(args: argparse.Namespace) -> int:
+    results = {}
+    for name in args.servers:
+        with DevServer(**SERVERS[name]) as server:
+            results[name] = await measure_server(args, server)
+    return 0 if report(args, results) else 1
 
 
 if __name__ == "__main__":
@@ -200,4 +250,10 @@ if __name__ == "__main__":
     parser.add_argument("--par", type=int, default=20000, help="calls for throughput")
     parser.add_argument("--inflight", type=int, default=100, help="calls in flight for throughput")
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds; the best is reported")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--servers", type=lambda v: v.split(","), default=list(SERVERS),
+                        help=f"comma-separated, in order (default: {','.join(SERVERS)})")
+    parsed = parser.parse_args()
+    unknown = [name for name in parsed.servers if name not in SERVERS]
+    if unknown:
+        parser.error(f"unknown server {', '.join(unknown)}; choose from {', '.join(SERVERS)}")
+    sys.exit(asyncio.run(main(parsed)))

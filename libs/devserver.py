@@ -178,6 +178,7 @@ class DevServer:
         stanza_size_limit: int = 1_100_000,
         muc: bool = True,
         tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+        nagle: bool = True,
     ) -> None:
         domain = domain.strip().lower()
         if not _DOMAIN_RE.match(domain):
@@ -194,6 +195,10 @@ class DevServer:
         self.port: int = port if port is not None else _free_port(self.host)
         self.stanza_size_limit = stanza_size_limit
         self.muc = muc
+        # Prosody's own default (Nagle on its sockets) unless told otherwise: what users'
+        # servers do, so tests and demos see what they see. False adds
+        # network_settings = { nagle = false } (the tuned row of bench/bench_bridge.py).
+        self.nagle = nagle
         # (certificate, key) PEM files: offer STARTTLS with them and require it
         self.tls = None if tls is None else (Path(tls[0]).resolve(), Path(tls[1]).resolve())
         self._owned = workdir is None
@@ -281,9 +286,7 @@ class DevServer:
             "allow_unencrypted_plain_auth = true",
             "allow_registration = false",
             f"c2s_stanza_size_limit = {self.stanza_size_limit:d}",
-            # Nagle on the server's sockets holds small stanzas (acks, short answers) until
-            # the peer's delayed ACK: measured 40 ms p99 stalls on loopback without this.
-            "network_settings = { nagle = false }",
+            *([] if self.nagle else ["network_settings = { nagle = false }"]),
             'authentication = "internal_hashed"',
             'storage = "internal"',
             "",

@@ -25,6 +25,7 @@ import asyncio
 import importlib
 import inspect
 import logging
+import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -52,7 +53,7 @@ _slixmpp_log = logging.getLogger("slixmpp.xmlstream.xmlstream")
 _API_TAG = f"{{{NS}}}api"
 _PING_TAG = "{urn:xmpp:ping}ping"
 _SM_REQUEST_ACK = "{urn:xmpp:sm:3}r"
-_ACK_DELAY = 0.02  # seconds; Prosody waits 30 s (smacks_max_ack_delay) before it worries
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 _ERROR_TYPES = {
     "bad-request": "modify",
     "not-acceptable": "modify",
@@ -105,6 +106,42 @@ def _with_api(stanza: Any, text: str) -> Any:
     element.text = text
     stanza.xml.append(element)
     return stanza
+
+
+def _ack_each_read(client: slixmpp.ClientXMPP) -> None:
+    """Have the kernel acknowledge every read at once (``TCP_QUICKACK``, Linux).
+
+    A server with Nagle's algorithm on (Prosody's default: only ``network_settings = { nagle
+    = false }`` turns it off) holds a small write while an earlier one is unacknowledged,
+    and Linux delays the ACK of data nobody answers by up to 40 ms. So a stanza we do not
+    answer (the server's XEP-0198 ``<a/>``, a presence, a chat message) held the next one
+    (a request, an answer) for 40 ms: 1-5 % of calls on a stock server (bench_bridge.py). When
+    we answer, the ACK rides on our data as before; the flag only matters when we do not.
+    It is not sticky (the kernel falls back to delayed ACKs), hence after each read.
+    """
+    if _TCP_QUICKACK is None:
+        return
+    receive = client.data_received
+    flag = _TCP_QUICKACK
+
+    def data_received(data: bytes | str) -> None:
+        try:
+            receive(data)
+        finally:
+            transport = client.transport
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, flag, 1)
+                except OSError:  # closed meanwhile
+                    pass
+
+    client.data_received = data_received  # type: ignore[method-assign]
+
+
+def _ack_xml(handled: int) -> str:
+    """XEP-0198 ``<a/>`` as slixmpp's plugin writes it (``h`` counts every stanza handled)."""
+    return f'<a xmlns="urn:xmpp:sm:3" h="{handled}" />'
 
 
 def _acked(client: slixmpp.ClientXMPP) -> int | None:
@@ -163,7 +200,7 @@ class XmppTransport(Transport):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._log_limit = LogLimit()  # lines that other people's traffic causes
-        self._ack_timer: asyncio.TimerHandle | None = None
+        self._ack_due = False
         self._filters_seen: tuple[tuple[Any, ...], ...] = ()
         self._filters_sync = False
 
@@ -210,14 +247,19 @@ class XmppTransport(Transport):
         # against every handler it has.
         self._iq_tag = f"{{{client.default_ns}}}iq"
         client.add_filter("in", self._take_ours)
+        _ack_each_read(client)
         return client
 
     def _enable_stream_management(self, client: slixmpp.ClientXMPP) -> None:
-        """XEP-0198, with acks coalesced.
+        """XEP-0198, with acks answered at the end of the event-loop pass.
 
-        Prosody asks for an ack after *every* stanza it sends us (smacks_max_unacked_stanzas
-        = 0): answering each at once doubles the stanzas the server handles. Answering once
-        per _ACK_DELAY covers all stanzas received meanwhile and keeps acks timely.
+        Prosody asks for an ack whenever it has unacknowledged stanzas and no request out
+        (smacks_max_unacked_stanzas = 0). One answer per loop pass covers every ``<r/>`` read
+        in it, and rides in the same write as an answer we send in that pass
+        (``_send_now``), so acks cost no extra stanza under load. They must not wait longer:
+        with Nagle on the server (its default), a lone ``<r/>`` left unanswered holds the
+        server's next write to us until we send something; a 20 ms ack delay made every
+        sequential call take 22 ms on a stock Prosody (bench/RESULTS.md, 2026-12-03).
         """
         client.register_plugin("xep_0198", {"window": 20})
         client.add_event_handler("sm_enabled", lambda _e: self._set_resumable(True))
@@ -247,8 +289,6 @@ class XmppTransport(Transport):
         self._closing = True
         if self._retry is not None:
             self._retry.cancel()
-        if self._ack_timer is not None:
-            self._ack_timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         client = self._client
@@ -461,13 +501,16 @@ class XmppTransport(Transport):
         return None
 
     def _on_ack_request(self, _request: Any) -> None:
-        if self._ack_timer is None:
-            self._ack_timer = asyncio.get_running_loop().call_later(_ACK_DELAY, self._send_ack)
+        if not self._ack_due:
+            self._ack_due = True
+            asyncio.get_running_loop().call_soon(self._send_ack)
 
     def _send_ack(self) -> None:
-        self._ack_timer = None
-        if self._client is not None:
-            self._client.plugin["xep_0198"].send_ack()  # reports every stanza handled so far
+        """The ack the server asked for, unless an answer written meanwhile carried it."""
+        client = self._client
+        if self._ack_due and client is not None and client.transport is not None:
+            self._ack_due = False
+            client.send_raw(_ack_xml(client.plugin["xep_0198"].handled))  # every stanza handled so far
 
     def _on_answer(self, iq: Any) -> None:
         xml = iq.xml
@@ -560,7 +603,11 @@ class XmppTransport(Transport):
                     if data is None:
                         return
             if isinstance(data, StanzaBase):
-                client.send_raw(tostring(data.xml, xmlns=client.default_ns, stream=client, top_level=True))
+                text = tostring(data.xml, xmlns=client.default_ns, stream=client, top_level=True)
+                if self._ack_due:  # the XEP-0198 answer rides in the same write
+                    self._ack_due = False
+                    text += _ack_xml(client.plugin["xep_0198"].handled)
+                client.send_raw(text)
             elif isinstance(data, (str, bytes)):
                 client.send_raw(data)
         except Exception:  # as slixmpp's send queue does: log it, keep the session

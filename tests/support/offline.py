@@ -20,13 +20,14 @@ class FakeSocket:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.changed = asyncio.Event()
+        self.socket: Any = None  # what get_extra_info("socket") gives
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
         self.changed.set()
 
-    def get_extra_info(self, _name: str, default: Any = None) -> Any:
-        return default
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.socket if name == "socket" and self.socket is not None else default
 
     def is_closing(self) -> bool:
         return False
@@ -37,12 +38,12 @@ class FakeSocket:
     abort = close
 
     def stanzas(self) -> list[ET.Element]:
-        """What was written after the stream header, as elements."""
-        out = []
+        """What was written after the stream header, as elements (a write may hold several)."""
+        out: list[ET.Element] = []
         for data in self.written:
             if data.startswith((b"<?xml", b"<stream", b"</stream")):
                 continue
-            out.append(ET.fromstring(data.decode()))
+            out.extend(ET.fromstring(b"<w>" + data + b"</w>"))
         return out
 
     async def wait_for(self, count: int, timeout: float = 2.0) -> list[ET.Element]:

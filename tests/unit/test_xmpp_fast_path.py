@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from typing import Any
@@ -134,14 +135,47 @@ async def test_xep_0198_still_counts_requests_taken_early(offline_sm: Offline) -
     assert len(offline_sm.requests) == 2
 
 
-async def test_ack_request_is_still_coalesced(offline_sm: Offline) -> None:
+async def test_ack_requests_of_one_loop_pass_get_one_ack_at_its_end(offline_sm: Offline) -> None:
     feed(offline_sm.client, api_iq(iq_id="1"))
     feed(offline_sm.client, f"<r xmlns='{SM}'/>")
     feed(offline_sm.client, f"<r xmlns='{SM}'/>")
-    assert offline_sm.sock.written == []  # acks are sent once per _ACK_DELAY
-    await asyncio.sleep(0.05)
-    acks = [w for w in offline_sm.sock.written if w.startswith(b"<a ")]
-    assert len(acks) == 1 and b'h="1"' in acks[0]
+    assert offline_sm.sock.written == []
+    await a_pass()
+    assert offline_sm.sock.written == [b'<a xmlns="urn:xmpp:sm:3" h="1" />']
+    feed(offline_sm.client, f"<r xmlns='{SM}'/>")  # a later request gets its own answer
+    await a_pass()
+    assert offline_sm.sock.written[1:] == [b'<a xmlns="urn:xmpp:sm:3" h="1" />']
+
+
+async def test_ack_rides_in_the_write_of_an_answer_sent_in_the_same_pass(offline_sm: Offline) -> None:
+    """With Nagle on the server, a lone <r/> left unanswered holds the server's next write
+    to us; answering in the same write as the result costs no extra stanza or packet."""
+    feed(offline_sm.client, api_iq(iq_id="1") + f"<r xmlns='{SM}'/>")
+    answer = ApiResult("1", "caller@localhost/cli", "{}")
+    offline_sm.transport.send_answer(answer)
+    assert offline_sm.sock.written == [queued_bytes(offline_sm.client, answer) + b'<a xmlns="urn:xmpp:sm:3" h="1" />']
+    await a_pass()
+    assert len(offline_sm.sock.written) == 1  # not answered twice
+
+
+class _SocketSpy:
+    def __init__(self) -> None:
+        self.options: list[tuple[int, int, int]] = []
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.options.append((level, option, value))
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux only")
+async def test_every_read_is_acknowledged_at_once_by_the_kernel(offline: Offline) -> None:
+    spy = offline.sock.socket = _SocketSpy()
+    seen_when_acked: list[int] = []
+    spy.setsockopt = lambda *args: (seen_when_acked.append(len(offline.requests)), _SocketSpy.setsockopt(spy, *args))
+    feed(offline.client, api_iq(iq_id="1"))
+    feed(offline.client, "<presence from='c@localhost/x'/>")
+    quickack = (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    assert spy.options == [quickack, quickack]
+    assert seen_when_acked == [1, 1]  # after the read was handled: an answer written in it carries the ACK
 
 
 # -- outgoing ---------------------------------------------------------------------------------
