@@ -39,6 +39,7 @@ _FILE_KEYS: Final = {
     "stream_management": "QE_STREAM_MANAGEMENT",
     "keepalive": "QE_KEEPALIVE",
     "max_per_caller": "QE_MAX_PER_CALLER",
+    "auth_grace": "QE_AUTH_GRACE",
 }
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -70,6 +71,7 @@ class WorkerConfig:
     stream_management: bool = True
     keepalive: float = 30.0
     max_per_caller: int = 64
+    auth_grace: float = 10.0
 
     @property
     def domain(self) -> str:
@@ -126,6 +128,13 @@ def _flag(values: Mapping[str, str], var: str, default: bool) -> bool:
     raise ConfigError(var, f"{raw!r} is not on/off")
 
 
+def _state_dir(values: Mapping[str, str]) -> str | None:
+    path = values.get("QE_STATE_DIR", "").strip() or None
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise ConfigError("QE_STATE_DIR", f"{path!r} exists and is not a directory")
+    return path
+
+
 def _valid_jid(var: str, raw: str) -> str:
     jid = raw.strip()
     node, _, domain = jid.partition("@")
@@ -162,6 +171,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         raise ConfigError("QE_PASSWORD", "not set: the password of the account in QE_JID (or use QE_PASSWORD_FILE)")
 
     host = values.get("QE_HOST", "").strip() or jid.split("@", 1)[1]
+    if any(c.isspace() or c in "/@" for c in host):
+        raise ConfigError("QE_HOST", f"{host!r} is not a host name or IP address")
     port = _number(values, "QE_PORT", 5222, 1, 65535, int)
 
     tls = values.get("QE_TLS", "required").strip().lower() or "required"
@@ -201,8 +212,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         resource=resource,
         shutdown_timeout=_number(values, "QE_SHUTDOWN_TIMEOUT", 10.0, 0.0, 3600.0, float),
         max_payload=_number(values, "QE_MAX_PAYLOAD", DEFAULT_MAX_PAYLOAD, 1024, 64 * 1024 * 1024, int),
-        state_dir=values.get("QE_STATE_DIR", "").strip() or None,
+        state_dir=_state_dir(values),
         stream_management=_flag(values, "QE_STREAM_MANAGEMENT", True),
         keepalive=_number(values, "QE_KEEPALIVE", 30.0, 0.0, 3600.0, float),
         max_per_caller=_number(values, "QE_MAX_PER_CALLER", 64, 0, 1_000_000, int),
+        auth_grace=_number(values, "QE_AUTH_GRACE", 10.0, 0.0, 3600.0, float),
     )

@@ -187,6 +187,10 @@ class XmppTransport(Transport):
         self.fail_fast = fail_fast  # a client: an unreachable server at first is an answer
         self._fatal_type: type[CallError] = AuthenticationFailed
         self._password_refused = False
+        # A login refused on reconnect: a restarting server may refuse briefly, so keep
+        # trying for QE_AUTH_GRACE s; after that the password was changed or the account
+        # deleted, and retrying forever would only hide it from the supervisor.
+        self._refused_since: float | None = None
         self.sessions = 0  # sessions started (1 + reconnects that needed a new session)
         self.resumptions = 0
         self.resumable = False  # XEP-0198 enabled with resumption on the current stream
@@ -325,6 +329,7 @@ class XmppTransport(Transport):
             return
         self.sessions += 1
         self.backoff.reset()
+        self._refused_since = None
         self._client.send_presence()
         self._online.set()
         self._spawn(self._notify_session())
@@ -354,6 +359,7 @@ class XmppTransport(Transport):
     def _on_session_resumed(self, _event: Any) -> None:
         self.resumptions += 1
         self.backoff.reset()
+        self._refused_since = None
         self._online.set()
         self._spawn(self._notify_session())
         log.info("%s resumed its session (XEP-0198)", self.jid)
@@ -375,16 +381,26 @@ class XmppTransport(Transport):
         self._password_refused = True
 
     def _on_failed_auth(self, _event: Any) -> None:
-        if self.sessions == 0:
-            if self._password_refused:
-                self._fail(f"the server refused the password for {self.config.jid} (check QE_JID / QE_PASSWORD)")
-            else:
-                self._fail("the server offered no login method we accept (with QE_TLS=required it must offer "
-                           "STARTTLS; QE_TLS=off/optional allows SCRAM without TLS)")
+        if self._password_refused:
+            reason = f"the server refused the password for {self.config.jid} (check QE_JID / QE_PASSWORD)"
         else:
-            log.error("%s: authentication failed on reconnect; will retry", self.jid)
-            if self._client is not None:
-                self._client.abort()
+            reason = ("the server offered no login method we accept (with QE_TLS=required it must offer "
+                      "STARTTLS; QE_TLS=off/optional allows SCRAM without TLS)")
+        self._password_refused = False  # decided again at the next attempt
+        if self.sessions == 0:
+            self._fail(reason)
+            return
+        now = asyncio.get_running_loop().time()
+        if self._refused_since is None:
+            self._refused_since = now
+            log.warning("%s: the server refused our login on reconnect; retrying for %g s in case it is "
+                        "still starting (QE_AUTH_GRACE)", self.jid, self.config.auth_grace)
+        elif now - self._refused_since >= self.config.auth_grace:
+            self._fail(f"{reason}; refused at every reconnect for {now - self._refused_since:.0f} s "
+                       "(password changed or account deleted?)")
+            return
+        if self._client is not None:
+            self._client.abort()
 
     def _on_untrusted_certificate(self, error: Any) -> None:
         reason = (f"the TLS certificate of {self.config.domain} is not trusted ({error}); "

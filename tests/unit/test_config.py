@@ -306,3 +306,50 @@ def test_errors_never_echo_the_password(tmp_path: Path) -> None:
     bad: list[dict[str, Any]] = [env(QE_PORT="x"), env(QE_TLS="x"), env(QE_ALLOW="bad"), env(QE_LOG_LEVEL="x")]
     for environ in bad:
         assert PASSWORD not in str(config_error(environ))
+
+
+# -- every variable ---------------------------------------------------------------------------
+
+INVALID = {  # one invalid value per variable; the test below fails when a variable is missing here
+    "QE_JID": "not-a-jid",
+    "QE_PASSWORD": "",
+    "QE_PASSWORD_FILE": "/nonexistent/pw",
+    "QE_HOST": "two words",
+    "QE_PORT": "http",
+    "QE_TLS": "maybe",
+    "QE_CA_FILE": "/nonexistent/ca.pem",
+    "QE_ALLOW": "friend-without-domain",
+    "QE_LOG_LEVEL": "loud",
+    "QE_SHUTDOWN_TIMEOUT": "-1",
+    "QE_MAX_PAYLOAD": "1",
+    "QE_STATE_DIR": __file__,  # a file, not a directory
+    "QE_STREAM_MANAGEMENT": "sometimes",
+    "QE_KEEPALIVE": "often",
+    "QE_MAX_PER_CALLER": "1.5",
+    "QE_AUTH_GRACE": "-3",
+    "RESOURCE": "a/b",
+}
+
+
+def test_every_variable_has_an_invalid_case() -> None:
+    from libs.bridge.config import _FILE_KEYS
+
+    assert set(INVALID) == {*_FILE_KEYS.values(), "RESOURCE"}
+
+
+@pytest.mark.parametrize(("var", "value"), INVALID.items())
+def test_every_variable_with_a_bad_value_gets_one_line_naming_it(var: str, value: str) -> None:
+    environ = env(**{var: value})
+    if var == "QE_PASSWORD_FILE":
+        del environ["QE_PASSWORD"]  # the file is read only without a password
+    assert_names(environ, var)
+
+
+@pytest.mark.parametrize(("var", "value", "field", "expected"), [
+    ("QE_KEEPALIVE", "0.5", "keepalive", 0.5),
+    ("QE_STREAM_MANAGEMENT", "off", "stream_management", False),
+    ("QE_MAX_PER_CALLER", "0", "max_per_caller", 0),
+    ("QE_AUTH_GRACE", "2.5", "auth_grace", 2.5),
+])
+def test_the_newer_variables_are_read(var: str, value: str, field: str, expected: Any) -> None:
+    assert getattr(load_config(env(**{var: value})), field) == expected

@@ -1,0 +1,86 @@
+"""How a worker *process* ends when retrying cannot help, as a supervisor sees it: the exit
+status README.md documents and one clear line, for a bad password at first login, a password
+that changes while it runs, a second login that takes its resource, and how it keeps trying
+while the server is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from libs.bridge import Client, load_config, wait_answering
+from libs.devserver import DevServer
+from tests.support.workers import WorkerProcess
+
+EXIT_FATAL = 1  # README: "1 when the server refuses its login or another client takes over its resource"
+
+
+def _worker(server: DevServer, password: str, tmp_path: Path, **env: str) -> WorkerProcess:
+    environ = {**server.env("worker", password), "QE_STATE_DIR": str(tmp_path / "state"), "QE_KEEPALIVE": "0", **env}
+    return WorkerProcess(["-m", "workers.python"], environ, tmp_path / "worker.log")
+
+
+def _lines(worker: WorkerProcess, text: str) -> list[str]:
+    return [line for line in worker.log_path.read_text(errors="replace").splitlines() if text in line]
+
+
+async def test_a_bad_password_at_first_login_exits_1_with_one_line(fresh_prosody, tmp_path):
+    fresh_prosody.register("worker", "right")
+    async with _worker(fresh_prosody, "wrong", tmp_path) as worker:
+        assert await worker.wait(20) == EXIT_FATAL
+    refused = _lines(worker, "refused the password for worker@localhost")
+    assert len(refused) == 2, worker.log()  # the log line, and the same reason as the process's last words
+    assert refused[-1].startswith("qe-worker: ")
+    assert "Traceback" not in worker.log(tail=1000)
+
+
+async def test_a_password_changed_while_running_ends_the_worker_after_the_grace(fresh_prosody, tmp_path):
+    """The server restarts with the worker's password changed: the worker retries for
+    QE_AUTH_GRACE seconds (a restarting server may refuse briefly), then exits as for a bad
+    password at first login, instead of logging an error at every backoff step forever."""
+    fresh_prosody.register("worker", "old")
+    fresh_prosody.register("client", "cpw")
+    async with _worker(fresh_prosody, "old", tmp_path, QE_AUTH_GRACE="1",
+                       QE_ALLOW="client@localhost") as worker:
+        async with Client(load_config(fresh_prosody.env("client", "cpw")), connect_timeout=10) as client:
+            await wait_answering(client, "worker@localhost/python", 20)
+        fresh_prosody.register("worker", "new")
+        await asyncio.to_thread(fresh_prosody.restart)
+        assert await worker.wait(40) == EXIT_FATAL
+    assert len(_lines(worker, "refused our login on reconnect")) == 1, worker.log()
+    last_words = _lines(worker, "qe-worker: the server refused the password for worker@localhost")
+    assert len(last_words) == 1 and "refused at every reconnect" in last_words[0], worker.log()
+    assert "Traceback" not in worker.log(tail=1000)
+
+
+async def test_a_second_login_on_the_same_resource_ends_the_first_worker(fresh_prosody, tmp_path):
+    fresh_prosody.register("worker", "wpw")
+    fresh_prosody.register("client", "cpw")
+    first = _worker(fresh_prosody, "wpw", tmp_path / "1", QE_ALLOW="client@localhost")
+    second = _worker(fresh_prosody, "wpw", tmp_path / "2", QE_ALLOW="client@localhost")
+    for worker in (first, second):
+        worker.log_path.parent.mkdir()
+    async with first, Client(load_config(fresh_prosody.env("client", "cpw")), connect_timeout=10) as client:
+        await wait_answering(client, "worker@localhost/python", 20)
+        async with second:
+            assert await first.wait(20) == EXIT_FATAL
+            assert second.running
+            assert await client.call("worker@localhost/python", "ping", timeout=5) == {"pong": True}  # the newcomer
+    took_over = _lines(first, "qe-worker: another client logged in as worker@localhost/python")
+    assert len(took_over) == 1, first.log()
+
+
+async def test_an_unreachable_server_is_retried_until_sigterm_which_exits_0(fresh_prosody, tmp_path):
+    """Unreachable is not fatal for a worker (the server may come back): it keeps trying with
+    backoff, one line per attempt, and stops cleanly when told to."""
+    fresh_prosody.register("worker", "wpw")
+    await asyncio.to_thread(fresh_prosody.stop)
+    async with _worker(fresh_prosody, "wpw", tmp_path) as worker:
+        async with asyncio.timeout(20):
+            while len(_lines(worker, f"cannot reach 127.0.0.1:{fresh_prosody.port}")) < 3:
+                await asyncio.sleep(0.1)  # reading another process's log: nothing to await
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait(15) == 0
+    assert "Traceback" not in worker.log(tail=1000)
