@@ -46,9 +46,10 @@ NS: Final = "urn:qe:worker:api:1"
 """Namespace of the ``<api/>`` payload element."""
 
 DEFAULT_MAX_PAYLOAD: Final = 240_000
-"""Largest ``<api/>`` text we send or accept, in bytes as it appears on the wire (UTF-8, after
-XML escaping: see ``wire_size``). Below Prosody's default ``c2s_stanza_size_limit`` of 256 KiB with room for the
-IQ envelope: a larger stanza makes Prosody close the sender's whole stream."""
+"""Largest ``<api/>`` text we send or accept, in bytes as it appears on the wire (UTF-8,
+after XML escaping: see ``wire_size``). Below Prosody's default ``c2s_stanza_size_limit`` of
+256 KiB with room for the IQ envelope: a larger stanza makes Prosody close the sender's whole
+stream."""
 
 _MAX_MS: Final = 2**53  # JSON-safe integer range; also rejects 400-digit numbers
 
@@ -248,11 +249,14 @@ def _finite(literal: str) -> float:
 _DECODER: Final = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 
 
-def _loads(text: str, what: str) -> Any:
+def _loads(text: str, what: str, max_depth: int | None = None) -> Any:
+    """Strict JSON. ``max_depth`` only words the error for nesting deep enough to trip the
+    decoder's own recursion guard (far beyond it): the limit itself is the caller's check."""
     try:
         return _DECODER.decode(text)
-    except RecursionError:  # the C scanner's own guard, far beyond MAX_DEPTH
-        raise ProtocolError("bad-request", f"{what} is nested deeper than {MAX_DEPTH} levels") from None
+    except RecursionError:
+        too_deep = "too deeply" if max_depth is None else f"deeper than {max_depth} levels"
+        raise ProtocolError("bad-request", f"{what} is nested {too_deep}") from None
     except ValueError as exc:
         raise ProtocolError("bad-request", f"{what} is not valid JSON: {exc.args[0][:120]}") from None
 
@@ -277,7 +281,7 @@ def decode_request(
     if not text:
         raise ProtocolError("bad-request", "empty <api/> element: expected a JSON object")
     _check_size(text, max_payload, "request")
-    doc = _loads(text, "request")
+    doc = _loads(text, "request", MAX_DEPTH)
     if not isinstance(doc, dict):
         raise ProtocolError("bad-request", "request must be a JSON object")
     # The bracket count is only a shortcut: brackets inside strings can raise it, never lower

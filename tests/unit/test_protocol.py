@@ -388,6 +388,15 @@ def test_wire_size_matches_slixmpp_escape_samples(text: str) -> None:
     assert wire_size(text) == slixmpp_size(text)
 
 
+@pytest.mark.parametrize(("text", "size"), [
+    # the examples in docs/protocol.md (Sizes)
+    ('{"cmd":"ping"}', 34), ('{"s":"€"}', 31), ("\\n", 2), ("\\u20ac", 6), ('\\"', 7), ("€" * 75_000, 225_000),
+    ("&", 5), ("<", 4), (">", 4), ("'", 6), ("é", 2), ("\U0001f600", 4), ("\x7f", 1),
+])
+def test_wire_size_as_documented(text: str, size: int) -> None:
+    assert wire_size(text) == size
+
+
 _special_heavy_text = st.text(alphabet=st.one_of(st.sampled_from("\"'<>&"), st.characters(codec="utf-8")), max_size=200)
 
 
@@ -565,6 +574,14 @@ def test_decode_result_empty_is_empty_dict(text: str | None) -> None:
 def test_decode_result_non_object_is_bad_result(text: str) -> None:
     with pytest.raises(ProtocolError) as info:
         decode_result(text)
+    assert info.value.code == "bad-result"
+
+
+def test_decode_result_has_no_depth_limit_but_survives_a_bomb() -> None:
+    # MAX_DEPTH guards the worker; a caller takes what its worker sends, up to the decoder's guard
+    assert decode_result('{"a": %s}' % ("[" * 200 + "]" * 200))
+    with pytest.raises(ProtocolError, match="nested too deeply") as info:
+        decode_result('{"a": %s}' % ("[" * 100_000 + "]" * 100_000))
     assert info.value.code == "bad-result"
 
 
