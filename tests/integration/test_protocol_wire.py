@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +59,7 @@ async def client(prosody, accounts) -> AsyncIterator[Client]:
         yield c
 
 
-def error_of(answer) -> tuple[str | None, str | None, dict[str, Any] | None]:
+def error_of(answer: ET.Element) -> tuple[str | None, str, dict[str, Any] | None]:
     """(error type, condition, our <api/> JSON or None) of an IQ error."""
     assert answer.get("type") == "error", answer
     error = answer.find("{jabber:client}error")
