@@ -215,12 +215,12 @@ class App:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _on_request(self, iq_id: str, sender: str, text: str | None) -> None:
-        self._spawn(self._serve(iq_id, sender, text))
+    def _on_request(self, iq_id: str, sender: str, text: str | None, iq_type: str) -> None:
+        self._spawn(self._serve(iq_id, sender, text, iq_type))
 
-    async def _serve(self, iq_id: str, sender: str, text: str | None) -> None:
+    async def _serve(self, iq_id: str, sender: str, text: str | None, iq_type: str) -> None:
         try:
-            answer: ApiResult | ApiError = await self.dispatcher.handle(iq_id, sender, text)
+            answer: ApiResult | ApiError = await self.dispatcher.handle(iq_id, sender, text, iq_type)
         except asyncio.CancelledError:
             answer = ApiError(iq_id, sender, "unavailable", "the worker shut down before the request finished")
             if self.transport is not None:

@@ -1,6 +1,6 @@
 """From a received ``<api/>`` payload to the answer to send: decode, authorise, route, run.
 
-No XMPP here: the adapter hands in ``(iq_id, sender, text)`` and sends back whatever
+No XMPP here: the adapter hands in ``(iq_id, sender, text, iq_type)`` and sends back whatever
 ``handle()`` returns, so every rule (access, deadlines, unknown commands, bad results) is
 tested without a server. The life cycle of a request is
 
@@ -74,10 +74,11 @@ class Dispatcher:
         self.stats = DispatchStats()
         self._log_limit = LogLimit()  # lines that other people's traffic causes
 
-    async def handle(self, iq_id: str, sender: str, text: str | None) -> ApiResult | ApiError:
-        """Never raises (except cancellation): every outcome is an answer to send."""
+    async def handle(self, iq_id: str, sender: str, text: str | None, iq_type: str = "set") -> ApiResult | ApiError:
+        """Never raises (except cancellation): every outcome is an answer to send. ``iq_type``
+        is the type of the IQ that carried ``text`` (only ``set`` is a request)."""
         self.stats.received += 1
-        return self._count(await self._handle(iq_id, sender, text))
+        return self._count(await self._handle(iq_id, sender, text, iq_type))
 
     async def execute(self, request: ApiRequest, role: Role) -> ApiResult | ApiError:
         """Run a request that did not arrive over the wire but was authorised by the caller
@@ -100,9 +101,9 @@ class Dispatcher:
             self.stats.failed += 1
         return answer
 
-    async def _handle(self, iq_id: str, sender: str, text: str | None) -> ApiResult | ApiError:
+    async def _handle(self, iq_id: str, sender: str, text: str | None, iq_type: str) -> ApiResult | ApiError:
         try:
-            request = decode_request(iq_id, sender, text, max_payload=self.max_payload)
+            request = decode_request(iq_id, sender, text, iq_type=iq_type, max_payload=self.max_payload)
         except ProtocolError as exc:
             if (dropped := self._log_limit.allow("bad-request")) is not None:
                 log.info("bad request %s from %s: %s%s", iq_id, sender, exc.message, suppressed_note(dropped))

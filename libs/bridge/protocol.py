@@ -1,7 +1,8 @@
 """The qe-worker wire protocol as plain objects: no sockets, no slixmpp.
 
 An API call is an IQ ``set`` to the worker's full JID carrying one ``<api xmlns=NS>`` element
-whose text is a JSON object ``{"cmd": str, "body": object, "deadline": int?}``. The answer is
+whose text is a JSON object ``{"cmd": str, "body": object, "deadline": int?}`` (RFC 8259 JSON:
+no ``NaN``/``Infinity``, nested at most ``MAX_DEPTH`` levels). The answer is
 an IQ ``result`` whose ``<api>`` text is the JSON result, or an IQ ``error`` with a standard
 XMPP condition plus an ``<api>`` element holding ``{"error": {"code": str, "message": str}}``.
 ``docs/protocol.md`` is the normative description; this module is its reference
@@ -14,14 +15,17 @@ types (numbers, booleans, nulls) that QE's handlers expect.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 __all__ = [
     "CONDITIONS",
     "DEFAULT_MAX_PAYLOAD",
+    "MAX_DEPTH",
     "NS",
     "ApiError",
     "ApiRequest",
@@ -42,14 +46,18 @@ NS: Final = "urn:qe:worker:api:1"
 """Namespace of the ``<api/>`` payload element."""
 
 DEFAULT_MAX_PAYLOAD: Final = 240_000
-"""Largest ``<api/>`` text we send or accept, in bytes as it appears on the wire (after XML
-escaping). Below Prosody's default ``c2s_stanza_size_limit`` of 256 KiB with room for the
-IQ envelope: a larger stanza makes Prosody close the sender's whole stream."""
+"""Largest ``<api/>`` text we send or accept, in bytes as it appears on the wire (UTF-8,
+after XML escaping: see ``wire_size``). Below Prosody's default ``c2s_stanza_size_limit`` of
+256 KiB with room for the IQ envelope: a larger stanza makes Prosody close the sender's whole
+stream."""
 
-_MAX_MS: Final = 2**53  # JSON-safe integer range; also rejects NaN/inf and 400-digit numbers
+_MAX_MS: Final = 2**53  # JSON-safe integer range; also rejects 400-digit numbers
 
 MAX_DEPTH: Final = 64
-"""Deepest JSON nesting accepted in a request (guards the decoder and the handler)."""
+"""Deepest JSON nesting accepted in a request (guards the decoder and the handler). The
+top-level object is depth 1 and each object or array inside another adds one; scalars
+(strings, numbers, true/false/null) do not count, so ``{"a": {}}`` and ``{"a": {"b": 1}}``
+both have depth 2."""
 
 # Error codes (our JSON ``code``) and the XMPP condition each travels with.
 CONDITIONS: Final[dict[str, str]] = {
@@ -140,16 +148,32 @@ _ESCAPES: Final = ((b"&", 4), (b"<", 3), (b">", 3), (b'"', 5), (b"'", 5))
 
 
 def wire_size(text: str) -> int:
-    """Bytes ``text`` takes inside an XML element once escaped, as slixmpp escapes it
-    (``&<>"'`` become entities; JSON is full of quotes, so this matters ~5x per quote)."""
-    raw = text.encode("utf-8")
+    """Bytes ``text`` takes inside an XML element once escaped, as slixmpp escapes it: its
+    UTF-8 length, with ``&`` counted as 5 bytes (``&amp;``), ``<`` and ``>`` as 4, ``"`` and
+    ``'`` as 6 (JSON is full of quotes, so this matters). A lone surrogate, which our encoder
+    never sends raw, counts 3 bytes instead of failing."""
+    raw = text.encode("utf-8", "surrogatepass")
     return len(raw) + sum(raw.count(ch) * extra for ch, extra in _ESCAPES)
 
 
-# ensure_ascii: what we put in XML is pure ASCII, so no character can be invalid there
-# (U+FFFE, lone surrogates from a "\ud800" escape would make the server drop our stream).
-_ENCODER: Final = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
-_dumps = _ENCODER.encode  # json.dumps with options builds a new encoder per call
+# UTF-8 on the wire (ensure_ascii=False): a "\u20ac" escape is 6 bytes where the character is
+# 3, and the size limit counts bytes. What JSON may hold but XML 1.0 may not carry is escaped:
+# the encoder already escapes U+0000-U+001F; lone surrogates and U+FFFE/U+FFFF are left, and
+# raw they would make the server close our whole stream.
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_NOT_IN_XML: Final = re.compile("[\ud800-\udfff\ufffe\uffff]")
+
+
+def _u_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON that is valid XML 1.0 text. The characters ``_NOT_IN_XML`` matches can
+    only stand inside JSON strings (everything else the encoder writes is ASCII), where
+    ``\\uXXXX`` is the same string to any JSON decoder."""
+    text = _ENCODER.encode(value)  # json.dumps with options builds a new encoder per call
+    return text if text.isascii() else _NOT_IN_XML.sub(_u_escape, text)
 
 
 def _check_size(text: str, max_payload: int, what: str) -> str:
@@ -187,27 +211,52 @@ def encode_request(
 
 
 def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of a decoded JSON value, iteratively (no recursion on hostile input)."""
+    """Nesting depth of a decoded JSON value as ``MAX_DEPTH`` defines it (objects and arrays
+    only), iteratively (no recursion on hostile input); stops counting above ``limit``."""
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, d = stack.pop()
+        children: Iterable[Any]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
         if d > deepest:
             deepest = d
             if deepest > limit:
                 return deepest
-        if isinstance(item, dict):
-            stack.extend((v, d + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, d + 1) for v in item)
+        stack.extend((v, d + 1) for v in children if isinstance(v, (dict, list)))
     return deepest
 
 
-def _loads(text: str, what: str) -> Any:
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError(f"the number {literal[:40]} is beyond the range of a double")
+    return value
+
+
+# Python's json accepts NaN/Infinity/-Infinity and turns 1e400 into inf; neither is JSON a
+# peer in another language can read back, and inf in a body would fail only later, as the
+# handler's bad-result.
+_DECODER: Final = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
+
+
+def _loads(text: str, what: str, max_depth: int | None = None) -> Any:
+    """Strict JSON. ``max_depth`` only words the error for nesting deep enough to trip the
+    decoder's own recursion guard (far beyond it): the limit itself is the caller's check."""
     try:
-        return json.loads(text)
+        return _DECODER.decode(text)
     except RecursionError:
-        raise ProtocolError("bad-request", f"{what} is nested too deeply") from None
+        too_deep = "too deeply" if max_depth is None else f"deeper than {max_depth} levels"
+        raise ProtocolError("bad-request", f"{what} is nested {too_deep}") from None
     except ValueError as exc:
         raise ProtocolError("bad-request", f"{what} is not valid JSON: {exc.args[0][:120]}") from None
 
@@ -217,17 +266,26 @@ def decode_request(
     sender: str,
     text: str | None,
     *,
+    iq_type: str = "set",
     max_payload: int = DEFAULT_MAX_PAYLOAD,
 ) -> ApiRequest:
-    """Validate an incoming ``<api/>`` text. Raises ``ProtocolError`` with the code to answer."""
+    """Validate an incoming ``<api/>`` text that came in an IQ of type ``iq_type``. Raises
+    ``ProtocolError`` with the code to answer.
+
+    Why an IQ ``get`` is refused, not run: a command may change state, and XMPP says a
+    ``get`` only asks; accepting both would leave clients two ways to call and no rule."""
     if not iq_id:
         raise ProtocolError("bad-request", "the IQ has no id")
+    if iq_type != "set":
+        raise ProtocolError("bad-request", f"requests are IQ of type 'set', not {iq_type!r}")
     if not text:
         raise ProtocolError("bad-request", "empty <api/> element: expected a JSON object")
     _check_size(text, max_payload, "request")
-    doc = _loads(text, "request")
+    doc = _loads(text, "request", MAX_DEPTH)
     if not isinstance(doc, dict):
         raise ProtocolError("bad-request", "request must be a JSON object")
+    # The bracket count is only a shortcut: brackets inside strings can raise it, never lower
+    # it below the real depth, so the verdict is _depth's alone.
     if text.count("{") + text.count("[") > MAX_DEPTH and _depth(doc, MAX_DEPTH) > MAX_DEPTH:
         raise ProtocolError("bad-request", f"request is nested deeper than {MAX_DEPTH} levels")
     cmd = doc.get("cmd")
@@ -239,17 +297,13 @@ def decode_request(
     if not isinstance(body, dict):
         raise ProtocolError("bad-request", "'body' must be a JSON object")
     deadline = doc.get("deadline")
+    if isinstance(deadline, float) and deadline.is_integer():  # 1.7e12: an integer written as a float
+        deadline = int(deadline)
     if deadline is not None and (
-        isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not -_MAX_MS <= deadline <= _MAX_MS
+        isinstance(deadline, bool) or not isinstance(deadline, int) or not -_MAX_MS <= deadline <= _MAX_MS
     ):
-        raise ProtocolError("bad-request", "'deadline' must be milliseconds since the Unix epoch")
-    return ApiRequest(
-        id=iq_id,
-        sender=sender,
-        cmd=cmd,
-        body=body,
-        deadline_ms=None if deadline is None else int(deadline),
-    )
+        raise ProtocolError("bad-request", "'deadline' must be an integer: milliseconds since the Unix epoch")
+    return ApiRequest(id=iq_id, sender=sender, cmd=cmd, body=body, deadline_ms=deadline)
 
 
 def encode_result(request: ApiRequest, result: Any, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> ApiResult | ApiError:

@@ -15,8 +15,10 @@ from .protocol import ApiError, ApiResult
 
 __all__ = ["Backoff", "OnFatal", "OnMessage", "OnRequest", "Transport"]
 
-OnRequest = Callable[[str, str, str | None], None]
-"""``(iq_id, sender_full_jid, api_text)``: an API call arrived; answer with ``send_answer``."""
+OnRequest = Callable[[str, str, str | None, str], None]
+"""``(iq_id, sender_full_jid, api_text, iq_type)``: an ``<api/>`` payload arrived in an IQ
+``get`` or ``set``; answer with ``send_answer``. The type is passed on, not checked here, so
+that the protocol layer decides what a ``get`` gets and the adapter stays a pipe."""
 OnMessage = Callable[[str, str], None]
 """``(sender_full_jid, body_text)``: a chat message arrived."""
 OnFatal = Callable[[str], None]

@@ -511,7 +511,7 @@ class XmppTransport(Transport):
                 self._on_answer(stanza)
             elif self.on_request is not None:
                 # str(JID(...)): the sender as slixmpp normalises it (what iq["from"] gives)
-                self.on_request(xml.get("id", ""), str(JID(xml.get("from", ""))), api.text or "")
+                self.on_request(xml.get("id", ""), str(JID(xml.get("from", ""))), api.text or "", kind)
         except Exception as exc:  # as slixmpp does for a handler that raises: an error reply
             stanza.exception(exc)
         return None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ from libs.bridge.protocol import (
     encode_result,
     now_ms,
     wire_size,
+    xml_safe,
 )
 
 SENDER = "client@example.org/laptop"
@@ -104,13 +107,58 @@ def test_encode_request_rejects_non_json_body(body: dict[str, Any]) -> None:
         encode_request("x", body)
 
 
-@pytest.mark.parametrize("odd", ["\ud800", "\ufffe", "\uffff", "é", "日本", "\x00"])
-def test_encoded_text_is_ascii_so_always_valid_in_xml(odd: str) -> None:
-    # characters XML forbids (U+FFFE, lone surrogates) would make the server drop our
-    # stream; as JSON escapes they travel safely and decode to the same string
+@pytest.mark.parametrize(("odd", "sent_as"), [
+    # characters XML 1.0 forbids would make the server drop our stream: JSON escapes
+    ("\ud800", "\\ud800"), ("\udfff", "\\udfff"), ("\ufffe", "\\ufffe"), ("\uffff", "\\uffff"),
+    ("\x00", "\\u0000"), ("\x1f", "\\u001f"), ("\n", "\\n"),
+    # everything else travels as UTF-8, including what XML 1.0 allows but rarely sees
+    ("é", "é"), ("日本", "日本"), ("€", "€"), ("\U0001f600", "\U0001f600"), ("\x7f", "\x7f"), ("\x85", "\x85"),
+    ("\ufffd", "\ufffd"), ("\U0001fffe", "\U0001fffe"), ("\u2028", "\u2028"),
+])
+def test_encoded_text_is_utf8_with_only_what_xml_forbids_escaped(odd: str, sent_as: str) -> None:
     text = encode_request("x", {"s": odd})
-    assert text.isascii()
+    assert text == '{"cmd":"x","body":{"s":"%s"}}' % sent_as
+    assert xml_safe(text) == text
     assert json.loads(text)["body"]["s"] == odd
+
+
+def test_keys_are_escaped_like_values() -> None:
+    answer = encode_result(ApiRequest("i", SENDER, "x"), {"\ufffe€": 1})
+    assert isinstance(answer, ApiResult)
+    assert answer.payload == '{"\\ufffe€":1}'
+    assert decode_result(answer.payload) == {"\ufffe€": 1}
+
+
+# any code point, surrogates included, with the ones that need care drawn often
+_any_char = st.one_of(st.sampled_from("\ud800\udbff\udc00\udfff\ufffe\uffff\x00\x1f\x7f\x85\"'<>&\\€"),
+                      st.characters(codec=None, exclude_categories=()))
+_json_text_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+              st.text(_any_char, max_size=30)),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(_any_char, max_size=8), children,
+                                                                       max_size=4),
+    max_leaves=12,
+)
+_NOT_IN_XML = re.compile("[\ud800-\udfff\ufffe\uffff]")
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_text_values)
+def test_any_json_value_encodes_to_xml_text_that_round_trips(value: Any) -> None:
+    """Nothing that is JSON is refused; the text is XML 1.0, an XML parser gives it back
+    unchanged, it decodes to the value, and only the characters XML forbids were escaped
+    (each one character -> six); ``wire_size`` is what slixmpp writes."""
+    answer = encode_result(ApiRequest("i", SENDER, "x"), {"v": value})
+    assert isinstance(answer, ApiResult), answer
+    text = answer.payload
+    assert xml_safe(text) == text
+    assert ET.fromstring(f"<api>{escape(text)}</api>").text == text
+    # as JSON has it (and json.dumps' ASCII output too): a high and a low surrogate side by side,
+    # each escaped, read back as the one character they encode
+    assert decode_result(text) == json.loads(json.dumps({"v": value}))
+    plain = json.dumps({"v": value}, ensure_ascii=False, separators=(",", ":"))
+    assert len(text) == len(plain) + 5 * len(_NOT_IN_XML.findall(plain))
+    assert wire_size(text) == len(escape(text).encode("utf-8")) <= 6 * len(text)  # _check_size's shortcut
 
 
 def test_encode_request_too_large_counts_escapes_and_boundary_is_inclusive() -> None:
@@ -125,6 +173,23 @@ def test_encode_request_too_large_counts_escapes_and_boundary_is_inclusive() -> 
     assert info.value.condition == "not-acceptable"
     # raw UTF-8 length alone would have fitted
     assert len(text.encode()) <= size - 1
+
+
+def test_size_counts_utf8_bytes_not_escapes() -> None:
+    # 75,000 x "€" is 225,000 bytes as UTF-8 (450,000 as \\u20ac escapes): it fits both ways
+    body = {"text": "€" * 75_000}
+    text = encode_request("echo", body, deadline_ms=now_ms() + 5000)
+    assert wire_size(text) == 225_000 + wire_size(text.replace("€", ""))
+    assert wire_size(text) < DEFAULT_MAX_PAYLOAD
+    request = decode_request("i", SENDER, text)
+    answer = encode_result(request, request.body)
+    assert isinstance(answer, ApiResult)
+    assert wire_size(answer.payload) == 225_000 + len('{"text":""}') + 5 * 4
+    # the boundary is exact in UTF-8 bytes: one more "€" than fits is refused
+    limit = wire_size(answer.payload)
+    assert isinstance(encode_result(request, request.body, max_payload=limit), ApiResult)
+    over = encode_result(request, {"text": "€" * 75_001}, max_payload=limit + 2)
+    assert isinstance(over, ApiError) and over.code == "too-large"
 
 
 def test_encode_request_default_limit() -> None:
@@ -182,25 +247,64 @@ def test_decode_request_body_null_or_missing_is_empty_dict() -> None:
     assert decode('{"cmd": "x"}').body == {}
 
 
-@pytest.mark.parametrize("deadline", ["true", "false", '"123"', "[1]", "{}", "NaN", "Infinity",
-                                      "-Infinity", "1e400", "-1e400"])
+@pytest.mark.parametrize("deadline", ["true", "false", '"123"', "[1]", "{}", "1700000000000.5", "0.001",
+                                      "1.5e0", str(2**53 + 1), str(-(2**53) - 1)])
 def test_decode_request_bad_deadline(deadline: str) -> None:
-    # json.loads accepts the NaN/Infinity literals (and 1e400 overflows to inf)
-    with pytest.raises(ProtocolError, match="'deadline'") as info:
+    # an integer only: a fraction, a bool or a string is refused, not rounded or guessed at
+    with pytest.raises(ProtocolError, match="'deadline' must be an integer") as info:
         decode('{"cmd": "x", "deadline": %s}' % deadline)
     assert info.value.code == "bad-request"
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("where", ['{"cmd": "x", "deadline": %s}', '{"cmd": "ping", "body": {"x": %s}}',
+                                   '{"cmd": "x", "body": {"a": [1, {"b": %s}]}}', '{"cmd": "x", "extra": %s}'])
+def test_nan_and_infinity_are_not_json(literal: str, where: str) -> None:
+    # Python's json reads them; RFC 8259 has no such literals, so a request with one anywhere is bad
+    with pytest.raises(ProtocolError, match=f"not valid JSON: {literal} is not JSON") as info:
+        decode(where % literal)
+    assert info.value.code == "bad-request"
+    with pytest.raises(ProtocolError) as info:
+        decode_result('{"v": %s}' % literal)
+    assert info.value.code == "bad-result"  # nor does a caller accept them in a result
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1.5e309"])
+def test_numbers_beyond_a_double_are_bad_request(number: str) -> None:
+    # Python would read them as inf; a handler echoing one would fail later, as bad-result
+    with pytest.raises(ProtocolError, match="beyond the range of a double") as info:
+        decode('{"cmd": "x", "body": {"n": %s}}' % number)
+    assert info.value.code == "bad-request"
+
+
+def test_big_and_tiny_numbers_that_json_allows_are_kept() -> None:
+    body = decode('{"cmd": "x", "body": {"big": 1%s, "tiny": 1e-400, "max": 1.7976931348623157e308}}'
+                  % ("0" * 400)).body
+    assert body == {"big": 10**400, "tiny": 0.0, "max": 1.7976931348623157e308}
 
 
 def test_decode_request_huge_integer_deadline_is_bad_request() -> None:
     assert decode_code('{"cmd": "x", "deadline": 1%s}' % ("0" * 400)) == "bad-request"
 
 
-def test_decode_request_deadline_null_float_and_int() -> None:
-    assert decode('{"cmd": "x", "deadline": null}').deadline_ms is None
-    assert decode('{"cmd": "x", "deadline": 1700000000000}').deadline_ms == 1_700_000_000_000
-    req = decode('{"cmd": "x", "deadline": 1700000000000.9}')
+@pytest.mark.parametrize("deadline", ["1700000000000", "1700000000000.0", "1.7e12", "17e11"])
+def test_decode_request_integer_deadline_in_any_notation(deadline: str) -> None:
+    # an integer is a number without a fraction (as JSON Schema has it), however it is written
+    req = decode('{"cmd": "x", "deadline": %s}' % deadline)
     assert req.deadline_ms == 1_700_000_000_000
-    assert isinstance(req.deadline_ms, int)
+    assert type(req.deadline_ms) is int
+
+
+def test_decode_request_deadline_null_is_none() -> None:
+    assert decode('{"cmd": "x", "deadline": null}').deadline_ms is None
+
+
+@pytest.mark.parametrize("iq_type", ["get", "result", "error", ""])
+def test_only_an_iq_set_is_a_request(iq_type: str) -> None:
+    with pytest.raises(ProtocolError, match="requests are IQ of type 'set'") as info:
+        decode_request("i", SENDER, encode_request("ping"), iq_type=iq_type)
+    assert info.value.code == "bad-request"
+    assert decode_request("i", SENDER, encode_request("ping"), iq_type="set").cmd == "ping"
 
 
 def test_decode_request_depth_limit_is_exact() -> None:
@@ -208,6 +312,36 @@ def test_decode_request_depth_limit_is_exact() -> None:
     with pytest.raises(ProtocolError, match=f"deeper than {MAX_DEPTH}") as info:
         decode(nested_request(MAX_DEPTH + 1))
     assert info.value.code == "bad-request"
+
+
+def nested_objects(depth: int, innermost: str = "1", note: str | None = None) -> str:
+    """``depth`` nested objects (the root included), the innermost holding ``{"v": innermost}``,
+    and a shallow ``note`` string beside ``cmd`` when given."""
+    text = '{"v": %s}' % innermost
+    for _ in range(depth - 2):
+        text = '{"a": %s}' % text
+    extra = "" if note is None else ', "note": %s' % json.dumps(note)
+    return '{"cmd": "x"%s, "body": %s}' % (extra, text)
+
+
+@pytest.mark.parametrize("innermost", ["1", '"s"', "null", "true", "[]", "{}"])
+def test_depth_limit_counts_objects_and_arrays_not_scalars(innermost: str) -> None:
+    container = innermost in ("[]", "{}")
+    # MAX_DEPTH objects, plus one more level when the innermost value is itself a container
+    at_limit = nested_objects(MAX_DEPTH - container, innermost)
+    over = nested_objects(MAX_DEPTH + 1 - container, innermost)
+    assert decode(at_limit).cmd == "x"
+    with pytest.raises(ProtocolError, match=f"deeper than {MAX_DEPTH} levels") as info:
+        decode(over)
+    assert info.value.code == "bad-request"
+
+
+@pytest.mark.parametrize("note", ["{", "[", "{" * 500 + "[" * 500, "}]", "\\{\"["])
+def test_depth_verdict_ignores_brackets_inside_strings(note: str) -> None:
+    # the probe's case: 64 nested objects accepted, and still accepted beside a shallow "{"
+    assert decode(nested_objects(MAX_DEPTH, note=note)).body
+    assert decode_code(nested_objects(MAX_DEPTH + 1, note=note)) == "bad-request"
+    assert decode_code(nested_objects(MAX_DEPTH + 1)) == "bad-request"
 
 
 def test_decode_request_depth_counts_lists() -> None:
@@ -221,8 +355,8 @@ def test_decode_request_recursion_bomb_is_bad_request() -> None:
     n = 50_000
     text = '{"cmd": "x", "body": {"a": ' + "[" * n + "]" * n + "}}"
     assert wire_size(text) < DEFAULT_MAX_PAYLOAD
-    with pytest.raises(ProtocolError, match="nested") as info:
-        decode(text)
+    with pytest.raises(ProtocolError, match=f"nested deeper than {MAX_DEPTH} levels") as info:
+        decode(text)  # the decoder's own recursion guard: the same answer as a depth of 65
     assert info.value.code == "bad-request"
 
 
@@ -252,6 +386,15 @@ def slixmpp_size(text: str) -> int:
                                   '{"cmd":"x","body":{"a":"<b>\'&\'</b>"}}'])
 def test_wire_size_matches_slixmpp_escape_samples(text: str) -> None:
     assert wire_size(text) == slixmpp_size(text)
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    # the examples in docs/protocol.md (Sizes)
+    ('{"cmd":"ping"}', 34), ('{"s":"€"}', 31), ("\\n", 2), ("\\u20ac", 6), ('\\"', 7), ("€" * 75_000, 225_000),
+    ("&", 5), ("<", 4), (">", 4), ("'", 6), ("é", 2), ("\U0001f600", 4), ("\x7f", 1),
+])
+def test_wire_size_as_documented(text: str, size: int) -> None:
+    assert wire_size(text) == size
 
 
 _special_heavy_text = st.text(alphabet=st.one_of(st.sampled_from("\"'<>&"), st.characters(codec="utf-8")), max_size=200)
@@ -322,9 +465,10 @@ def test_encode_result_not_json_is_bad_result(result: dict[str, Any]) -> None:
 
 
 def test_encode_result_lone_surrogate_travels_as_escape() -> None:
-    answer = encode_result(REQ, {"s": "\ud800"})
+    answer = encode_result(REQ, {"s": "\ud800 é"})
     assert isinstance(answer, ApiResult)
-    assert answer.payload.isascii() and decode_result(answer.payload) == {"s": "\ud800"}
+    assert answer.payload == '{"s":"\\ud800 é"}'
+    assert decode_result(answer.payload) == {"s": "\ud800 é"}
 
 
 def test_encode_result_too_large() -> None:
@@ -433,6 +577,14 @@ def test_decode_result_non_object_is_bad_result(text: str) -> None:
     assert info.value.code == "bad-result"
 
 
+def test_decode_result_has_no_depth_limit_but_survives_a_bomb() -> None:
+    # MAX_DEPTH guards the worker; a caller takes what its worker sends, up to the decoder's guard
+    assert decode_result('{"a": %s}' % ("[" * 200 + "]" * 200))
+    with pytest.raises(ProtocolError, match="nested too deeply") as info:
+        decode_result('{"a": %s}' % ("[" * 100_000 + "]" * 100_000))
+    assert info.value.code == "bad-result"
+
+
 def test_decode_result_invalid_json_is_bad_result() -> None:
     with pytest.raises(ProtocolError) as info:
         decode_result("{not json")
@@ -489,8 +641,6 @@ def test_decode_request_request_shaped_json(value: dict[str, Any]) -> None:
 
 
 def test_xml_safe_replaces_only_characters_xml_forbids() -> None:
-    from libs.bridge.protocol import xml_safe
-
     assert xml_safe("a\x00b\ufffe\ud800\x1f") == "a\ufffdb\ufffd\ufffd\ufffd"
     keep = "tab\t nl\n cr\r é 日本 \U0001f600 \ud7ff \ue000 \ufffd"
     assert xml_safe(keep) == keep

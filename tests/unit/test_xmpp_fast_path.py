@@ -31,6 +31,7 @@ SM = "urn:xmpp:sm:3"
 class Offline:
     def __init__(self, sm: bool = False) -> None:
         self.requests: list[tuple[str, str, str | None]] = []
+        self.iq_types: list[str] = []
         self.raise_on_request: Exception | None = None
         config = load_config({"QE_JID": "worker@localhost", "QE_PASSWORD": "x", "QE_HOST": "127.0.0.1",
                               "QE_TLS": "off", "QE_STREAM_MANAGEMENT": "on" if sm else "off"})
@@ -42,10 +43,11 @@ class Offline:
         self.seen_by_handlers: list[ET.Element] = []
         self.client.register_handler(Callback("spy", _Everything(self.seen_by_handlers), lambda _s: None))
 
-    def _on_request(self, iq_id: str, sender: str, text: str | None) -> None:
+    def _on_request(self, iq_id: str, sender: str, text: str | None, iq_type: str) -> None:
         if self.raise_on_request is not None:
             raise self.raise_on_request
         self.requests.append((iq_id, sender, text))
+        self.iq_types.append(iq_type)
 
 
 class _Everything(MatcherBase):
@@ -88,8 +90,10 @@ async def a_pass() -> None:
 
 @pytest.mark.parametrize("kind", ["set", "get"])
 async def test_api_request_reaches_on_request_without_handler_matching(offline: Offline, kind: str) -> None:
+    # a get too: the dispatcher answers it (bad-request), so its caller learns why
     feed(offline.client, api_iq(kind, text="{&quot;cmd&quot;:&quot;ping&quot;}"))
     assert offline.requests == [("a1", "caller@localhost/cli", '{"cmd":"ping"}')]
+    assert offline.iq_types == [kind]
     assert offline.seen_by_handlers == []
 
 
