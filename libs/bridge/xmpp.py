@@ -40,7 +40,7 @@ from slixmpp.xmlstream.matcher.base import MatcherBase
 
 from ._log_limit import LogLimit, suppressed_note
 from .access import AccessPolicy, bare_jid
-from .config import WorkerConfig
+from .config import WorkerConfig, is_loopback
 from .errors import AuthenticationFailed, CallError, CallTimeout, NotConnected, RemoteError
 from .protocol import NS, ApiError, ApiResult, decode_error, xml_safe
 from .transport import Backoff, OnFatal, OnMessage, OnRequest, Transport
@@ -232,7 +232,9 @@ class XmppTransport(Transport):
         client.enable_direct_tls = False
         client.enable_starttls = cfg.tls != "off"
         client.enable_plaintext = True  # TCP first; STARTTLS upgrades it unless tls=off
-        if cfg.tls != "required":
+        if cfg.tls == "off" or (cfg.tls == "optional" and is_loopback(cfg.host)):
+            # SCRAM without TLS only where no one can listen: to a remote host, "optional"
+            # means TLS when offered and no login when not (not a downgrade to plain text)
             client.plugin["feature_mechanisms"].unencrypted_scram = True
         if cfg.ca_file:
             client.ca_certs = Path(cfg.ca_file)
@@ -384,8 +386,8 @@ class XmppTransport(Transport):
         if self._password_refused:
             reason = f"the server refused the password for {self.config.jid} (check QE_JID / QE_PASSWORD)"
         else:
-            reason = ("the server offered no login method we accept (with QE_TLS=required it must offer "
-                      "STARTTLS; QE_TLS=off/optional allows SCRAM without TLS)")
+            reason = ("the server offered no login method we accept (without STARTTLS, QE_TLS=required never "
+                      "logs in, and QE_TLS=optional only to a loopback host)")
         self._password_refused = False  # decided again at the next attempt
         if self.sessions == 0:
             self._fail(reason)

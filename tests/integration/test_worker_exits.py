@@ -72,15 +72,21 @@ async def test_a_second_login_on_the_same_resource_ends_the_first_worker(fresh_p
     assert len(took_over) == 1, first.log()
 
 
-async def test_an_unreachable_server_is_retried_until_sigterm_which_exits_0(fresh_prosody, tmp_path):
+async def test_an_unreachable_server_is_retried_with_backoff_until_sigterm_which_exits_0(fresh_prosody, tmp_path):
     """Unreachable is not fatal for a worker (the server may come back): it keeps trying with
-    backoff, one line per attempt, and stops cleanly when told to."""
+    the default backoff (0.1-0.2 s, doubling, up to 30 s), one line per attempt, and stops
+    cleanly when told to. No hot loop: over 4 s, at most 6 attempts (even the shortest
+    delays, 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s, leave room for 6)."""
     fresh_prosody.register("worker", "wpw")
     await asyncio.to_thread(fresh_prosody.stop)
+    unreachable = f"cannot reach 127.0.0.1:{fresh_prosody.port}"
     async with _worker(fresh_prosody, "wpw", tmp_path) as worker:
         async with asyncio.timeout(20):
-            while len(_lines(worker, f"cannot reach 127.0.0.1:{fresh_prosody.port}")) < 3:
-                await asyncio.sleep(0.1)  # reading another process's log: nothing to await
+            while not _lines(worker, unreachable):
+                await asyncio.sleep(0.05)  # reading another process's log: nothing to await
+        await asyncio.sleep(4)  # the window attempts are counted over
+        attempts = len(_lines(worker, unreachable))
         worker.signal(signal.SIGTERM)
         assert await worker.wait(15) == 0
+    assert 3 <= attempts <= 6, worker.log()
     assert "Traceback" not in worker.log(tail=1000)

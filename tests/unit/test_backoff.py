@@ -71,3 +71,32 @@ def test_default_random_source_stays_in_bounds() -> None:
     got = delays(b, 50)
     assert all(0.5 <= d <= 4.0 for d in got)
     assert all(2.0 <= d <= 4.0 for d in got[2:])
+
+
+def test_defaults_start_at_a_tenth_of_a_second_and_cap_at_thirty() -> None:
+    b = Backoff(rand=lambda: 1.0)  # the highest draw: each delay is its ceiling
+    assert (b.base, b.cap) == (0.2, 30.0)
+    got = delays(b, 10)
+    assert got[:4] == pytest.approx([0.2, 0.4, 0.8, 1.6])
+    assert max(got) == 30.0 and got[-1] == 30.0
+
+
+@pytest.mark.parametrize("event", ["_on_session_start", "_on_session_resumed"])
+async def test_a_session_or_a_resumption_resets_the_backoff(event: str) -> None:
+    """A link that came back is good news: the next outage starts again from the base delay
+    (not from the long delays an earlier outage had reached)."""
+    from libs.bridge.config import load_config
+    from libs.bridge.xmpp import XmppTransport
+    from tests.support.offline import attach, detach
+
+    config = load_config({"QE_JID": "w@localhost", "QE_PASSWORD": "x", "QE_HOST": "127.0.0.1", "QE_TLS": "off"})
+    transport = XmppTransport(config, "r", keepalive=0)
+    transport._client = client = transport._make_client()
+    attach(client)
+    try:
+        delays(transport.backoff, 7)
+        getattr(transport, event)(None)
+        assert transport.backoff.attempts == 0
+        assert transport.online
+    finally:
+        await detach(client)
