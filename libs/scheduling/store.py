@@ -18,7 +18,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Job", "JobStore", "default_state_dir"]
+__all__ = ["SCHEMA_VERSION", "Job", "JobStore", "StoreVersionError", "default_state_dir"]
+
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of a job file this code writes. A file with a lower version is
+migrated when opened (``_MIGRATIONS``); a higher one is refused (a newer qe-worker made it)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -43,6 +47,15 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, updated_at);
 """
+
+
+# version -> the SQL that brings a file of that version to the next one. Files written before
+# versioning (user_version 0) already have the version 1 layout: nothing to change.
+_MIGRATIONS: dict[int, str] = {0: ""}
+
+
+class StoreVersionError(RuntimeError):
+    """The job file was written by a newer qe-worker; ``str()`` says which file and what to do."""
 
 
 def default_state_dir() -> Path:
@@ -96,7 +109,23 @@ class JobStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Create the schema, or bring an older file up to ``SCHEMA_VERSION``, in one
+        transaction (a crash midway leaves the file as it was)."""
+        with self._tx() as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StoreVersionError(
+                    f"{self.path} is a job file of version {version}, written by a newer qe-worker "
+                    f"(this one reads up to version {SCHEMA_VERSION}): upgrade qe-worker, or point "
+                    "QE_STATE_DIR elsewhere")
+            # statement by statement: executescript() would commit the transaction first
+            for script in (*(_MIGRATIONS[step] for step in range(version, SCHEMA_VERSION)), _SCHEMA):
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Literal, cast
+from typing import Any, Final, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -208,7 +208,7 @@ class Trigger(ABC):
     """When a job fires: an immutable value that answers "what is the next fire time?".
 
     Pure: no clock reads, no IO, safe to share between threads. Subclasses implement
-    :meth:`next_fire`, :meth:`describe` and :meth:`to_spec`; the rest has defaults.
+    :meth:`next_fire`, :meth:`describe` and :meth:`_spec`; the rest has defaults.
     """
 
     __slots__ = ("_jitter",)
@@ -227,9 +227,16 @@ class Trigger(ABC):
     def describe(self) -> str:
         """One line for people, e.g. ``"every 5s"``."""
 
-    @abstractmethod
     def to_spec(self) -> dict[str, Any]:
-        """A JSON-able dict; :func:`trigger_from_spec` turns it back into an equal trigger."""
+        """A JSON-able dict; :func:`trigger_from_spec` turns it back into an equal trigger.
+
+        It carries ``"v": SPEC_VERSION``: specs are stored (job files, persisted tasks), and
+        a later format must be able to tell an old spec from a new one."""
+        return {**self._spec(), "v": SPEC_VERSION}
+
+    @abstractmethod
+    def _spec(self) -> dict[str, Any]:
+        """The spec without its version key."""
 
     def anchored(self, now: datetime) -> Trigger:
         """The trigger to store when a schedule is created at ``now``.
@@ -395,7 +402,7 @@ class IntervalTrigger(Trigger):
             text += f", jitter up to {format_duration(self._jitter)}"
         return text
 
-    def to_spec(self) -> dict[str, Any]:
+    def _spec(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"every": format_duration(self._interval)}
         if self._start is not None:
             spec["start"] = _iso(self._start)
@@ -445,7 +452,7 @@ class DateTrigger(Trigger):
             return f"once at {_iso(self._times[0])}"
         return f"at {len(self._times)} times from {_iso(self._times[0])} to {_iso(self._times[-1])}"
 
-    def to_spec(self) -> dict[str, Any]:
+    def _spec(self) -> dict[str, Any]:
         return {"at": [_iso(t) for t in self._times]}
 
 
@@ -569,7 +576,7 @@ class CronTrigger(Trigger):
             text += f", jitter up to {format_duration(self._jitter)}"
         return text
 
-    def to_spec(self) -> dict[str, Any]:
+    def _spec(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"cron": self._expr, "tz": self._tz}
         if self._jitter:
             spec["jitter"] = format_duration(self._jitter)
@@ -578,10 +585,13 @@ class CronTrigger(Trigger):
 
 # --------------------------------------------------------------------------- specs
 
+SPEC_VERSION: Final = 1
+"""Version of the trigger spec format; a spec without ``"v"`` is version 1 (what users write)."""
+
 _SPEC_KEYS = {
-    "every": frozenset({"every", "start", "jitter"}),
-    "at": frozenset({"at"}),
-    "cron": frozenset({"cron", "tz", "jitter"}),
+    "every": frozenset({"every", "start", "jitter", "v"}),
+    "at": frozenset({"at", "v"}),
+    "cron": frozenset({"cron", "tz", "jitter", "v"}),
 }
 
 
@@ -605,6 +615,11 @@ def trigger_from_spec(spec: dict[str, Any]) -> Trigger:
             f"bad trigger spec {spec!r}: needs exactly one of 'every', 'at', 'cron' (found {found})"
         )
     kind = kinds[0]
+    version = spec.get("v", 1)
+    if isinstance(version, bool) or version != SPEC_VERSION:  # only version 1 so far: nothing to convert
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > SPEC_VERSION
+        raise ValueError(f"bad trigger spec {spec!r}: version {version!r} "
+                         + ("is from a newer qe-worker" if newer else f"is not {SPEC_VERSION}"))
     unknown = sorted(str(key) for key in spec if key not in _SPEC_KEYS[kind])
     if unknown:
         allowed = ", ".join(sorted(_SPEC_KEYS[kind]))

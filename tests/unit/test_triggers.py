@@ -644,7 +644,7 @@ def test_spec_user_input_forms() -> None:
     assert trigger_from_spec({"at": ["2024-05-01T12:00:00Z", 1_714_564_800]}) == DateTrigger([T0])
     cron = trigger_from_spec({"cron": "*/5 * * * *"})
     assert cron == CronTrigger("*/5 * * * *", "UTC")
-    assert cron.to_spec() == {"cron": "*/5 * * * *", "tz": "UTC"}
+    assert cron.to_spec() == {"cron": "*/5 * * * *", "tz": "UTC", "v": 1}
     assert trigger_from_spec({"cron": "0  3 * * *", "tz": "Europe/Berlin", "jitter": 30}).jitter_s == 30.0
 
 
@@ -807,7 +807,7 @@ class _CountingEverySecond(Trigger):
     def describe(self) -> str:
         return "every second"
 
-    def to_spec(self) -> dict[str, Any]:
+    def _spec(self) -> dict[str, Any]:
         return {"every": "1s"}
 
 

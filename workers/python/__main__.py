@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from libs.cli import resource_arg
 
@@ -25,9 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     from libs.startup import startup
 
     startup()
+    from libs.scheduling.store import StoreVersionError
     from workers.python.worker import build
 
-    build(resource=args.resource, public=args.public, maintenance=args.maintenance)
+    try:
+        build(resource=args.resource, public=args.public, maintenance=args.maintenance)
+    except StoreVersionError as exc:  # a job file from a newer qe-worker: say so, touch nothing
+        print(f"qe-worker: {exc}", file=sys.stderr)
+        return 2
     asyncio.get_event_loop().run_forever()
     return 0
 
