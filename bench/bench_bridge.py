@@ -18,8 +18,8 @@ sends, deadline included) to a qe-worker, so the only difference from the baseli
 what answers. The other qe-worker rows are end to end: our ``Client`` calls the worker, with
 XEP-0198 on both streams or on neither.
 
-Target, per server: ours (XEP-0198 on, the default) p50 <= raw's p50 with XEP-0198 + 0.1 ms,
-and throughput >= 1.0x the better raw row. The exit status is 1 when a server misses it.
+Target, per server: ours (XEP-0198 on, the default) p50 <= the faster raw row's p50 + 0.1 ms
+(raw without XEP-0198, in practice), and throughput >= 1.0x the better raw row. The exit status is 1 when a server misses it.
 
     python bench/bench_bridge.py [--seq 3000] [--par 20000] [--inflight 100] [--rounds 3]
                                  [--servers prosody-default,prosody-tuned]
@@ -227,10 +227,10 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, dict[str, floa
             print(f"| {server} | {name} | {row['p50']:.3f} | {row['p99']:.3f} | {rate} | "
                   f"{row['p50'] - anchor_off['p50']:+.3f} ms | {row['p50'] - anchor_on['p50']:+.3f} ms | {ratio} |")
         ours = rows[OURS[0]]
-        p50_ok = ours["p50"] <= anchor_on["p50"] + 0.1
+        p50_ok = ours["p50"] <= min(anchor_off["p50"], anchor_on["p50"]) + 0.1
         rps_ok = ours["rps"] >= best_raw
         met = met and p50_ok and rps_ok
-        print(f"| {server} | **target** (ours, XEP-0198 on: p50 <= raw's with XEP-0198 + 0.1 ms; "
+        print(f"| {server} | **target** (ours, XEP-0198 on: p50 <= the faster raw's + 0.1 ms; "
               f"throughput >= 1.0x the better raw) | {'met' if p50_ok else 'MISSED'} | | "
               f"{'met' if rps_ok else 'MISSED'} | | | |")
     return met

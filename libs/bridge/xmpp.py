@@ -54,6 +54,10 @@ _API_TAG = f"{{{NS}}}api"
 _PING_TAG = "{urn:xmpp:ping}ping"
 _SM_REQUEST_ACK = "{urn:xmpp:sm:3}r"
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+# How long an XEP-0198 ack may wait, to cover every <r/> of that time with one <a/>. Only
+# where each read is ACKed at once by the kernel (_ack_each_read); elsewhere at the end of the
+# loop pass (see XmppTransport._enable_stream_management).
+_ACK_DELAY = 0.02 if _TCP_QUICKACK is not None else 0.0
 _ERROR_TYPES = {
     "bad-request": "modify",
     "not-acceptable": "modify",
@@ -205,6 +209,7 @@ class XmppTransport(Transport):
         self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._log_limit = LogLimit()  # lines that other people's traffic causes
         self._ack_due = False
+        self._ack_delay = _ACK_DELAY
         self._filters_seen: tuple[tuple[Any, ...], ...] = ()
         self._filters_sync = False
 
@@ -257,15 +262,18 @@ class XmppTransport(Transport):
         return client
 
     def _enable_stream_management(self, client: slixmpp.ClientXMPP) -> None:
-        """XEP-0198, with acks answered at the end of the event-loop pass.
+        """XEP-0198, with acks coalesced where that costs no latency.
 
         Prosody asks for an ack whenever it has unacknowledged stanzas and no request out
-        (smacks_max_unacked_stanzas = 0). One answer per loop pass covers every ``<r/>`` read
-        in it, and rides in the same write as an answer we send in that pass
-        (``_send_now``), so acks cost no extra stanza under load. They must not wait longer:
-        with Nagle on the server (its default), a lone ``<r/>`` left unanswered holds the
-        server's next write to us until we send something; a 20 ms ack delay made every
-        sequential call take 22 ms on a stock Prosody (bench/RESULTS.md, 2026-12-03).
+        (smacks_max_unacked_stanzas = 0), and asks no more until it is answered. Answering
+        every ``<r/>`` at once costs the server an ``<a/>`` in and an ``<r/>`` out per call
+        (~0.1 ms p50 a call, bench_bridge.py). Answering once per ``_ACK_DELAY`` covers all
+        stanzas received meanwhile, but with Nagle on the server (its default) a lone
+        ``<r/>`` that we do not ACK at the TCP level holds the server's next write to us: a
+        20 ms ack delay made every sequential call take 22 ms on a stock Prosody
+        (bench/RESULTS.md, 2026-12-03). So the delay is used only where the kernel ACKs each
+        read at once (``_ack_each_read``, Linux); elsewhere the ack goes at the end of the
+        loop pass, in the same write as an answer sent in that pass (``_send_now``).
         """
         client.register_plugin("xep_0198", {"window": 20})
         client.add_event_handler("sm_enabled", lambda _e: self._set_resumable(True))
@@ -521,7 +529,11 @@ class XmppTransport(Transport):
     def _on_ack_request(self, _request: Any) -> None:
         if not self._ack_due:
             self._ack_due = True
-            asyncio.get_running_loop().call_soon(self._send_ack)
+            loop = asyncio.get_running_loop()
+            if self._ack_delay:
+                loop.call_later(self._ack_delay, self._send_ack)
+            else:
+                loop.call_soon(self._send_ack)
 
     def _send_ack(self) -> None:
         """The ack the server asked for, unless an answer written meanwhile carried it."""
@@ -622,7 +634,7 @@ class XmppTransport(Transport):
                         return
             if isinstance(data, StanzaBase):
                 text = tostring(data.xml, xmlns=client.default_ns, stream=client, top_level=True)
-                if self._ack_due:  # the XEP-0198 answer rides in the same write
+                if self._ack_due and not self._ack_delay:  # the XEP-0198 answer rides in the same write
                     self._ack_due = False
                     text += _ack_xml(client.plugin["xep_0198"].handled)
                 client.send_raw(text)

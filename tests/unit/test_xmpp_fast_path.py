@@ -139,7 +139,8 @@ async def test_xep_0198_still_counts_requests_taken_early(offline_sm: Offline) -
     assert len(offline_sm.requests) == 2
 
 
-async def test_ack_requests_of_one_loop_pass_get_one_ack_at_its_end(offline_sm: Offline) -> None:
+async def test_without_quickack_acks_go_at_the_end_of_the_loop_pass(offline_sm: Offline) -> None:
+    offline_sm.transport._ack_delay = 0.0  # where the kernel cannot ACK each read at once
     feed(offline_sm.client, api_iq(iq_id="1"))
     feed(offline_sm.client, f"<r xmlns='{SM}'/>")
     feed(offline_sm.client, f"<r xmlns='{SM}'/>")
@@ -151,15 +152,31 @@ async def test_ack_requests_of_one_loop_pass_get_one_ack_at_its_end(offline_sm: 
     assert offline_sm.sock.written[1:] == [b'<a xmlns="urn:xmpp:sm:3" h="1" />']
 
 
-async def test_ack_rides_in_the_write_of_an_answer_sent_in_the_same_pass(offline_sm: Offline) -> None:
+async def test_without_quickack_the_ack_rides_in_the_write_of_an_answer(offline_sm: Offline) -> None:
     """With Nagle on the server, a lone <r/> left unanswered holds the server's next write
     to us; answering in the same write as the result costs no extra stanza or packet."""
+    offline_sm.transport._ack_delay = 0.0
     feed(offline_sm.client, api_iq(iq_id="1") + f"<r xmlns='{SM}'/>")
     answer = ApiResult("1", "caller@localhost/cli", "{}")
     offline_sm.transport.send_answer(answer)
     assert offline_sm.sock.written == [queued_bytes(offline_sm.client, answer) + b'<a xmlns="urn:xmpp:sm:3" h="1" />']
     await a_pass()
     assert len(offline_sm.sock.written) == 1  # not answered twice
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux only")
+async def test_with_quickack_acks_are_coalesced_and_never_ride_with_answers(offline_sm: Offline) -> None:
+    """Where the kernel ACKs each read at once, a late <a/> stalls nothing, and one per
+    _ACK_DELAY spares the server an <a/> in and an <r/> out per call."""
+    assert offline_sm.transport._ack_delay > 0
+    feed(offline_sm.client, api_iq(iq_id="1") + f"<r xmlns='{SM}'/>")
+    answer = ApiResult("1", "caller@localhost/cli", "{}")
+    offline_sm.transport.send_answer(answer)
+    feed(offline_sm.client, f"<r xmlns='{SM}'/>")
+    await a_pass()
+    assert offline_sm.sock.written == [queued_bytes(offline_sm.client, answer)]
+    stanzas = await offline_sm.sock.wait_for(2)
+    assert [s.tag for s in stanzas] == ["iq", f"{{{SM}}}a"] and stanzas[1].get("h") == "1"
 
 
 class _SocketSpy:
