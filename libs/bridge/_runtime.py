@@ -27,6 +27,7 @@ __all__ = [
     "install_signal_handlers",
     "main_loop",
     "remove_shutdown_hook",
+    "request_stop",
     "set_config",
     "set_main_loop",
     "shutdown",
@@ -143,9 +144,7 @@ def install_signal_handlers(
             log.warning("%s again: stopping now", signame)
             loop.stop()
             return
-        _RT.shutting_down = True
-        log.info("%s received: shutting down", signame)
-        loop.create_task(_shutdown_then_stop(loop, timeout_getter()))
+        _begin_stop(loop, timeout_getter(), f"{signame} received")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -153,6 +152,29 @@ def install_signal_handlers(
         except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - non-Unix
             return False
     return True
+
+
+def request_stop(loop: asyncio.AbstractEventLoop, timeout: float, why: str) -> bool:
+    """Do what SIGTERM does, on request from code (``App.stop()``): run the shutdown hooks
+    within ``timeout`` s, then stop ``loop``. Call on ``loop``'s thread; at most once
+    happens, a request during a shutdown changes nothing.
+
+    Returns False, doing nothing, if ``loop`` is not one whose signals this module handles:
+    then a program around us runs the loop (``asyncio.run``) and stopping it under that
+    program would break it; the caller closes what it owns instead.
+    """
+    with _RT.lock:
+        if _RT.signals_installed_on is not loop:
+            return False
+    if not _RT.shutting_down:
+        _begin_stop(loop, timeout, why)
+    return True
+
+
+def _begin_stop(loop: asyncio.AbstractEventLoop, timeout: float, why: str) -> None:
+    _RT.shutting_down = True
+    log.info("%s: shutting down", why)
+    loop.create_task(_shutdown_then_stop(loop, timeout))
 
 
 async def _shutdown_then_stop(loop: asyncio.AbstractEventLoop, timeout: float) -> None:

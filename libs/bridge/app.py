@@ -6,7 +6,9 @@ Compatible with QE python-worker's legacy bridge (``App.xmpp.onapi``, ``App.xmpp
 - the constructor never blocks and needs no running loop: it connects once the loop runs;
 - ``public`` defaults to False: a worker answers only its own account and ``QE_ALLOW``;
 - a handler returning None gives the caller ``unknown-command`` instead of ``{}``;
-- callback errors are logged with the request id and answered as ``handler-error``.
+- callback errors are logged with the request id and answered as ``handler-error``; that
+  includes ``SystemExit``/``KeyboardInterrupt`` and a handler's own ``CancelledError``, so
+  that no handler ends the worker or makes it look shut down (``App.stop()`` stops it).
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ class App:
         self._keepalive = self.config.keepalive if keepalive is None else keepalive
         self._exit_on_fatal = exit_on_fatal
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._stopping: asyncio.Task[None] | None = None
         self._on_start: list[Callable[[], object]] = []
         self._on_close: list[Callable[[float], Awaitable[None]]] = []
         self.transport: XmppTransport | None = None
@@ -183,6 +187,7 @@ class App:
         timeout = self.config.shutdown_timeout if timeout is None else timeout
         end = self.loop.time() + timeout
         _runtime.remove_shutdown_hook(self.close)
+        self._closing = True
         self.dispatcher.accepting = False
         hooks, self._on_close = self._on_close, []
         for hook in hooks:
@@ -203,6 +208,28 @@ class App:
         if self.transport is not None:
             await self.transport.close(max(0.5, end - self.loop.time()))
 
+    def stop(self) -> None:
+        """Stop the worker from code, as SIGTERM would: stop taking requests, let running
+        ones finish within ``QE_SHUTDOWN_TIMEOUT`` (the caller's own included: a handler
+        that calls ``stop()`` and returns gets its answer sent), stop timers and periodic
+        tasks, leave the server, then stop the main loop, so that the script's
+        ``run_forever()`` returns and the process exits 0 unless the script says otherwise.
+
+        Returns at once; callable from any thread. This is the way for a handler to stop
+        the worker: ``SystemExit`` or ``KeyboardInterrupt`` raised in a handler is answered
+        ``handler-error`` and does not. In a program that runs the loop itself (``App``
+        created inside ``asyncio.run()``, signals not handled by us) only this worker
+        closes; the program decides when to end.
+        """
+        self.loop.call_soon_threadsafe(self._stop)
+
+    def _stop(self) -> None:
+        if _runtime.request_stop(self.loop, self.config.shutdown_timeout, f"{self.jid}: App.stop() called"):
+            return
+        if self._stopping is None:
+            log.info("%s: App.stop() called: closing this worker", self.jid)
+            self._stopping = self.loop.create_task(self.close())
+
     # -- incoming -----------------------------------------------------------------------
 
     def _spawn(self, coro: Any) -> None:
@@ -222,10 +249,19 @@ class App:
         try:
             answer: ApiResult | ApiError = await self.dispatcher.handle(iq_id, sender, text, iq_type)
         except asyncio.CancelledError:
-            answer = ApiError(iq_id, sender, "unavailable", "the worker shut down before the request finished")
-            if self.transport is not None:
-                self.transport.send_answer(answer)
-            raise
+            # The dispatcher let it through: the request's task was cancelled. While we close,
+            # that is close() giving up on it. Otherwise it was not the worker (which cancels
+            # requests only there): the handler cancelled its own task
+            # (asyncio.current_task().cancel()), and "the worker shut down" would be untrue.
+            if self._closing:
+                answer = ApiError(iq_id, sender, "unavailable", "the worker shut down before the request finished")
+                if self.transport is not None:
+                    self.transport.send_answer(answer)
+                raise
+            log.error("request %s from %s: its task was cancelled while the worker runs, not by the worker",
+                      iq_id, sender, exc_info=True)
+            self.dispatcher.stats.failed += 1
+            answer = ApiError(iq_id, sender, "handler-error", "the handler was cancelled (CancelledError)")
         if self.transport is not None:
             self.transport.send_answer(answer)
 
@@ -240,10 +276,22 @@ class App:
         self._spawn(self._deliver(receiver, specs))
 
     async def _deliver(self, receiver: MessageHandler, specs: MessageSpecs) -> None:
+        # As for requests (Dispatcher._handler_error, _serve): nothing the receiver raises
+        # ends the worker; only close() cancelling it is a cancellation.
         try:
             await receiver(specs)
         except Exception:
             log.exception("msgreceiver failed on a message from %s", specs.fromjid)
+        except asyncio.CancelledError:
+            if self._closing:
+                raise
+            log.error("msgreceiver was cancelled, not by the worker, on a message from %s", specs.fromjid,
+                      exc_info=True)
+        except GeneratorExit:
+            raise
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt
+            log.error("msgreceiver raised %s on a message from %s; the worker keeps running (App.stop() stops it)",
+                      type(exc).__name__, specs.fromjid, exc_info=True)
 
     def _reply(self, to: str, body: str | dict[str, Any]) -> None:
         self.sendtojid(to, body)

@@ -41,6 +41,18 @@ ApiHandler = Callable[[APISpecs], Awaitable[dict[str, Any] | None]]
 MessageHandler = Callable[[MessageSpecs], Awaitable[None]]
 
 
+def _cancel_requested() -> bool:
+    """Whether someone cancelled the task we run in (``Task.cancelling()``).
+
+    That is how a ``CancelledError`` of the worker's shutdown, or of whoever awaits
+    ``handle()``/``execute()``, differs from one the handler raised itself or let out of a
+    future that someone else cancelled: only the first must propagate. Our own deadline
+    needs no check here: ``asyncio.timeout`` turns its cancellation into ``TimeoutError``.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 @dataclass
 class DispatchStats:
     received: int = 0
@@ -75,8 +87,10 @@ class Dispatcher:
         self._log_limit = LogLimit()  # lines that other people's traffic causes
 
     async def handle(self, iq_id: str, sender: str, text: str | None, iq_type: str = "set") -> ApiResult | ApiError:
-        """Never raises (except cancellation): every outcome is an answer to send. ``iq_type``
-        is the type of the IQ that carried ``text`` (only ``set`` is a request)."""
+        """Never raises, except ``CancelledError`` when the task running it is cancelled:
+        every outcome is an answer to send, whatever the handler raised (``SystemExit``,
+        ``KeyboardInterrupt`` and a ``CancelledError`` of its own included). ``iq_type`` is
+        the type of the IQ that carried ``text`` (only ``set`` is a request)."""
         self.stats.received += 1
         return self._count(await self._handle(iq_id, sender, text, iq_type))
 
@@ -173,11 +187,19 @@ class Dispatcher:
             return ApiError(request.id, request.sender, exc.code, exc.message)
         except TimeoutError as exc:
             if deadline is None or not deadline.expired():  # the handler's own timeout, not our deadline
-                return self._handler_error(request, role, f"TimeoutError: {exc}")
+                return self._handler_error(request, role, exc)
             log.warning("%r (%s) from %s ran past its deadline and was cancelled", request.cmd, request.id, request.sender)
             return ApiError(request.id, request.sender, "expired", "the request's deadline passed while it ran")
         except Exception as exc:
-            return self._handler_error(request, role, f"{type(exc).__name__}: {exc}")
+            return self._handler_error(request, role, exc)
+        except asyncio.CancelledError as exc:
+            if _cancel_requested():
+                raise  # our task was cancelled (the worker's shutdown, or whoever awaits us): not an answer
+            return self._handler_error(request, role, exc)  # raised by the handler, or a future it awaited
+        except GeneratorExit:
+            raise  # the coroutine is being closed: it must not go on to answer
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: the handler's, not the worker's
+            return self._handler_error(request, role, exc)
         if result is None:
             return ApiError(request.id, request.sender, "unknown-command", f"unknown command {request.cmd!r}")
         return encode_result(request, result, max_payload=self.max_payload)
@@ -191,10 +213,28 @@ class Dispatcher:
                 result = await fallback(specs)
         return result
 
-    def _handler_error(self, request: ApiRequest, role: Role, detail: str) -> ApiError:
-        log.exception("handler for %r failed (request %s from %s)", request.cmd, request.id, request.sender)
-        if role is Role.PUBLIC:  # strangers learn that it failed, not why
-            detail = detail.split(":", 1)[0]
+    def _handler_error(self, request: ApiRequest, role: Role, exc: BaseException) -> ApiError:
+        """The ``handler-error`` answer for a handler that raised ``exc``, logged once at ERROR.
+
+        A handler runs on the worker's behalf, so nothing it raises may end the worker or be
+        mistaken for the worker's own doing: ``SystemExit``/``KeyboardInterrupt`` are answered
+        like any error (``App.stop()`` is how a handler stops the worker), and a
+        ``CancelledError`` the worker did not cause says so instead of ``unavailable``.
+        """
+        name = type(exc).__name__
+        if isinstance(exc, asyncio.CancelledError):
+            log.error("handler for %r was cancelled, not by the worker (request %s from %s)",
+                      request.cmd, request.id, request.sender, exc_info=exc)
+            detail = f"the handler was cancelled ({name})"  # our words: nothing of the handler's to hide
+        else:
+            if isinstance(exc, Exception):
+                log.error("handler for %r failed (request %s from %s)", request.cmd, request.id, request.sender,
+                          exc_info=exc)
+            else:
+                log.error("handler for %r raised %s (request %s from %s); answered as an error, the worker keeps "
+                          "running (App.stop() stops it)", request.cmd, name, request.id, request.sender, exc_info=exc)
+            # strangers learn that it failed, not why
+            detail = name if role is Role.PUBLIC else f"{name}: {exc}"
         return ApiError(request.id, request.sender, "handler-error", f"{request.cmd!r} failed: {detail}")
 
     def message(

@@ -465,7 +465,7 @@ class _Engine:
                 start = clock()
                 try:
                     error = call(t)
-                except BaseException:  # SystemExit & co. would only end this worker thread
+                except BaseException:  # pragma: no cover - _call catches what callbacks raise
                     log.exception("timer %s: callback raised in a worker thread", t._name)
                 finally:
                     end = clock()
@@ -509,7 +509,7 @@ class _Engine:
                 start = clock()
                 try:
                     error = call(t)
-                except BaseException:  # KeyboardInterrupt/SystemExit: let the loop see it
+                except BaseException:  # pragma: no cover - _call catches what callbacks raise
                     runs += (t, deadline, start, clock(), True)
                     raise
                 runs += (t, deadline, start, clock(), error)
@@ -549,12 +549,21 @@ class _Engine:
 
     @staticmethod
     def _call(t: _Timer) -> bool:
-        """Call a plain callback; returns True if it failed (logged)."""
+        """Call a plain callback; returns True if it failed (logged).
+
+        Whatever it raises is its failure, ``SystemExit`` and ``KeyboardInterrupt``
+        included: on the loop's thread they would end ``run_forever()`` -- the whole worker,
+        without its shutdown -- and on a pool thread that thread. ``App.stop()`` is how a
+        callback stops the worker.
+        """
         try:
             kwargs = t._kwargs
             result = t._callback(*t._args, **kwargs) if kwargs else t._callback(*t._args)
         except Exception:
             log.exception("timer %s: callback raised", t._name)
+            return True
+        except BaseException as exc:
+            _log_exit(t, exc)
             return True
         if result is not None and inspect.isawaitable(result):
             if inspect.iscoroutine(result):
@@ -572,7 +581,7 @@ class _Engine:
         try:
             kwargs = t._kwargs
             coro = t._callback(*t._args, **kwargs) if kwargs else t._callback(*t._args)
-            task = asyncio.ensure_future(coro, loop=t._loop)
+            task = asyncio.ensure_future(_contained(t, coro), loop=t._loop)
         except Exception:
             log.exception("timer %s: callback raised", t._name)
             end = self.clock()
@@ -586,9 +595,12 @@ class _Engine:
         end = self.clock()
         self.tasks.discard(task)
         error = False
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            error = True
-            log.error("timer %s: callback raised", t._name, exc_info=exc)
+        if not task.cancelled():
+            if (exc := task.exception()) is not None:
+                error = True
+                log.error("timer %s: callback raised", t._name, exc_info=exc)
+            else:
+                error = task.result() is _EXITED
         with self.lock:
             self._finish_locked(t, deadline, start, end, error)
 
@@ -660,6 +672,24 @@ class _Engine:
             if not await asyncio.to_thread(self.wait_idle, left):
                 log.warning("%d timer callback(s) still running after shutdown", self.busy)
         log.debug("shutdown: stopped %d timer(s)", len(timers))
+
+
+_EXITED: Final = object()  # what _contained returns for a run that raised SystemExit & co.
+
+
+def _log_exit(t: _Timer, exc: BaseException) -> None:
+    log.error("timer %s: callback raised %s; the worker keeps running (App.stop() stops it)",
+              t._name, type(exc).__name__, exc_info=exc)
+
+
+async def _contained(t: _Timer, coro: Any) -> Any:
+    """Await an ``async def`` callback's run so that ``SystemExit``/``KeyboardInterrupt``
+    end the run, not the event loop (a Task re-raises them out of ``run_forever()``)."""
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as exc:
+        _log_exit(t, exc)
+        return _EXITED
 
 
 def _call_soon_threadsafe(loop: Loop, fn: Callable[[], None]) -> None:

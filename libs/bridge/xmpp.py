@@ -310,6 +310,13 @@ class XmppTransport(Transport):
             return
         client.cancel_connection_attempt()
         if client.transport is not None:
+            # XEP-0198: acknowledge what we received before we end the stream. The server
+            # takes a stanza we did not acknowledge as undelivered and bounces it to its
+            # sender when the session ends (Prosody: recipient-unavailable): the answer to
+            # our last call, back at the worker that sent it.
+            sm = client.plugin.get("xep_0198", None)
+            if sm is not None and sm.enabled_in:
+                sm.send_ack()
             try:
                 await asyncio.wait_for(client.disconnect(wait=min(2.0, timeout)), timeout)
             except (TimeoutError, asyncio.CancelledError):

@@ -571,14 +571,17 @@ class PeriodicTask:
         error: BaseException | None = None
         try:
             result = await self._call()
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            # SystemExit & co. included: raised in a task they would end run_forever(), the
+            # whole worker without its shutdown; App.stop() is how a task stops the worker.
             error = exc
             self._error_count += 1
             self._last_error = f"{type(exc).__name__}: {exc}"
             # an exception class may set ``log_traceback = False`` when its message says all
             traceback = exc if getattr(exc, "log_traceback", True) else None
-            log.error("periodic task %r: run for %s failed: %s", self._name, _iso(run_for), exc, exc_info=traceback)
-        except BaseException as exc:  # cancelled by stop(), or SystemExit & co.: not ours
+            what = exc if isinstance(exc, Exception) else f"{self._last_error} (the worker keeps running)"
+            log.error("periodic task %r: run for %s failed: %s", self._name, _iso(run_for), what, exc_info=traceback)
+        except BaseException as exc:  # cancelled by stop()
             error = exc
             raise
         finally:

@@ -80,6 +80,30 @@ async def test_exit_codes(worker, owner_env, prosody, accounts):
     assert code == 5 and "cannot reach" in err and err.count("\n") == 1
 
 
+async def test_a_call_leaves_nothing_bounced_on_the_worker(worker, owner_env, login):
+    """A call ends cleanly for the worker too. Every ``qe-worker call`` used to send the worker
+    an error back: the CLI closed its stream before it had acknowledged (XEP-0198) the
+    worker's answer, so when its session ended Prosody (mod_smacks) bounced that
+    "unacknowledged" answer to the worker as ``recipient-unavailable``."""
+    seen_errors: list[str] = []
+
+    def spy(stanza):
+        if stanza.xml.get("type") == "error":
+            seen_errors.append(str(stanza))
+        return stanza
+
+    worker.transport._client.add_filter("in", spy)
+    code, out, err = await qe("call", worker.jid, "echo", '{"a": 1}', env=owner_env)
+    assert (code, json.loads(out)) == (0, {"a": 1}), err
+    # Prosody sends such a bounce while it ends the CLI's session, in the same step as its
+    # own end of stream, which the CLI waits for before it exits. A call made after that
+    # reaches the worker behind the bounce on the same connection: once it is answered, a
+    # bounce would have been seen.
+    other = await login("worker")
+    assert await other.call(worker.jid, "ping", timeout=10) == {"pong": True}
+    assert seen_errors == []
+
+
 async def test_config_errors_are_one_line(worker, owner_env):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QE_")}
     code, out, err = await qe("ping", worker.jid, env={**env, "QE_JID": ""})

@@ -250,3 +250,132 @@ async def test_per_caller_limit_counts_waiting_requests(make_worker: Any) -> Non
     assert result_of(await w.answer(waits)) == {"ok": True}
     assert result_of(await w.answer(owner)) == {"ok": True}
     assert w.app.dispatcher._per_caller == {}
+
+
+# -- what a handler raises cannot end the worker or speak for it ------------------------------
+
+
+def answer_text(iq: ET.Element) -> str:
+    return str(json.loads(iq.find(API).text)["error"]["message"])  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("wait", [False, True], ids=["at-once", "after-a-wait"])
+async def test_system_exit_keyboard_interrupt_and_own_cancelled_error_each_get_their_answer(
+        make_worker: Any, wait: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """The worker lives on: each caller gets ``handler-error`` naming what was raised (not
+    ``unavailable``, not a timeout), and the next request is served."""
+    w = await make_worker()
+    raised: dict[str, BaseException] = {
+        "exit": SystemExit(3), "interrupt": KeyboardInterrupt(), "cancelled": asyncio.CancelledError()}
+
+    @w.app.command("raise")
+    async def raise_(specs: APISpecs) -> dict[str, Any]:
+        if wait:
+            await asyncio.sleep(0.001)
+        raise raised[specs.body["what"]]
+
+    ids = {}
+    for what in raised:
+        iq_id, data = w.stanza("raise", {"what": what}, deadline_ms=now_ms() + 60_000)
+        ids[what] = iq_id
+        with caplog.at_level("ERROR"):
+            await w.arrive(data)
+    answers = {what: await w.answer(iq_id) for what, iq_id in ids.items()}
+    assert {what: error_of(a) for what, a in answers.items()} == dict.fromkeys(raised, "handler-error")
+    assert "SystemExit: 3" in answer_text(answers["exit"])
+    assert "KeyboardInterrupt" in answer_text(answers["interrupt"])
+    assert "the handler was cancelled" in answer_text(answers["cancelled"])
+    ping, data = w.stanza("ping")
+    await w.arrive(data)
+    assert result_of(await w.answer(ping)) == {"pong": True}
+    await asyncio.sleep(0)
+    assert not w.app._tasks
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 3 and all("'raise'" in r.getMessage() for r in errors)  # once each, by command name
+    assert w.app.dispatcher.stats.failed == 3
+
+
+async def test_a_handler_cancelling_its_own_task_is_handler_error_not_unavailable(make_worker: Any) -> None:
+    w = await make_worker()
+
+    @w.app.command("quit")
+    async def quit_(specs: APISpecs) -> dict[str, Any]:
+        asyncio.current_task().cancel()  # type: ignore[union-attr]
+        await asyncio.sleep(1)
+        return {}
+
+    iq_id, data = w.stanza("quit", deadline_ms=now_ms() + 60_000)
+    await w.arrive(data)
+    answer = await w.answer(iq_id)
+    assert error_of(answer) == "handler-error"
+    assert "the handler was cancelled" in answer_text(answer)
+    assert w.app.dispatcher.accepting  # not shutting down
+
+
+async def test_shutdown_is_still_unavailable_when_a_handler_swaps_the_cancelled_error(make_worker: Any) -> None:
+    w = await make_worker()
+    waiting = asyncio.Event()
+
+    @w.app.command("swap")
+    async def swap(specs: APISpecs) -> dict[str, Any]:
+        waiting.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise asyncio.CancelledError("my own") from None
+        return {}
+
+    iq_id, data = w.stanza("swap")
+    await w.arrive(data)
+    await asyncio.wait_for(waiting.wait(), 2)
+    await w.app.close(0.3)
+    assert error_of(w.answers()[iq_id]) == "unavailable"
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt(), asyncio.CancelledError()],
+                         ids=["exit", "keyboard-interrupt", "cancelled"])
+async def test_a_msgreceiver_that_raises_does_not_end_the_worker(
+        make_worker: Any, exc: BaseException, caplog: pytest.LogCaptureFixture) -> None:
+    w = await make_worker()
+    got = asyncio.Event()
+
+    async def receiver(specs: Any) -> None:
+        got.set()
+        await asyncio.sleep(0)
+        raise exc
+
+    w.app.xmpp.msgreceiver = receiver
+    message = f"<message type='chat' from='{OWNER}' to='{w.app.jid}'><body>hi</body></message>".encode()
+    with caplog.at_level("ERROR"):
+        await w.arrive(message)
+        await asyncio.wait_for(got.wait(), 2)
+        ping, data = w.stanza("ping")
+        await w.arrive(data)
+        assert result_of(await w.answer(ping)) == {"pong": True}
+        for _ in range(3):
+            await asyncio.sleep(0)
+    assert not w.app._tasks
+    (logged,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "msgreceiver" in logged.getMessage()
+
+
+async def test_stop_from_a_handler_answers_it_then_closes_the_worker(make_worker: Any) -> None:
+    """In a program that runs the loop itself (signals not ours), ``App.stop()`` closes the
+    worker; the handler that asked still gets its answer."""
+    w = await make_worker(QE_SHUTDOWN_TIMEOUT="0.5")  # the fake socket never answers our goodbye
+
+    @w.app.command("stop")
+    async def stop(specs: APISpecs) -> dict[str, Any]:
+        w.app.stop()
+        await asyncio.sleep(0.01)
+        return {"stopping": True}
+
+    iq_id, data = w.stanza("stop")
+    await w.arrive(data)
+    assert result_of(await w.answer(iq_id)) == {"stopping": True}
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert w.app._stopping is not None
+    await asyncio.wait_for(w.app._stopping, 5)
+    assert not w.app.dispatcher.accepting
+    assert w.app.transport is not None and w.app.transport._closing

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import time
 from typing import Any
 
@@ -396,6 +397,142 @@ async def test_cancelling_the_caller_reaches_a_waiting_handler() -> None:
         await task
     assert cleaned.is_set()
     assert d.stats.in_flight == 0 and d._per_caller == {}
+
+
+# -- what a handler raises cannot end the worker or speak for it ----------------------------
+
+
+def raising(exc: BaseException, *, wait: bool) -> Any:
+    """A handler that raises ``exc``, at once or after a real wait (the dispatcher runs the
+    first step itself and hands the rest to asyncio: both paths must answer alike)."""
+
+    async def handler(specs: APISpecs) -> dict[str, Any]:
+        if wait:
+            await asyncio.sleep(0.001)
+        raise exc
+
+    return handler
+
+
+def errors_logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "libs.bridge.dispatch" and r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("wait", [False, True], ids=["at-once", "after-a-wait"])
+@pytest.mark.parametrize("exc", [SystemExit(3), SystemExit("bye"), KeyboardInterrupt()],
+                         ids=["exit-3", "exit-text", "keyboard-interrupt"])
+async def test_system_exit_and_keyboard_interrupt_from_a_handler_are_handler_errors(
+        exc: BaseException, wait: bool, caplog: pytest.LogCaptureFixture) -> None:
+    d = make(public=True)
+    d.commands["work"] = raising(exc, wait=wait)
+    with caplog.at_level(logging.ERROR, logger="libs.bridge.dispatch"):
+        err = error_of(await d.handle("i", OWNER, req("work", deadline_ms=now_ms() + 60_000)), "handler-error")
+        stranger = error_of(await d.handle("j", STRANGER, req("work")), "handler-error")
+    name = type(exc).__name__
+    assert err.message == f"'work' failed: {name}: {exc}"
+    assert stranger.message == f"'work' failed: {name}"  # the type, never the text, for strangers
+    logged = errors_logged(caplog)
+    assert len(logged) == 2  # once per request
+    assert "'work'" in logged[0].getMessage() and name in logged[0].getMessage()
+    assert "App.stop()" in logged[0].getMessage()
+    assert logged[0].exc_info is not None and logged[0].exc_info[1] is exc
+    assert (d.stats.failed, d.stats.in_flight, d._per_caller) == (2, 0, {})
+
+
+@pytest.mark.parametrize("wait", [False, True], ids=["at-once", "after-a-wait"])
+@pytest.mark.parametrize("deadline", [None, 60_000], ids=["no-deadline", "deadline"])
+async def test_a_handlers_own_cancelled_error_is_handler_error_not_unavailable_or_expired(
+        wait: bool, deadline: int | None, caplog: pytest.LogCaptureFixture) -> None:
+    d = make()
+    d.commands["work"] = raising(asyncio.CancelledError("secret"), wait=wait)
+    with caplog.at_level(logging.ERROR, logger="libs.bridge.dispatch"):
+        err = error_of(await d.handle("i", OWNER, req("work", deadline_ms=deadline and now_ms() + deadline)),
+                       "handler-error")
+    assert err.message == "'work' failed: the handler was cancelled (CancelledError)"
+    assert err.condition == "internal-server-error"
+    (logged,) = errors_logged(caplog)
+    assert "'work'" in logged.getMessage() and "not by the worker" in logged.getMessage()
+    assert (d.stats.failed, d.stats.expired, d.stats.in_flight) == (1, 0, 0)
+
+
+async def test_awaiting_a_future_someone_else_cancelled_is_handler_error() -> None:
+    """The usual way a handler meets a CancelledError that is not ours: it awaits a task or
+    future that other code cancelled."""
+    d = make()
+
+    async def awaits_a_cancelled_task(specs: APISpecs) -> dict[str, Any]:
+        other = asyncio.ensure_future(asyncio.sleep(10))
+        asyncio.get_running_loop().call_soon(other.cancel)
+        await other
+        return {}
+
+    d.commands["work"] = awaits_a_cancelled_task
+    err = error_of(await d.handle("i", OWNER, req("work", deadline_ms=now_ms() + 60_000)), "handler-error")
+    assert "the handler was cancelled" in err.message
+
+
+async def test_cancelling_the_task_still_propagates_even_if_the_handler_raises_a_new_cancelled_error() -> None:
+    """Cancellation from outside (the worker's shutdown, a stopped scheduled job) must reach
+    whoever awaits the dispatcher, also when the handler swaps the CancelledError for its own."""
+    d = make()
+    waiting = asyncio.Event()
+
+    async def swaps(specs: APISpecs) -> dict[str, Any]:
+        waiting.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise asyncio.CancelledError("the handler's own words") from None
+        return {}
+
+    d.commands["work"] = swaps
+    task = asyncio.ensure_future(d.handle("i", OWNER, req("work", deadline_ms=now_ms() + 60_000)))
+    await asyncio.wait_for(waiting.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert (d.stats.failed, d.stats.in_flight, d._per_caller) == (0, 0, {})
+
+
+async def test_deadline_is_still_expired_when_the_handler_swaps_the_cancelled_error() -> None:
+    d = make()
+
+    async def swaps(specs: APISpecs) -> dict[str, Any]:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise asyncio.CancelledError("the handler's own words") from None
+        return {}
+
+    d.commands["work"] = swaps
+    error_of(await d.handle("i", OWNER, req("work", deadline_ms=now_ms() + 30)), "expired")
+
+
+@pytest.mark.parametrize("exc", [SystemExit(1), KeyboardInterrupt(), asyncio.CancelledError()],
+                         ids=["exit", "keyboard-interrupt", "cancelled"])
+async def test_scheduled_runs_contain_what_the_handler_raises_too(exc: BaseException) -> None:
+    """``execute()`` (scheduled jobs) runs the same user code: same answers."""
+    from libs.bridge.access import Role
+    from libs.bridge.protocol import ApiRequest
+
+    d = make()
+    d.commands["work"] = raising(exc, wait=True)
+    answer = await d.execute(ApiRequest(id="job-1", sender=OWNER, cmd="work", body={}), Role.OWNER)
+    error_of(answer, "handler-error")
+
+
+async def test_closing_the_dispatchers_coroutine_is_not_answered(caplog: pytest.LogCaptureFixture) -> None:
+    """A coroutine being closed (GeneratorExit: a pending task garbage-collected, a loop
+    closed under it) must just end: it is not the handler failing, and nobody is there to
+    take an answer."""
+    d = make()
+    d.commands["work"] = raising(RuntimeError("never"), wait=True)
+    coro = d.handle("i", OWNER, req("work", deadline_ms=now_ms() + 60_000))
+    coro.send(None)  # up to the handler's sleep
+    with caplog.at_level(logging.ERROR, logger="libs.bridge.dispatch"):
+        coro.close()
+    assert errors_logged(caplog) == []
+    assert (d.stats.failed, d.stats.in_flight) == (0, 0)
 
 
 async def test_not_accepting_is_unavailable() -> None:

@@ -519,3 +519,56 @@ async def test_emulation_on_311_uses_one_task_per_call() -> None:
     task, running = await run_in_callback(lambda: start_eager(loop, waits()))
     assert running and isinstance(task.get_coro(), Resumed)
     await task
+
+
+@pytest.mark.parametrize("cancel_at", ["right-after-start", "while-waiting"])
+async def test_cancellation_requests_are_counted_on_the_task_in_every_step(cancel_at: str) -> None:
+    """The dispatcher tells a cancellation of the request's task (shutdown) from a
+    CancelledError the handler raised by ``current_task().cancelling()``: in every step,
+    the first one we run included, that must be the Task's own count, as for a plain task."""
+    loop = asyncio.get_running_loop()
+    seen: list[int] = []
+    waiting = asyncio.Event()
+
+    async def counts() -> None:
+        seen.append(asyncio.current_task().cancelling())  # type: ignore[union-attr]
+        try:
+            waiting.set()
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            seen.append(asyncio.current_task().cancelling())  # type: ignore[union-attr]
+            raise
+
+    def start() -> asyncio.Task[Any]:
+        task, running = start_eager(loop, counts())
+        assert running
+        if cancel_at == "right-after-start":
+            task.cancel()
+        return task
+
+    task = await run_in_callback(start)
+    if cancel_at == "while-waiting":
+        await asyncio.wait_for(waiting.wait(), 2)
+        await asyncio.sleep(0)
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    assert seen == [0, 1]
+
+
+async def test_a_cancelled_error_raised_in_the_first_step_is_not_a_cancellation_request() -> None:
+    """A coroutine that raises CancelledError itself in the step we run: the Task ends
+    cancelled (as a plain task would), but no one asked for it (``cancelling()`` is 0)."""
+    loop = asyncio.get_running_loop()
+    seen: list[int] = []
+
+    async def raises() -> None:
+        seen.append(asyncio.current_task().cancelling())  # type: ignore[union-attr]
+        raise asyncio.CancelledError("by itself")
+
+    task, running = await run_in_callback(lambda: start_eager(loop, raises()))
+    assert not running
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    assert seen == [0]
+    assert task.cancelled()

@@ -410,6 +410,32 @@ async def test_errors_are_logged_counted_and_the_task_keeps_going(
     assert f"'failing-{kind}'" in caplog.text
 
 
+@pytest.mark.parametrize("exc", [SystemExit, KeyboardInterrupt])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_system_exit_in_a_run_is_its_error_not_the_end_of_the_worker(
+    track: Any, kind: str, exc: type[BaseException], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Raised in the run's task, SystemExit/KeyboardInterrupt would end ``run_forever()``
+    (the worker, without its shutdown); they are the run's error, like any other."""
+    records = Records()
+
+    def leave() -> None:
+        raise exc(3)
+
+    async def aleave() -> None:
+        raise exc(3)
+
+    task = track(PeriodicTask.create(f"leaving-{kind}", "20ms", leave if kind == "sync" else aleave,
+                                     on_result=records)).start()
+    for _ in range(2):
+        record = await records.next()
+        assert not record.ok and isinstance(record.error, exc)
+    assert task.is_running
+    assert task.statistics["error_count"] >= 2
+    assert task.statistics["last_error"] == f"{exc.__name__}: 3"
+    assert f"'leaving-{kind}'" in caplog.text and "the worker keeps running" in caplog.text
+
+
 async def test_overlapping_runs_are_skipped_and_counted(track: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="libs.scheduling.periodic")
     skipped = LogEvent("skipped", count=2)

@@ -208,3 +208,35 @@ def test_startup_good_environ_sets_up_the_loop(process_state: None, capsys: pyte
     err = capsys.readouterr().err
     assert "connecting with ***" in err
     assert PASSWORD not in err
+
+
+def test_request_stop_does_what_sigterm_does_but_only_on_a_loop_whose_signals_we_handle(process_state: None) -> None:
+    """``App.stop()`` rests on this: shutdown hooks, then the loop stops, so the script's
+    ``run_forever()`` returns. A loop someone else runs is left alone (False)."""
+    startup(dict(GOOD_ENV))
+    loop = asyncio.get_event_loop()
+    ran: list[float] = []
+
+    async def hook(timeout: float) -> None:
+        ran.append(timeout)
+
+    _runtime.add_shutdown_hook(hook)
+    other = asyncio.new_event_loop()
+    try:
+        assert _runtime.request_stop(other, 1.0, "test") is False
+    finally:
+        other.close()
+    assert not _runtime._RT.shutting_down and ran == []
+    timed_out = False
+
+    def bound() -> None:
+        nonlocal timed_out
+        timed_out = True
+        loop.stop()
+
+    loop.call_soon(_runtime.request_stop, loop, 1.0, "test")
+    handle = loop.call_later(10, bound)
+    loop.run_forever()  # returns when the requested shutdown stops the loop
+    handle.cancel()
+    assert not timed_out
+    assert len(ran) == 1

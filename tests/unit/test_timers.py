@@ -775,6 +775,43 @@ async def test_coroutine_callbacks_are_scheduled_on_the_loop() -> None:
     assert o.stats().errors == 1
 
 
+@pytest.mark.parametrize("exc", [SystemExit, KeyboardInterrupt])
+@pytest.mark.parametrize("kind", ["plain", "async"])
+@pytest.mark.parametrize("cls", [SetInterval, SetIntervalSafe])
+async def test_system_exit_in_a_callback_is_its_error_not_the_end_of_the_worker(
+        cls: type[SetInterval], kind: str, exc: type[BaseException], caplog: pytest.LogCaptureFixture) -> None:
+    """On the loop's thread (``Safe``, ``async def``) a SystemExit would end ``run_forever()``:
+    the worker gone without its shutdown, with nothing logged. It is the run's error instead;
+    the timer, the timer thread and the loop go on."""
+    runs = 0
+    third = threading.Event()
+
+    def count() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 3:
+            t.stop()
+            third.set()
+        raise exc(3)
+
+    async def acount() -> None:
+        await asyncio.sleep(0)
+        count()
+
+    name = f"exits-{cls.__name__}-{kind}"
+    with caplog.at_level(logging.ERROR, logger="libs.bridge.timers"):
+        t = cls(count if kind == "plain" else acount, 1, name=name).start()
+        assert await asyncio.to_thread(third.wait, WAIT)
+        await until(lambda: t.stats().runs == 3)
+    assert t.stats().errors == 3
+    logged = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+    assert len(logged) == 3 and all(exc.__name__ in m for m in logged), logged
+    assert timers._ENGINE._thread is not None and timers._ENGINE._thread.is_alive()
+    fired = asyncio.Event()
+    SetTimeoutSafe(fired.set, 1).start()  # the timer thread and the loop still serve
+    await asyncio.wait_for(fired.wait(), WAIT)
+
+
 def test_decorators_and_clear() -> None:
     third = threading.Event()
     fired = threading.Event()
