@@ -1,4 +1,5 @@
-"""The slixmpp adapter: the only module that knows slixmpp.
+"""The slixmpp adapter: the only package that knows slixmpp (and ``_compat`` the only module
+in it that reads slixmpp's internals).
 
 It turns stanzas into ``(id, sender, text)`` for the dispatcher and answers back, and it keeps
 the session alive, which slixmpp alone does not do:
@@ -12,6 +13,8 @@ the session alive, which slixmpp alone does not do:
 - the request path is short: API requests and answers to our calls are taken by an incoming
   filter before slixmpp matches them against all its handlers, and what we send is written
   at once when slixmpp's send queue is idle (instead of one event-loop pass later);
+- no stall on servers with Nagle's algorithm on (their default): each read is ACKed at once
+  and XEP-0198 acks never wait on a timer the server would wait on;
 - presence subscriptions: only the owner's account and the allowlist are accepted;
 - TLS per ``QE_TLS``: ``required`` refuses a session that is not encrypted.
 
@@ -22,10 +25,7 @@ caller's timeout) and then sends, so a call is never replayed after its caller g
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import logging
-import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -33,17 +33,14 @@ from typing import Any
 
 import slixmpp
 from slixmpp.jid import JID
-from slixmpp.stanza import Iq
-from slixmpp.xmlstream import StanzaBase, tostring
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher.base import MatcherBase
 
-from ._log_limit import LogLimit, suppressed_note
-from .access import AccessPolicy, bare_jid
-from .config import WorkerConfig, is_loopback
-from .errors import AuthenticationFailed, CallError, CallTimeout, NotConnected, RemoteError
-from .protocol import NS, ApiError, ApiResult, decode_error, xml_safe
-from .transport import Backoff, OnFatal, OnMessage, OnRequest, Transport
+from .._log_limit import LogLimit, suppressed_note
+from ..access import AccessPolicy, bare_jid
+from ..config import WorkerConfig, is_loopback
+from ..errors import AuthenticationFailed, CallError, CallTimeout, NotConnected, RemoteError
+from ..protocol import NS, ApiError, ApiResult, decode_error, xml_safe
+from ..transport import Backoff, OnFatal, OnMessage, OnRequest, Transport
+from . import _compat
 
 __all__ = ["XmppTransport"]
 
@@ -52,12 +49,10 @@ _slixmpp_log = logging.getLogger("slixmpp.xmlstream.xmlstream")
 
 _API_TAG = f"{{{NS}}}api"
 _PING_TAG = "{urn:xmpp:ping}ping"
-_SM_REQUEST_ACK = "{urn:xmpp:sm:3}r"
-_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 # How long an XEP-0198 ack may wait, to cover every <r/> of that time with one <a/>. Only
-# where each read is ACKed at once by the kernel (_ack_each_read); elsewhere at the end of the
-# loop pass (see XmppTransport._enable_stream_management).
-_ACK_DELAY = 0.02 if _TCP_QUICKACK is not None else 0.0
+# where each read is ACKed at once by the kernel (_compat.ack_each_read); elsewhere at the end
+# of the loop pass (see XmppTransport._enable_stream_management).
+_ACK_DELAY = 0.02 if _compat.QUICKACK is not None else 0.0
 _ERROR_TYPES = {
     "bad-request": "modify",
     "not-acceptable": "modify",
@@ -65,39 +60,6 @@ _ERROR_TYPES = {
     "remote-server-timeout": "wait",
     "resource-constraint": "wait",
 }
-
-
-_tostring = importlib.import_module("slixmpp.xmlstream.tostring")  # the package re-exports a function of that name
-_slow_escape = _tostring.escape
-
-
-def _escape(text: str, use_cdata: bool = False) -> str:
-    """Same output as slixmpp's ``escape`` (which maps character by character in a Python
-    generator: ~20 ms for a 100 KB JSON payload); ``str.replace`` runs in C."""
-    if use_cdata:
-        return _slow_escape(text, use_cdata)
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace("'", "&apos;").replace('"', "&quot;"))
-
-
-# Every outgoing stanza's text goes through tostring.escape; ours is a drop-in replacement
-# (tests/unit/test_xmpp_escape.py checks that both give the same output).
-_tostring.escape = _escape  # type: ignore[attr-defined]
-
-
-class _ChildMatcher(MatcherBase):
-    """``MatchXPath("{ns}tag")`` or ``MatchXPath("{ns}tag/{ns}child")`` without its cost:
-    slixmpp's builds a wrapper element and runs an ElementPath search for every stanza
-    (~2 us for a two-step path); a tag comparison and one ``find`` give the same answer."""
-
-    def __init__(self, tag: str, child: str | None = None) -> None:
-        super().__init__(None)
-        self._tag = tag
-        self._child = child
-
-    def match(self, stanza: Any) -> bool:
-        xml = stanza.xml
-        return xml.tag == self._tag and (self._child is None or xml.find(self._child) is not None)
 
 
 def _api_text(stanza: Any) -> str | None:
@@ -110,37 +72,6 @@ def _with_api(stanza: Any, text: str) -> Any:
     element.text = text
     stanza.xml.append(element)
     return stanza
-
-
-def _ack_each_read(client: slixmpp.ClientXMPP) -> None:
-    """Have the kernel acknowledge every read at once (``TCP_QUICKACK``, Linux).
-
-    A server with Nagle's algorithm on (Prosody's default: only ``network_settings = { nagle
-    = false }`` turns it off) holds a small write while an earlier one is unacknowledged,
-    and Linux delays the ACK of data nobody answers by up to 40 ms. So a stanza we do not
-    answer (the server's XEP-0198 ``<a/>``, a presence, a chat message) held the next one
-    (a request, an answer) for 40 ms: 1-5 % of calls on a stock server (bench_bridge.py). When
-    we answer, the ACK rides on our data as before; the flag only matters when we do not.
-    It is not sticky (the kernel falls back to delayed ACKs), hence after each read.
-    """
-    if _TCP_QUICKACK is None:
-        return
-    receive = client.data_received
-    flag = _TCP_QUICKACK
-
-    def data_received(data: bytes | str) -> None:
-        try:
-            receive(data)
-        finally:
-            transport = client.transport
-            sock = transport.get_extra_info("socket") if transport is not None else None
-            if sock is not None:
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, flag, 1)
-                except OSError:  # closed meanwhile
-                    pass
-
-    client.data_received = data_received  # type: ignore[method-assign]
 
 
 def _ack_xml(handled: int) -> str:
@@ -210,8 +141,6 @@ class XmppTransport(Transport):
         self._log_limit = LogLimit()  # lines that other people's traffic causes
         self._ack_due = False
         self._ack_delay = _ACK_DELAY
-        self._filters_seen: tuple[tuple[Any, ...], ...] = ()
-        self._filters_sync = False
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -258,7 +187,8 @@ class XmppTransport(Transport):
         # against every handler it has.
         self._iq_tag = f"{{{client.default_ns}}}iq"
         client.add_filter("in", self._take_ours)
-        _ack_each_read(client)
+        _compat.ack_each_read(client)
+        self._writer = _compat.FastWriter(client)
         return client
 
     def _enable_stream_management(self, client: slixmpp.ClientXMPP) -> None:
@@ -278,10 +208,7 @@ class XmppTransport(Transport):
         client.register_plugin("xep_0198", {"window": 20})
         client.add_event_handler("sm_enabled", lambda _e: self._set_resumable(True))
         client.add_event_handler("sm_disabled", lambda _e: self._set_resumable(False))
-        client.remove_handler("Stream Management Request Ack")
-        client.register_handler(
-            Callback("qe-sm-request-ack", _ChildMatcher(_SM_REQUEST_ACK), self._on_ack_request, instream=True)
-        )
+        _compat.answer_ack_requests(client, self._on_ack_request)
 
     def _connect(self) -> None:
         self._retry = None
@@ -322,10 +249,7 @@ class XmppTransport(Transport):
             except (TimeoutError, asyncio.CancelledError):
                 client.abort()
         self._online.clear()
-        # slixmpp keeps a send-filter task per client; end it so no task outlives us
-        run_filters = getattr(client, "_run_out_filters", None)
-        if run_filters is not None and not run_filters.done():
-            run_filters.cancel()
+        _compat.end_send_task(client)
         log.info("%s disconnected", self.jid)
 
     def _spawn(self, coro: Any) -> None:
@@ -593,7 +517,7 @@ class XmppTransport(Transport):
             # would build, attribute order included, for a fifth of the cost).
             xml = ET.Element(f"{{{client.default_ns}}}iq", {"id": answer.id, "to": answer.to, "type": "result"})
             ET.SubElement(xml, _API_TAG).text = answer.payload
-            self._send_now(Iq(client, xml, recv=True))
+            self._send_now(_compat.received_iq(client, xml))
             return
         iq = client.Iq()
         iq["id"] = answer.id
@@ -605,64 +529,18 @@ class XmppTransport(Transport):
         self._send_now(_with_api(iq, answer.payload))
 
     def _send_now(self, stanza: Any) -> None:
-        """``client.send(stanza)``, written at once when slixmpp's send queue is idle.
+        """``client.send(stanza)``, written in this loop pass when slixmpp allows
+        (``_compat.FastWriter``); a due XEP-0198 ack rides in the same write when acks are
+        not coalesced."""
+        if self._ack_due and not self._ack_delay:
+            self._writer.write(stanza, self._take_ack)
+        else:
+            self._writer.write(stanza)
 
-        slixmpp's ``send()`` only queues: a task takes the stanza on the next pass of the
-        event loop, runs the outgoing filters (XEP-0198 counts it there), serialises it and
-        writes it. When that queue is empty and every filter is synchronous, doing the same
-        steps here, in the same order, gives the same bytes and the same XEP-0198 accounting
-        one loop pass earlier; anything else (stanzas already queued, an async filter, no
-        session or no connection yet) goes through ``send()`` as before, so order is kept.
-        The slixmpp internals read here are looked up defensively: a slixmpp without them
-        gets ``send()``.
-        """
-        client = self._client
-        assert client is not None
-        filters = getattr(client, "_XMLStream__filters", None)
-        queue = getattr(client, "waiting_queue", None)
-        if (
-            filters is None
-            or queue is None
-            or not getattr(client, "_session_started", False)
-            or client.transport is None
-            or not queue.empty()
-            or getattr(client, "_XMLStream__slow_tasks", True)
-            or not self._sync_filters(filters)
-        ):
-            client.send(stanza)
-            return
-        try:
-            data = stanza
-            for mode in ("out", "out_sync", "out_sce"):
-                for out_filter in filters[mode]:
-                    if isinstance(data, StanzaBase):  # as run_filters: sync filters see stanzas only
-                        data = out_filter(data)
-                    if data is None:
-                        return
-            if isinstance(data, StanzaBase):
-                text = tostring(data.xml, xmlns=client.default_ns, stream=client, top_level=True)
-                if self._ack_due and not self._ack_delay:  # the XEP-0198 answer rides in the same write
-                    self._ack_due = False
-                    text += _ack_xml(client.plugin["xep_0198"].handled)
-                client.send_raw(text)
-            elif isinstance(data, (str, bytes)):
-                client.send_raw(data)
-        except Exception:  # as slixmpp's send queue does: log it, keep the session
-            log.error("Exception raised in send queue:", exc_info=True)
-
-    def _sync_filters(self, filters: dict[str, list[Any]]) -> bool:
-        """True when no outgoing filter is a coroutine function (checked again only when the
-        filter lists change)."""
-        try:
-            key = (tuple(filters["out"]), tuple(filters["out_sync"]), tuple(filters["out_sce"]))
-        except (KeyError, TypeError):  # not the filter lists this was written for
-            return False
-        if key != self._filters_seen:
-            self._filters_seen = key
-            self._filters_sync = not any(
-                inspect.iscoroutinefunction(f) for f in (*key[0], *key[2])  # out_sync: always sync
-            )
-        return self._filters_sync
+    def _take_ack(self) -> str:
+        self._ack_due = False
+        assert self._client is not None
+        return _ack_xml(self._client.plugin["xep_0198"].handled)
 
     async def _send_iq(self, iq: Any, to: str, timeout: float) -> Any:
         """Send ``iq`` and return the answer stanza (result or error); ``TimeoutError``."""
