@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from slixmpp.xmlstream.tostring import escape
 
@@ -257,7 +257,6 @@ def test_wire_size_matches_slixmpp_escape_samples(text: str) -> None:
 _special_heavy_text = st.text(alphabet=st.one_of(st.sampled_from("\"'<>&"), st.characters(codec="utf-8")), max_size=200)
 
 
-@settings(max_examples=300, deadline=None)
 @given(_special_heavy_text)
 def test_wire_size_matches_slixmpp_escape_property(text: str) -> None:
     assert wire_size(text) == slixmpp_size(text)
@@ -467,22 +466,16 @@ def _check_decode_contract(text: str) -> None:
         assert req.deadline_ms is None or isinstance(req.deadline_ms, int)
 
 
-_FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@_FAST
 @given(st.text())
 def test_decode_request_arbitrary_text(text: str) -> None:
     _check_decode_contract(text)
 
 
-@_FAST
 @given(_json_values)
 def test_decode_request_arbitrary_json(value: Any) -> None:
     _check_decode_contract(json.dumps(value))
 
 
-@_FAST
 @given(_request_like)
 def test_decode_request_request_shaped_json(value: dict[str, Any]) -> None:
     _check_decode_contract(json.dumps(value, ensure_ascii=False))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from libs.bridge import _runtime, timers
@@ -152,7 +152,6 @@ def test_no_drift_over_10000_virtual_ticks() -> None:
     assert (s.runs, s.missed, s.errors) == (10_000, 0, 0)
 
 
-@settings(max_examples=60, deadline=None)
 @given(
     steps=st.lists(st.floats(min_value=0.0, max_value=0.05), min_size=1, max_size=60),
     skip=st.booleans(),
@@ -190,7 +189,6 @@ def first_after(now: float, origin: float, interval: float) -> float:
     return origin + k * interval
 
 
-@settings(max_examples=60, deadline=None)
 @given(
     ops=st.lists(
         st.tuples(
@@ -261,7 +259,6 @@ class _Plain:
         self._max_instances = 1 << 30
 
 
-@settings(max_examples=150, deadline=None)
 @given(
     ops=st.lists(
         st.tuples(

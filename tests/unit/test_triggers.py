@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from libs.scheduling import (
@@ -561,7 +561,6 @@ def test_cron_matches_the_brute_force_dst_rule(tz: str, around: str, expr: str) 
     assert got == _oracle(expr, zone, start, end)
 
 
-@settings(max_examples=60, deadline=None)
 @given(
     st.integers(min_value=0, max_value=366 * 86_400 - 1),
     st.sampled_from(["Europe/Berlin", "America/New_York"]),
@@ -608,7 +607,6 @@ def test_spec_round_trips(trigger: Trigger) -> None:
     )
 
 
-@settings(max_examples=100, deadline=None)
 @given(
     interval_us=st.integers(min_value=1, max_value=10 * 86_400 * 10**6),
     start=st.datetimes(
@@ -697,7 +695,6 @@ def test_jitter_defaults_to_none_and_does_not_draw() -> None:
         assert trigger.apply_jitter(T0, never) == T0
 
 
-@settings(max_examples=100, deadline=None)
 @given(r=st.floats(min_value=0.0, max_value=1.0), jitter_ms=st.integers(min_value=1, max_value=600_000))
 def test_jitter_stays_within_bounds(r: float, jitter_ms: int) -> None:
     trigger = CronTrigger("* * * * *", jitter=timedelta(milliseconds=jitter_ms))

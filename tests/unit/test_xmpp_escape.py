@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from libs.bridge import xmpp
 from libs.bridge.protocol import wire_size
 
 
-@settings(max_examples=300)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)) | st.sampled_from("&<>\"'")))
 def test_fast_escape_matches_slixmpp(text: str) -> None:
     assert xmpp._escape(text) == xmpp._slow_escape(text)
