@@ -231,17 +231,36 @@ async def test_info_reports_counts(make_app, login):
     assert info["requests"]["answered"] >= 1 and info["sessions"] == 1
 
 
-async def test_wrong_password_is_fatal_not_retried(prosody, accounts):
+async def test_wrong_password_is_fatal_not_retried(prosody, accounts, monkeypatch):
+    from libs.bridge import AuthenticationFailed
+    from libs.bridge.xmpp import XmppTransport
+    from tests.support.accounts import xmpp_of
+
+    connects = []
+    connect = XmppTransport._connect
+
+    def counting_connect(self: XmppTransport) -> None:
+        connects.append(self.jid)
+        connect(self)
+
+    monkeypatch.setattr(XmppTransport, "_connect", counting_connect)
     jid = accounts["worker"][0]
     config = load_config(prosody.env(jid.split("@")[0], "wrong-password"))
     reasons: list[str] = []
     app = App(resource="badpw", config=config, exit_on_fatal=False, keepalive=0)
     app._on_fatal = reasons.append  # type: ignore[method-assign]
     try:
-        from libs.bridge import AuthenticationFailed
-
         with pytest.raises(AuthenticationFailed, match="QE_PASSWORD"):
             await app.wait_online(10)
+        transport = app.transport
+        assert transport is not None
+        xmpp = xmpp_of(app)
+        if xmpp.transport is not None:  # the failed stream is closed (or about to be) ...
+            await asyncio.wait_for(xmpp.disconnected, 5)
+        assert transport._retry is None and transport.backoff.attempts == 0, "a reconnect is planned"  # ... for good
+        assert connects == [app.jid]  # one attempt, ever
+        assert len(reasons) == 1 and "refused the password" in reasons[0] and "QE_PASSWORD" in reasons[0]
+        assert transport.sessions == 0 and not app.online
     finally:
         await app.close(1)
 
