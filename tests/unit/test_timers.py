@@ -879,7 +879,8 @@ async def test_shutdown_hook_stops_timers_and_waits_for_running_callbacks() -> N
     engine = timers._ENGINE
     assert engine.shutdown_hook in _runtime._RT.hooks  # registered by the first start()
     hook = asyncio.create_task(engine.shutdown_hook(WAIT))  # what _runtime.shutdown() runs
-    await asyncio.sleep(0)  # let the hook start waiting; then let the callback finish
+    await asyncio.sleep(0)  # one step of the hook: it stops the timers, then waits for the callback
+    assert not any(t.is_running for t in [*others, safe]) and not hook.done()
     release.set()
     await asyncio.wait_for(hook, WAIT + 1)
     assert finished.is_set()  # the hook returned only after the running callback ended
