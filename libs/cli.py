@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -16,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 __all__ = ["main"]
@@ -166,15 +167,31 @@ async def _ping_new_worker(config: Any, jid: str, timeout: float) -> dict[str, A
 class _StopOnce:
     """The demo's SIGINT/SIGTERM handler: the first signal raises KeyboardInterrupt, which
     stops the demo wherever it is; any later one is ignored, so that a second Ctrl+C cannot
-    cut the clean-up short and leave the worker or Prosody running."""
+    cut the clean-up short and leave the worker or Prosody running.
+
+    Inside ``held()`` the first signal is only noted, and raised when the block ends: a
+    block that starts a process must get to keep its handle, or nothing could stop it.
+    """
 
     def __init__(self) -> None:
         self.stopping = False
+        self._holding = False
 
     def __call__(self, signum: int, _frame: Any) -> None:
         if not self.stopping:
             self.stopping = True
-            raise KeyboardInterrupt(signal.Signals(signum).name)
+            if not self._holding:
+                raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self.stopping:
+            raise KeyboardInterrupt("signal held while starting a process")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -203,13 +220,15 @@ def _demo(args: argparse.Namespace, server: Any, stop: _StopOnce) -> int:
     worker_pw, client_pw = serial_generator(16), serial_generator(16)
     worker = None
     try:
-        server.start()
+        with stop.held():
+            server.start()
         worker_jid = server.register("worker", worker_pw)
         client_jid = server.register("client", client_pw)
         print(f"private Prosody on {server.host}:{server.port} (data in {server.workdir})", flush=True)
         env = {**os.environ, **server.env("worker", worker_pw), "QE_ALLOW": client_jid,
                "QE_STATE_DIR": str(server.workdir / "state")}  # the demo's jobs die with the demo
-        worker = subprocess.Popen([sys.executable, "-m", "workers.python"], env=env)
+        with stop.held():
+            worker = subprocess.Popen([sys.executable, "-m", "workers.python"], env=env)
         print(f"started the default worker as {worker_jid}/python (pid {worker.pid}); it allows {client_jid}",
               flush=True)
         client_env = server.env("client", client_pw)
