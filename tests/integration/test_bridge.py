@@ -288,3 +288,33 @@ async def test_handlers_start_in_arrival_order_and_answer_independently(make_app
     release.set()
     assert await asyncio.wait_for(first, 10) == {"n": 0}
     assert started == list(range(50))
+
+
+async def test_wait_answering_wakes_at_the_workers_presence(make_app, login, accounts, monkeypatch):
+    """A session of the worker's own account is told by the server when the worker logs in
+    (its available presence): ``wait_answering`` pings again then, not at its next retry."""
+    from libs.bridge import client as client_module
+    from libs.bridge import wait_answering
+
+    monkeypatch.setattr(client_module, "_RETRY_OWN_ACCOUNT_S", 60.0)  # only the presence can wake it in time
+    owner = await login("worker")
+    pings: list[str] = []
+    refused = asyncio.Event()
+    call = owner.call
+
+    async def counting_call(jid: str, cmd: str, body: Any = None, *, timeout: float = 10.0) -> dict[str, Any]:
+        pings.append(cmd)
+        try:
+            return await call(jid, cmd, body, timeout=timeout)
+        except RemoteError as exc:
+            if exc.code == "unavailable":
+                refused.set()
+            raise
+
+    owner.call = counting_call  # type: ignore[method-assign]
+    waiting = asyncio.create_task(wait_answering(owner, f"{accounts['worker'][0]}/late", 20))
+    await asyncio.wait_for(refused.wait(), 5)  # not online yet: the first ping is refused
+    app = make_app(resource="late")  # now the worker logs in
+    assert await asyncio.wait_for(waiting, 10) == {"pong": True}
+    assert pings == ["ping", "ping"]
+    assert app.online

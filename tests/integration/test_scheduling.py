@@ -210,14 +210,15 @@ async def test_job_survives_sigkill_and_restart(prosody, accounts, login, tmp_pa
     (tests/reliability/test_crash_safety.py does the same with 50 jobs of every kind.)"""
     worker, jid = default_worker(prosody, accounts, "durable", tmp_path)
     client = await login("client")
+    owner = await login("worker")  # wakes at the worker's presence (wait_answering)
     messages = chat_messages(client)
     async with worker:
-        await wait_answering(client, jid, 20)
+        await wait_answering(owner, jid, 20)
         handle = await RemoteWorker(client, jid).every("300ms").call("echo", {"hi": 1}, notify=True)
         assert json.loads(await asyncio.wait_for(messages.get(), 5))["result"] == {"hi": 1}
         await worker.kill()
         await worker.start()
-        await wait_answering(client, jid, 20)
+        await wait_answering(owner, jid, 20)
         jobs = await RemoteWorker(client, jid).jobs()
         assert [(j["job"], j["status"]) for j in jobs] == [(handle.id, "active")]
         while not messages.empty():

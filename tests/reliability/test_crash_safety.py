@@ -99,10 +99,11 @@ async def _listed(client: Client, jid: str) -> dict[str, dict[str, Any]]:
 async def test_50_jobs_of_every_kind_survive_sigkill_and_run_again(prosody, accounts, login, tmp_path, report):
     worker, jid = default_worker(prosody, accounts, "crash-safety", tmp_path)
     client = await login("client")
+    owner = await login("worker")  # wakes at the worker's presence (wait_answering)
     messages = chat_messages(client)
     loop = asyncio.get_running_loop()
     async with worker:
-        await wait_answering(client, jid, 20)
+        await wait_answering(owner, jid, 20)
         specs = await _schedule_all(RemoteWorker(client, jid), _plans(datetime.now(UTC)))
         fast = {job for job, spec in specs.items() if spec.get("every") in FAST_EVERY}
         await _runs_after(messages, fast, datetime.min.replace(tzinfo=UTC), RUN_AGAIN_BOUND_S)  # they run
@@ -112,7 +113,7 @@ async def test_50_jobs_of_every_kind_survive_sigkill_and_run_again(prosody, acco
         killed = datetime.now(UTC)
         await worker.start()
         started = loop.time()
-        await wait_answering(client, jid, 20)
+        await wait_answering(owner, jid, 20)
         answering = loop.time()
         after = await _listed(client, jid)
         await _runs_after(messages, fast, killed, RUN_AGAIN_BOUND_S)
@@ -141,6 +142,7 @@ async def test_a_job_is_stored_before_schedule_answers(prosody, accounts, login,
     after each restart every job it answered for is listed, active, with its trigger."""
     worker, jid = default_worker(prosody, accounts, "killed-at-the-answer", tmp_path)
     client = await login("client")
+    owner = await login("worker")  # wakes at the worker's presence (wait_answering)
     remote = RemoteWorker(client, jid)
     now = datetime.now(UTC)
     plans = ({"every": "1h"}, {"at": [(now + timedelta(hours=1)).isoformat()]},
@@ -149,7 +151,7 @@ async def test_a_job_is_stored_before_schedule_answers(prosody, accounts, login,
     gaps = []
     async with worker:
         for k, spec in enumerate(plans):
-            await wait_answering(client, jid, 20)
+            await wait_answering(owner, jid, 20)
             handle = await remote.plan(spec).call("echo", {"k": k})
             answer_at = time.perf_counter()
             worker.signal(signal.SIGKILL)  # right after the answer: nothing awaited in between
@@ -157,7 +159,7 @@ async def test_a_job_is_stored_before_schedule_answers(prosody, accounts, login,
             answered[handle.id] = handle.trigger
             await worker.wait(10)
             await worker.start()
-            await wait_answering(client, jid, 20)
+            await wait_answering(owner, jid, 20)
             listed = await _listed(client, jid)
             assert {j: listed[j]["trigger"] for j in answered if j in listed} == answered, \
                 f"after a SIGKILL at the answer to job {handle.id} ({_kind(spec)}), listed: {sorted(listed)}"
