@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -16,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 __all__ = ["main"]
@@ -163,33 +164,73 @@ async def _ping_new_worker(config: Any, jid: str, timeout: float) -> dict[str, A
         return await wait_answering(client, jid, timeout)
 
 
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+class _StopOnce:
+    """The demo's SIGINT/SIGTERM handler: the first signal raises KeyboardInterrupt, which
+    stops the demo wherever it is; any later one is ignored, so that a second Ctrl+C cannot
+    cut the clean-up short and leave the worker or Prosody running.
+
+    Inside ``held()`` the first signal is only noted, and raised when the block ends: a
+    block that starts a process must get to keep its handle, or nothing could stop it.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._holding = False
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        if not self.stopping:
+            self.stopping = True
+            if not self._holding:
+                raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self.stopping:
+            raise KeyboardInterrupt("signal held while starting a process")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from libs.bridge import CallError, load_config, serial_generator
+    """Ctrl+C or SIGTERM, at any point, is how the demo is stopped: it cleans up and exits 0."""
     from libs.devserver import DevServer, ProsodyNotInstalled
 
     # SIGTERM, and SIGINT even when a non-interactive shell started us with it ignored,
-    # must reach the `finally` below, which stops the worker and the server.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    worker_pw, client_pw = serial_generator(16), serial_generator(16)
+    # must reach the `finally` in _demo, which stops the worker and the server.
+    stop = _StopOnce()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
-        server = DevServer(port=args.port).start()
-    except ProsodyNotInstalled as exc:
-        _err(str(exc))
-        return EXIT_CONNECT
+        try:
+            server = DevServer(port=args.port)
+        except ProsodyNotInstalled as exc:
+            _err(str(exc))
+            return EXIT_CONNECT
+        return _demo(args, server, stop)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _demo(args: argparse.Namespace, server: Any, stop: _StopOnce) -> int:
+    from libs.bridge import CallError, load_config, serial_generator
+
+    worker_pw, client_pw = serial_generator(16), serial_generator(16)
     worker = None
     try:
+        with stop.held():
+            server.start()
         worker_jid = server.register("worker", worker_pw)
         client_jid = server.register("client", client_pw)
-        print(f"private Prosody on {server.host}:{server.port} (data in {server.workdir})")
+        print(f"private Prosody on {server.host}:{server.port} (data in {server.workdir})", flush=True)
         env = {**os.environ, **server.env("worker", worker_pw), "QE_ALLOW": client_jid,
                "QE_STATE_DIR": str(server.workdir / "state")}  # the demo's jobs die with the demo
-        worker = subprocess.Popen([sys.executable, "-m", "workers.python"], env=env)
-        print(f"started the default worker as {worker_jid}/python (pid {worker.pid}); it allows {client_jid}")
+        with stop.held():
+            worker = subprocess.Popen([sys.executable, "-m", "workers.python"], env=env)
+        print(f"started the default worker as {worker_jid}/python (pid {worker.pid}); it allows {client_jid}",
+              flush=True)
         client_env = server.env("client", client_pw)
         t0 = time.perf_counter()
         try:
@@ -205,18 +246,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print("The worker keeps running. From another terminal, in this folder:\n"
               f"  {exports} .venv/bin/qe-worker call {worker_jid}/python echo '{{\"hello\": \"world\"}}'\n"
               "Press Ctrl+C to stop the worker and the server.", flush=True)
-        try:
-            worker.wait()
-        except KeyboardInterrupt:
-            pass
+        worker.wait()  # until Ctrl+C / SIGTERM (KeyboardInterrupt), or the worker ends by itself
         return EXIT_OK
     finally:
+        stop.stopping = True  # from here on a signal changes nothing: clean up in any case
         if worker is not None and worker.poll() is None:
             worker.terminate()
             try:
                 worker.wait(10)
             except subprocess.TimeoutExpired:
                 worker.kill()
+                worker.wait()
         server.cleanup()
 
 

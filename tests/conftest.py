@@ -1,5 +1,6 @@
 """Fixtures for tests against a real, private Prosody (see ``libs.devserver``), shared by
-tests/integration and tests/reliability; unit tests never start a server.
+tests/integration and tests/reliability; unit tests never start a server. Also the
+Hypothesis profiles of the whole suite (below).
 
 A missing Prosody is a *failure*, not a skip: CI installs it, and a silently skipped
 integration suite would look green while testing nothing.
@@ -7,13 +8,26 @@ integration suite would look green while testing nothing.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from libs.devserver import DevServer, ProsodyNotInstalled
+
+# Hypothesis: one profile per place, chosen here, so that tests state only what they need.
+# - "ci" (the CI variable is set, as .ci/run and most CI services do): derandomized, so a
+#   red run is red again on a re-run and on a developer's machine with CI=true; more examples.
+# - "dev" (otherwise): random and quick; the example database replays earlier failures.
+# Both: no per-example deadline and no too_slow health check. Those measure the machine, and
+# this one runs the suite on 2 shared cores; timing belongs to the tests that assert it.
+_HYPOTHESIS_COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("ci", derandomize=True, max_examples=300, print_blob=True, **_HYPOTHESIS_COMMON)
+settings.register_profile("dev", max_examples=50, **_HYPOTHESIS_COMMON)
+settings.load_profile("ci" if os.environ.get("CI", "").lower() not in ("", "0", "false") else "dev")
 
 _SERVER_DIRS = tuple(Path(__file__).resolve().parent / d for d in ("integration", "reliability"))
 

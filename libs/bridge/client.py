@@ -7,12 +7,13 @@ reconnect, or from a server queue) refuses it instead of doing work nobody waits
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
-import time
 from types import TracebackType
 from typing import Any
 
+from .access import bare_jid
 from .config import WorkerConfig, load_config
 from .errors import CallTimeout, RemoteError
 from .protocol import ProtocolError, decode_result, encode_request, now_ms
@@ -107,15 +108,36 @@ async def call(jid: str, cmd: str, body: dict[str, Any] | None = None, *, timeou
         return await client.call(jid, cmd, body, timeout=timeout)
 
 
+# wait_answering's wait between pings: a caller of the worker's own account is woken by the
+# worker's presence (this only bounds a lost one); any other caller gets no presence and polls
+_RETRY_OWN_ACCOUNT_S = 2.0
+_RETRY_S = 0.05
+
+
 async def wait_answering(client: Client, jid: str, timeout: float) -> dict[str, Any]:
     """Ping ``jid`` until it answers (a worker just started in another process needs a
     moment to log in; until then the server says ``unavailable``) and return the pong.
-    Polls every 50 ms: nothing crosses the process boundary that could be awaited."""
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            return await client.call(jid, "ping", timeout=max(0.5, end - time.monotonic()))
-        except RemoteError as exc:
-            if exc.code != "unavailable" or time.monotonic() > end:
-                raise
-            await asyncio.sleep(0.05)
+
+    Between pings it waits for the worker's available presence, which the server sends the
+    moment the worker logs in to the other sessions of the worker's own account (and to
+    subscribers). Other callers never get that presence, so they ping again every 50 ms;
+    the worker's own account only after 2 s without it.
+    """
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    own_account = bare_jid(client.transport.jid) == bare_jid(jid)
+    arrived = asyncio.Event()
+    stop_watching = client.transport.watch_available(jid, arrived.set)
+    try:
+        while True:
+            arrived.clear()  # before the ping: presence that comes after it wakes the wait below
+            try:
+                return await client.call(jid, "ping", timeout=max(0.5, end - loop.time()))
+            except RemoteError as exc:
+                if exc.code != "unavailable" or loop.time() > end:
+                    raise
+            wait = min(_RETRY_OWN_ACCOUNT_S if own_account else _RETRY_S, max(0.0, end - loop.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), wait)
+    finally:
+        stop_watching()

@@ -231,17 +231,36 @@ async def test_info_reports_counts(make_app, login):
     assert info["requests"]["answered"] >= 1 and info["sessions"] == 1
 
 
-async def test_wrong_password_is_fatal_not_retried(prosody, accounts):
+async def test_wrong_password_is_fatal_not_retried(prosody, accounts, monkeypatch):
+    from libs.bridge import AuthenticationFailed
+    from libs.bridge.xmpp import XmppTransport
+    from tests.support.accounts import xmpp_of
+
+    connects = []
+    connect = XmppTransport._connect
+
+    def counting_connect(self: XmppTransport) -> None:
+        connects.append(self.jid)
+        connect(self)
+
+    monkeypatch.setattr(XmppTransport, "_connect", counting_connect)
     jid = accounts["worker"][0]
     config = load_config(prosody.env(jid.split("@")[0], "wrong-password"))
     reasons: list[str] = []
     app = App(resource="badpw", config=config, exit_on_fatal=False, keepalive=0)
     app._on_fatal = reasons.append  # type: ignore[method-assign]
     try:
-        from libs.bridge import AuthenticationFailed
-
         with pytest.raises(AuthenticationFailed, match="QE_PASSWORD"):
             await app.wait_online(10)
+        transport = app.transport
+        assert transport is not None
+        xmpp = xmpp_of(app)
+        if xmpp.transport is not None:  # the failed stream is closed (or about to be) ...
+            await asyncio.wait_for(xmpp.disconnected, 5)
+        assert transport._retry is None and transport.backoff.attempts == 0, "a reconnect is planned"  # ... for good
+        assert connects == [app.jid]  # one attempt, ever
+        assert len(reasons) == 1 and "refused the password" in reasons[0] and "QE_PASSWORD" in reasons[0]
+        assert transport.sessions == 0 and not app.online
     finally:
         await app.close(1)
 
@@ -269,3 +288,33 @@ async def test_handlers_start_in_arrival_order_and_answer_independently(make_app
     release.set()
     assert await asyncio.wait_for(first, 10) == {"n": 0}
     assert started == list(range(50))
+
+
+async def test_wait_answering_wakes_at_the_workers_presence(make_app, login, accounts, monkeypatch):
+    """A session of the worker's own account is told by the server when the worker logs in
+    (its available presence): ``wait_answering`` pings again then, not at its next retry."""
+    from libs.bridge import client as client_module
+    from libs.bridge import wait_answering
+
+    monkeypatch.setattr(client_module, "_RETRY_OWN_ACCOUNT_S", 60.0)  # only the presence can wake it in time
+    owner = await login("worker")
+    pings: list[str] = []
+    refused = asyncio.Event()
+    call = owner.call
+
+    async def counting_call(jid: str, cmd: str, body: Any = None, *, timeout: float = 10.0) -> dict[str, Any]:
+        pings.append(cmd)
+        try:
+            return await call(jid, cmd, body, timeout=timeout)
+        except RemoteError as exc:
+            if exc.code == "unavailable":
+                refused.set()
+            raise
+
+    owner.call = counting_call  # type: ignore[method-assign]
+    waiting = asyncio.create_task(wait_answering(owner, f"{accounts['worker'][0]}/late", 20))
+    await asyncio.wait_for(refused.wait(), 5)  # not online yet: the first ping is refused
+    app = make_app(resource="late")  # now the worker logs in
+    assert await asyncio.wait_for(waiting, 10) == {"pong": True}
+    assert pings == ["ping", "ping"]
+    assert app.online

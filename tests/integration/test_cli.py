@@ -164,20 +164,127 @@ async def test_more_bad_input_is_one_line(worker, owner_env):
         assert code == 2 and words in err and "Traceback" not in err, (args, err)
 
 
-async def test_demo_stops_worker_and_server_on_sigterm(tmp_path):
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "libs.cli", "demo", cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    lines = []
+async def test_cancel_and_jobs_exit_4_when_the_worker_says_no(worker, prosody, accounts, tmp_path):
+    from libs.scheduling.store import JobStore
+    from workers.python.worker import build
+
+    owner_env = prosody.env("worker", accounts["worker"][1])
+    client_env = prosody.env("client", accounts["client"][1])
+    stranger_env = prosody.env("stranger", accounts["stranger"][1])
+    app = build(resource="clino", config=load_config({**owner_env, "QE_ALLOW": accounts["client"][0]}),
+                store=JobStore(tmp_path / "j.sqlite3"), exit_on_fatal=False, keepalive=0)
     try:
-        while not any("Press Ctrl+C" in line for line in lines):
-            lines.append((await asyncio.wait_for(proc.stdout.readline(), 30)).decode())
-            assert lines[-1], "demo ended early: " + "".join(lines)
-        assert any('{"pong": true}' in line for line in lines)
-        workdir = next(line.split("data in ")[1].rstrip(")\n") for line in lines if "data in " in line)
+        await app.wait_online(10)
+        assert await qe("cancel", app.jid, "no-such-job", env=client_env) == \
+            (4, "", "qe-worker: not-found: no such job\n")
+        code, out, _ = await qe("schedule", app.jid, "echo", "--every", "1h", env=owner_env)
+        assert code == 0
+        owners_job = json.loads(out)["job"]  # another caller's job is an unknown job too
+        assert await qe("cancel", app.jid, owners_job, env=client_env) == (4, "", "qe-worker: not-found: no such job\n")
+        code, out, err = await qe("jobs", app.jid, env=stranger_env)
+        assert (code, out) == (4, "") and err.startswith("qe-worker: forbidden: ")
+        code, out, err = await qe("jobs", worker.jid, env=owner_env)  # a worker without a job scheduler
+        assert (code, out) == (4, "") and err.startswith("qe-worker: unknown-command: ")
+        assert (await qe("cancel", app.jid, owners_job, env=owner_env))[0] == 0  # its owner may
+    finally:
+        await app.close(2)
+
+
+def _run_default_worker(prosody, accounts, tmp_path, resource: str, *flags: str):
+    """``qe-worker run --resource RESOURCE FLAGS`` as the worker account, in its own process."""
+    from tests.support.workers import WorkerProcess
+
+    env = {**prosody.env("worker", accounts["worker"][1]), "QE_STATE_DIR": str(tmp_path)}
+    process = WorkerProcess(["-m", "libs.cli", "run", "--resource", resource, *flags], env,
+                            tmp_path / f"{resource}.log")
+    return process, f"{accounts['worker'][0]}/{resource}"
+
+
+async def test_run_public_and_run_maintenance_as_processes(prosody, accounts, tmp_path, login):
+    from libs.bridge import RemoteError, wait_answering
+
+    owner, stranger = await login("worker"), await login("stranger")
+    process, jid = _run_default_worker(prosody, accounts, tmp_path, "clipublic", "--public")
+    async with process:
+        await wait_answering(owner, jid, 20)
+        assert await stranger.call(jid, "ping", timeout=5) == {"pong": True}  # anyone may call it
+        assert (await owner.call(jid, "stats", timeout=5))["periodic"] == []  # no maintenance tasks
+        process.signal(signal.SIGTERM)
+        assert await process.wait(15) == 0, process.log()
+
+    process, jid = _run_default_worker(prosody, accounts, tmp_path, "climaint", "--maintenance")
+    async with process:
+        await wait_answering(owner, jid, 20)
+        periodic = (await owner.call(jid, "stats", timeout=5))["periodic"]
+        assert {t["name"] for t in periodic} == {"system_health_check", "cleanup_history", "log_statistics"}
+        assert all(t["is_running"] for t in periodic)
+        with pytest.raises(RemoteError) as info:  # not public
+            await stranger.call(jid, "ping", timeout=5)
+        assert info.value.code == "forbidden"
+        process.signal(signal.SIGTERM)
+        assert await process.wait(15) == 0, process.log()
+
+
+async def _demo(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "libs.cli", "demo", *args, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+
+
+async def _read_until(proc: asyncio.subprocess.Process, words: str, lines: list[str]) -> None:
+    """Read the demo's stdout into ``lines`` until a line holds ``words``."""
+    while not any(words in line for line in lines):
+        lines.append((await asyncio.wait_for(proc.stdout.readline(), 30)).decode())
+        assert lines[-1], "demo ended early: " + "".join(lines)
+
+
+def _gone(lines: list[str]) -> None:
+    """The demo's server folder and worker process (if it got that far) no longer exist."""
+    import psutil
+
+    workdir = next(line.split("data in ")[1].rstrip(")\n") for line in lines if "data in " in line)
+    assert not Path(workdir).exists()  # the server's folder, and with it the demo's jobs, is gone
+    for line in lines:
+        if "(pid " in line:
+            pid = int(line.split("(pid ")[1].split(")")[0])
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+async def test_demo_once_pings_and_cleans_up():
+    proc = await _demo("--once")
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    lines = out.decode().splitlines(keepends=True)
+    assert proc.returncode == 0, lines
+    assert any('{"pong": true}' in line for line in lines)
+    assert not any("Press Ctrl+C" in line for line in lines)
+    _gone(lines)
+
+
+@pytest.mark.parametrize("when", ["serving", "starting"])
+async def test_demo_stops_worker_and_server_on_sigterm_and_exits_0(when: str):
+    """README: Ctrl+C or SIGTERM, at any point, stops the worker and the server, and the demo
+    exits 0. ``starting``: the signal comes as soon as the server is up, which is while the
+    demo starts the worker process (a signal there used to leave the worker running)."""
+    proc = await _demo()
+    lines: list[str] = []
+    try:
+        await _read_until(proc, "Press Ctrl+C" if when == "serving" else "data in ", lines)
+        if when == "serving":
+            assert any('{"pong": true}' in line for line in lines)
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 20) in (0, 130)
-        assert not Path(workdir).exists()  # the server's folder, and with it the demo's jobs, is gone
+        try:  # the end of its output: the demo and every process it started (they share it) ended
+            rest, _ = await asyncio.wait_for(proc.communicate(), 20)
+        except TimeoutError:
+            raise AssertionError("the demo, or a worker or server it started, still runs 20 s after SIGTERM; "
+                                 "output: " + "".join(lines)) from None
+        assert proc.returncode == 0
+        lines += rest.decode().splitlines(keepends=True)
+        _gone(lines)
     finally:
         if proc.returncode is None:
             proc.kill()

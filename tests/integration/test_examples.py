@@ -58,7 +58,8 @@ async def run_script(prosody, accounts) -> AsyncIterator:
 
 
 async def _ping(prosody, accounts, jid: str) -> dict:
-    async with Client(load_config(prosody.env("client", accounts["client"][1]))) as client:
+    # as the worker's own account: woken by the worker's presence, not by polling
+    async with Client(load_config(prosody.env("worker", accounts["worker"][1]))) as client:
         return await wait_answering(client, jid, 20)
 
 

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import textwrap
-import time
-from pathlib import Path
 
 import pytest
 
@@ -20,8 +16,7 @@ from libs.bridge import (
     load_config,
     wait_answering,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.workers import WorkerProcess
 
 
 async def test_worker_comes_back_after_server_restart(fresh_prosody):
@@ -88,6 +83,7 @@ SLOW_WORKER = textwrap.dedent(
 
     async def api(specs):
         if specs.cmd == "slow":
+            print("slow started", flush=True)
             await asyncio.sleep(float(specs.body["s"]))
             return {"slept": specs.body["s"]}
 
@@ -99,32 +95,20 @@ SLOW_WORKER = textwrap.dedent(
 )
 
 
-async def test_sigterm_finishes_running_request_and_exits_0(prosody, accounts, tmp_path):
+async def test_sigterm_finishes_running_request_and_exits_0(prosody, accounts, tmp_path, login):
     script = tmp_path / "slow_worker.py"
     script.write_text(SLOW_WORKER)
     worker_jid, worker_pw = accounts["worker"]
-    env = {**os.environ, **prosody.env("worker", worker_pw), "RESOURCE": "sigterm", "PYTHONPATH": str(ROOT),
-           "QE_SHUTDOWN_TIMEOUT": "10"}
-    proc = await asyncio.create_subprocess_exec(sys.executable, str(script), env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        client_jid, client_pw = accounts["client"]
-        async with Client(load_config(prosody.env("client", client_pw))) as client:
-            target = f"{worker_jid}/sigterm"
-            await wait_answering(client, target, 20)
-            slow = asyncio.create_task(client.call(target, "slow", {"s": 1.0}, timeout=15))
-            # the request is running once the worker reports it in flight
-            end = time.monotonic() + 10
-            while (await client.call(target, "info", timeout=5))["requests"]["in_flight"] < 1:
-                assert time.monotonic() < end
-            proc.send_signal(signal.SIGTERM)
-            assert await slow == {"slept": 1.0}  # finished, not dropped
-        code = await asyncio.wait_for(proc.wait(), 20)
-        out, err = await proc.communicate()
-        assert code == 0, err.decode()
-        assert b"loop ended" in out
-        assert b"SIGTERM received" in err
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    env = {**prosody.env("worker", worker_pw), "RESOURCE": "sigterm", "QE_SHUTDOWN_TIMEOUT": "10"}
+    target = f"{worker_jid}/sigterm"
+    client, owner = await login("client"), await login("worker")
+    async with WorkerProcess([str(script)], env, tmp_path / "worker.log") as worker:
+        await wait_answering(owner, target, 20)
+        slow = asyncio.create_task(client.call(target, "slow", {"s": 1.0}, timeout=15))
+        await worker.wait_lines(lambda lines: "slow started" in lines, 10)  # the request is running
+        worker.signal(signal.SIGTERM)
+        assert await slow == {"slept": 1.0}  # finished, not dropped
+        code = await worker.wait(20)
+    assert code == 0, worker.log()
+    assert worker.lines[-1] == "loop ended"
+    assert "SIGTERM received" in worker.log_path.read_text()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -16,14 +18,13 @@ from libs.scheduling.store import JobStore
 from tests.support.workers import chat_messages, default_worker
 
 
-@pytest.fixture
-async def worker(prosody, accounts, tmp_path):
-    """A non-public worker allowing `client`, with a job scheduler and a `tick` command that
-    reports each run on a queue."""
+def scheduling_worker(prosody, accounts, store: Path, allow: str) -> App:
+    """A non-public worker allowing ``allow`` (comma-separated bare JIDs), with a job
+    scheduler on ``store`` and a ``tick`` command that reports each run on ``app.runs``."""
     _jid, password = accounts["worker"]
-    env = {**prosody.env("worker", password), "QE_ALLOW": accounts["client"][0]}
+    env = {**prosody.env("worker", password), "QE_ALLOW": allow}
     app = App(resource="sched", config=load_config(env), exit_on_fatal=False, keepalive=0)
-    scheduler = JobScheduler(app, JobStore(tmp_path / "jobs.sqlite3"))
+    app.scheduler = JobScheduler(app, JobStore(store))
     app.runs = asyncio.Queue()
 
     @app.command("tick")
@@ -31,8 +32,14 @@ async def worker(prosody, accounts, tmp_path):
         await app.runs.put((specs.uid, specs.body))
         return {"tick": specs.body.get("n", 0)}
 
+    return app
+
+
+@pytest.fixture
+async def worker(prosody, accounts, tmp_path):
+    """``scheduling_worker`` allowing `client`, online."""
+    app = scheduling_worker(prosody, accounts, tmp_path / "jobs.sqlite3", accounts["client"][0])
     await app.wait_online(10)
-    app.scheduler = scheduler
     yield app
     await app.close(2)
 
@@ -108,6 +115,8 @@ async def test_bad_schedules_are_refused_with_reasons(worker, login):
         ({"cmd": "tick", "trigger": {"cron": "61 * * * *"}}, "61"),
         ({"cmd": "tick", "trigger": {"at": ["2001-01-01T00:00:00+00:00"]}}, "never fires"),
         ({"cmd": "schedule", "trigger": {"every": "1s"}}, "cannot be scheduled"),
+        ({"cmd": "cancel", "body": {"job": "x"}, "trigger": {"every": "1s"}}, "cannot be scheduled"),
+        ({"cmd": "jobs", "trigger": {"every": "1s"}}, "cannot be scheduled"),
         ({"cmd": "tick", "trigger": {"every": "1s"}, "misfire": "burst"}, "misfire"),
         ({"trigger": {"every": "1s"}}, "cmd"),
         ({"cmd": "nosuch", "trigger": {"every": "1s"}}, "no command 'nosuch'"),
@@ -118,24 +127,104 @@ async def test_bad_schedules_are_refused_with_reasons(worker, login):
         assert info.value.code == "bad-request" and words in info.value.remote_message, body
 
 
+async def test_a_caller_may_have_100_active_jobs_and_is_told_busy_beyond(worker, login):
+    client = await login("client")
+    remote = RemoteWorker(client, worker.jid)
+    handles = [await remote.every("1h").call("tick", {"n": n}) for n in range(100)]
+    with pytest.raises(RemoteError) as info:
+        await remote.every("1h").call("tick")
+    assert info.value.code == "busy" and "100 active jobs" in info.value.remote_message
+    assert len(await remote.jobs()) == 100  # the refused one was not stored
+    owner = await login("worker")  # the limit is per caller: another account is not affected
+    await RemoteWorker(owner, worker.jid).every("1h").call("tick")
+    await handles[0].cancel()  # ended jobs do not count
+    await remote.every("1h").call("tick")
+    with pytest.raises(RemoteError) as info:
+        await remote.every("1h").call("tick")
+    assert info.value.code == "busy"
+
+
+async def test_cleanup_forgets_ended_jobs_and_the_active_one_keeps_running(worker, login):
+    client = await login("client")
+    remote = RemoteWorker(client, worker.jid)
+    active = await remote.every("200ms").call("tick", {"n": "active"})
+    once = await remote.at(datetime.now(UTC) + timedelta(seconds=0.2)).call("tick", {"n": "once"})
+    cancelled = await remote.every("1h").call("tick", {"n": "cancelled"})
+    await cancelled.cancel()
+    await worker.scheduler.wait_job(once.id, lambda job: job.status == "finished", 5)
+    assert worker.scheduler.cleanup(cutoff=time.time() + 1) == 2  # as the hourly maintenance task does, a day later
+    assert [(j["job"], j["status"]) for j in await remote.jobs()] == [(active.id, "active")]
+    runs = worker.scheduler.store.get(active.id).run_count
+    await worker.scheduler.wait_job(active.id, lambda job: job.run_count > runs, 5)  # it runs on
+    assert (await active.info())["status"] == "active"
+
+
+async def test_a_caller_removed_from_qe_allow_loses_its_jobs_at_their_next_run(prosody, accounts, login, tmp_path):
+    """docs/scheduling.md: the requester's role is checked again at each run. The worker
+    restarts without the caller in QE_ALLOW: the job's next run is refused before it runs,
+    the job ends (cancelled) and says why, to the requester and in the owner's listing."""
+    client = await login("client")
+    messages = chat_messages(client)
+    store = tmp_path / "jobs.sqlite3"
+    app = scheduling_worker(prosody, accounts, store, accounts["client"][0])
+    try:
+        await app.wait_online(10)
+        handle = await RemoteWorker(client, app.jid).every("300ms").call("tick", {"n": 1}, notify=True)
+        await asyncio.wait_for(app.runs.get(), 5)  # it runs while the caller is allowed
+    finally:
+        await app.close(2)
+    app = scheduling_worker(prosody, accounts, store, "")  # restarted without the caller
+    try:
+        await app.wait_online(10)
+        try:
+            job = await app.scheduler.wait_job(handle.id, lambda job: job.status != "active", 5)
+        except TimeoutError:
+            raise AssertionError(f"still active after 5 s: {app.scheduler.store.get(handle.id)}") from None
+        assert job.status == "cancelled" and "no longer allowed" in (job.last_error or "")
+        assert handle.id not in app.scheduler.tasks  # nothing is left to run it again
+        assert app.runs.empty()  # refused before the command ran
+        async with asyncio.timeout(5):  # the requester is told why (notify: true)
+            while (note := json.loads(await messages.get()))["ok"]:
+                pass
+        assert note["job"] == handle.id and "forbidden" in note["error"] and "no longer allowed" in note["error"]
+        owner = await login("worker")
+        listed = {j["job"]: j for j in await RemoteWorker(owner, app.jid).jobs()}[handle.id]
+        assert listed["status"] == "cancelled" and listed["next_run"] is None
+        assert "no longer allowed" in listed["last_error"]
+        with pytest.raises(RemoteError) as info:  # and the caller itself may no longer ask
+            await RemoteWorker(client, app.jid).jobs()
+        assert info.value.code == "forbidden"
+    finally:
+        await app.close(2)
+    app = scheduling_worker(prosody, accounts, store, accounts["client"][0])  # allowed again: it stays ended
+    try:
+        await app.wait_online(10)
+        assert app.scheduler.tasks == {}
+        assert [j["status"] for j in await RemoteWorker(client, app.jid).jobs()] == ["cancelled"]
+    finally:
+        await app.close(2)
+
+
 async def test_job_survives_sigkill_and_restart(prosody, accounts, login, tmp_path):
     """The default worker in its own process: schedule, SIGKILL it, start it again.
     (tests/reliability/test_crash_safety.py does the same with 50 jobs of every kind.)"""
     worker, jid = default_worker(prosody, accounts, "durable", tmp_path)
     client = await login("client")
+    owner = await login("worker")  # wakes at the worker's presence (wait_answering)
     messages = chat_messages(client)
     async with worker:
-        await wait_answering(client, jid, 20)
+        await wait_answering(owner, jid, 20)
         handle = await RemoteWorker(client, jid).every("300ms").call("echo", {"hi": 1}, notify=True)
         assert json.loads(await asyncio.wait_for(messages.get(), 5))["result"] == {"hi": 1}
         await worker.kill()
+        killed = datetime.now(UTC)
         await worker.start()
-        await wait_answering(client, jid, 20)
+        await wait_answering(owner, jid, 20)
         jobs = await RemoteWorker(client, jid).jobs()
         assert [(j["job"], j["status"]) for j in jobs] == [(handle.id, "active")]
-        while not messages.empty():
-            messages.get_nowait()
-        note = json.loads(await asyncio.wait_for(messages.get(), 5))  # runs again after restart
+        async with asyncio.timeout(5):  # it runs again after the restart: a run planned after the kill
+            while datetime.fromisoformat((note := json.loads(await messages.get()))["scheduled_for"]) <= killed:
+                pass
         assert note["job"] == handle.id and note["ok"]
         await handle.cancel()
         worker.signal(signal.SIGTERM)

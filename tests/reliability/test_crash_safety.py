@@ -5,7 +5,9 @@ same ``QE_STATE_DIR``, every job it had accepted is listed again with the same i
 body, trigger and policies; at/cron jobs keep their next fire time; and the jobs run again
 (observed through their effect: the result messages of ``notify`` jobs).
 
-tests/integration/test_scheduling.py checks one job; this checks 50 of every trigger kind.
+tests/integration/test_scheduling.py checks one job; this checks 50 of every trigger kind, and
+that a job is stored *before* ``schedule`` answers: a worker killed the moment its answer
+arrives still has the job after a restart.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -96,10 +99,11 @@ async def _listed(client: Client, jid: str) -> dict[str, dict[str, Any]]:
 async def test_50_jobs_of_every_kind_survive_sigkill_and_run_again(prosody, accounts, login, tmp_path, report):
     worker, jid = default_worker(prosody, accounts, "crash-safety", tmp_path)
     client = await login("client")
+    owner = await login("worker")  # wakes at the worker's presence (wait_answering)
     messages = chat_messages(client)
     loop = asyncio.get_running_loop()
     async with worker:
-        await wait_answering(client, jid, 20)
+        await wait_answering(owner, jid, 20)
         specs = await _schedule_all(RemoteWorker(client, jid), _plans(datetime.now(UTC)))
         fast = {job for job, spec in specs.items() if spec.get("every") in FAST_EVERY}
         await _runs_after(messages, fast, datetime.min.replace(tzinfo=UTC), RUN_AGAIN_BOUND_S)  # they run
@@ -109,7 +113,7 @@ async def test_50_jobs_of_every_kind_survive_sigkill_and_run_again(prosody, acco
         killed = datetime.now(UTC)
         await worker.start()
         started = loop.time()
-        await wait_answering(client, jid, 20)
+        await wait_answering(owner, jid, 20)
         answering = loop.time()
         after = await _listed(client, jid)
         await _runs_after(messages, fast, killed, RUN_AGAIN_BOUND_S)
@@ -128,4 +132,40 @@ async def test_50_jobs_of_every_kind_survive_sigkill_and_run_again(prosody, acco
     assert {j: _durable(job, specs[j]) for j, job in after.items()} == \
         {j: _durable(job, specs[j]) for j, job in before.items()}
     assert all(final[j]["run_count"] > before[j]["run_count"] for j in fast)  # runs still recorded
+    assert code == 0, worker.log()
+
+
+@pytest.mark.timeout(90)
+async def test_a_job_is_stored_before_schedule_answers(prosody, accounts, login, tmp_path, report):
+    """The worker is SIGKILLed the moment the answer to ``schedule`` reaches the caller (no
+    await in between; the signal leaves tens of microseconds later), once per trigger kind;
+    after each restart every job it answered for is listed, active, with its trigger."""
+    worker, jid = default_worker(prosody, accounts, "killed-at-the-answer", tmp_path)
+    client = await login("client")
+    owner = await login("worker")  # wakes at the worker's presence (wait_answering)
+    remote = RemoteWorker(client, jid)
+    now = datetime.now(UTC)
+    plans = ({"every": "1h"}, {"at": [(now + timedelta(hours=1)).isoformat()]},
+             {"cron": f"{(now.minute + 30) % 60} * * * *", "tz": "Europe/Berlin"})
+    answered: dict[str, str] = {}  # job id -> trigger as the answer described it
+    gaps = []
+    async with worker:
+        for k, spec in enumerate(plans):
+            await wait_answering(owner, jid, 20)
+            handle = await remote.plan(spec).call("echo", {"k": k})
+            answer_at = time.perf_counter()
+            worker.signal(signal.SIGKILL)  # right after the answer: nothing awaited in between
+            gaps.append(time.perf_counter() - answer_at)
+            answered[handle.id] = handle.trigger
+            await worker.wait(10)
+            await worker.start()
+            await wait_answering(owner, jid, 20)
+            listed = await _listed(client, jid)
+            assert {j: listed[j]["trigger"] for j in answered if j in listed} == answered, \
+                f"after a SIGKILL at the answer to job {handle.id} ({_kind(spec)}), listed: {sorted(listed)}"
+            assert {listed[j]["status"] for j in answered} == {"active"}
+        worker.signal(signal.SIGTERM)
+        code = await worker.wait(15)
+    report(f"{len(plans)} SIGKILLs, sent {', '.join(f'{gap * 1e6:.0f}' for gap in gaps)} us after the answer to "
+           "schedule arrived; every answered job was listed after the restart")
     assert code == 0, worker.log()

@@ -103,11 +103,12 @@ async def test_sigterm_with_100_calls_running_ends_each_call_once_and_exits_0(ca
            "QE_MAX_PER_CALLER": "0"}  # 100 from one caller at once is the point here
     jid = f"{accounts['worker'][0]}/{env['RESOURCE']}"
     client = await login("client")
+    owner = await login("worker")  # wakes at the worker's presence (wait_answering)
     loop = asyncio.get_running_loop()
     calls: list[asyncio.Task[Ended]] = []
     async with WorkerProcess([str(script)], env, tmp_path / "worker.log") as worker:
         try:
-            await wait_answering(client, jid, 20)
+            await wait_answering(owner, jid, 20)
             calls += [asyncio.create_task(call_once(client, jid, "slow", {"n": n, "of": CALLS, "s": case.hold_s(n)},
                                                     timeout=CALLER_TIMEOUT_S, margin=EXIT_MARGIN_S))
                       for n in range(CALLS)]

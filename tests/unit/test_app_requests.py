@@ -137,10 +137,12 @@ async def test_handler_that_waits_is_tracked_and_answered_later(make_worker: Any
 
     iq_id, data = w.stanza("slow")
     assert await w.arrive(data) == 0
-    assert len(w.app._tasks) == 1
+    (task,) = w.app._tasks
+    ended = asyncio.Event()
+    task.add_done_callback(lambda _task: ended.set())  # runs after the App's own done callback
     gate.set()
     assert result_of(await w.answer(iq_id)) == {"ok": True}
-    await asyncio.sleep(0)
+    await asyncio.wait_for(ended.wait(), 2)
     assert not w.app._tasks
 
 

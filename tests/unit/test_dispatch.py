@@ -380,18 +380,21 @@ async def test_handler_returning_another_awaitable() -> None:
 
 async def test_cancelling_the_caller_reaches_a_waiting_handler() -> None:
     d = make()
+    started = asyncio.Event()
     cleaned = asyncio.Event()
 
     async def waits(specs: APISpecs) -> dict[str, Any]:
+        started.set()
         try:
-            await asyncio.sleep(10)
+            await asyncio.Event().wait()
         finally:
             cleaned.set()
         return {}
 
     d.onapi = waits
     task = asyncio.ensure_future(d.handle("i", OWNER, req("x", deadline_ms=now_ms() + 60_000)))
-    await asyncio.sleep(0.001)
+    await asyncio.wait_for(started.wait(), 5)
+    assert d.stats.in_flight == 1 and not task.done()  # the handler is waiting
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -739,17 +742,26 @@ def test_message_specs_without_reply_function() -> None:
 async def test_per_caller_limit_answers_busy_but_never_limits_the_owner() -> None:
     d = Dispatcher(AccessPolicy.create(OWNER, public=True), max_per_caller=2)
     gate = asyncio.Event()
+    started: list[str] = []
+    changed = asyncio.Condition()
 
     async def onapi(specs: APISpecs) -> dict[str, Any]:
+        async with changed:
+            started.append(specs.id)
+            changed.notify_all()
         await gate.wait()
         return {"ok": True}
 
+    async def until_started(n: int) -> None:
+        async with asyncio.timeout(5), changed:
+            await changed.wait_for(lambda: len(started) == n)
+
     d.onapi = onapi
     flood = [asyncio.ensure_future(d.handle(str(i), STRANGER, req("work"))) for i in range(2)]
-    await asyncio.sleep(0)  # let both start and block on the gate
+    await until_started(2)  # both run, held at the gate
     error_of(await d.handle("3", STRANGER, req("work")), "busy")
     owner = [asyncio.ensure_future(d.handle(f"o{i}", OWNER, req("work"))) for i in range(5)]
-    await asyncio.sleep(0)
+    await until_started(7)
     assert d.stats.in_flight == 7  # the owner's five run beside the stranger's two
     gate.set()
     answers = await asyncio.gather(*flood, *owner)

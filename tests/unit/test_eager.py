@@ -416,7 +416,9 @@ async def test_cancel_while_waiting_reaches_the_coroutine() -> None:
             raise
 
     task, _ = await run_in_callback(lambda: start_eager(loop, waits()))
-    await asyncio.sleep(0.001)
+    # The Task's own first step (3.11: the hand-over) was scheduled before our wake-up, so it
+    # has run: the Task waits at the coroutine's wait (the next test cancels before that).
+    assert not getattr(task.get_coro(), "waiting", False) and not task.done()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from slixmpp.xmlstream.tostring import escape
 
@@ -142,7 +142,6 @@ _json_text_values = st.recursive(
 _NOT_IN_XML = re.compile("[\ud800-\udfff\ufffe\uffff]")
 
 
-@settings(max_examples=300, deadline=None)
 @given(_json_text_values)
 def test_any_json_value_encodes_to_xml_text_that_round_trips(value: Any) -> None:
     """Nothing that is JSON is refused; the text is XML 1.0, an XML parser gives it back
@@ -400,7 +399,6 @@ def test_wire_size_as_documented(text: str, size: int) -> None:
 _special_heavy_text = st.text(alphabet=st.one_of(st.sampled_from("\"'<>&"), st.characters(codec="utf-8")), max_size=200)
 
 
-@settings(max_examples=300, deadline=None)
 @given(_special_heavy_text)
 def test_wire_size_matches_slixmpp_escape_property(text: str) -> None:
     assert wire_size(text) == slixmpp_size(text)
@@ -619,22 +617,16 @@ def _check_decode_contract(text: str) -> None:
         assert req.deadline_ms is None or isinstance(req.deadline_ms, int)
 
 
-_FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@_FAST
 @given(st.text())
 def test_decode_request_arbitrary_text(text: str) -> None:
     _check_decode_contract(text)
 
 
-@_FAST
 @given(_json_values)
 def test_decode_request_arbitrary_json(value: Any) -> None:
     _check_decode_contract(json.dumps(value))
 
 
-@_FAST
 @given(_request_like)
 def test_decode_request_request_shaped_json(value: dict[str, Any]) -> None:
     _check_decode_contract(json.dumps(value, ensure_ascii=False))

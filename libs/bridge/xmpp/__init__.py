@@ -573,3 +573,23 @@ class XmppTransport(Transport):
     def send_message(self, to: str, body: str) -> None:
         if self._client is not None:
             self._client.send_message(mto=JID(to), mbody=body, mtype="chat")
+
+    def watch_available(self, jid: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` (on the loop) whenever available presence from full JID ``jid``
+        arrives, until the returned function is called.
+
+        The server sends a session's available presence when it logs in, to the other
+        sessions of its own account and to accounts subscribed to its presence; other callers
+        never get it.
+        """
+        client = self._client
+        if client is None:
+            raise RuntimeError("transport not started")
+        wanted = JID(jid)
+
+        def on_available(presence: Any) -> None:
+            if presence["from"] == wanted:
+                callback()
+
+        client.add_event_handler("presence_available", on_available)
+        return lambda: client.del_event_handler("presence_available", on_available)
