@@ -14,6 +14,7 @@ from .errors import (
     NotConnected,
     RemoteError,
 )
+from .memory import MemoryNetwork, MemoryTransport
 from .serial import serial_generator
 from .specs import APISpecs, MessageSpecs
 from .timers import (
@@ -28,6 +29,7 @@ from .timers import (
     setTimeout,
     timer_stats,
 )
+from .transport import Transport
 
 __all__ = [
     "APISpecs",
@@ -37,6 +39,8 @@ __all__ = [
     "CallTimeout",
     "Client",
     "ConfigError",
+    "MemoryNetwork",
+    "MemoryTransport",
     "MessageSpecs",
     "NotConnected",
     "RemoteError",
@@ -46,6 +50,7 @@ __all__ = [
     "SetTimeout",
     "SetTimeoutSafe",
     "TimerStats",
+    "Transport",
     "WorkerConfig",
     "call",
     "clearInterval",

@@ -33,6 +33,7 @@ from .errors import CallError
 from .protocol import ApiError, ApiResult, xml_safe
 from .specs import APISpecs, MessageSpecs
 from .timers import timer_stats
+from .transport import Transport
 from .xmpp import XmppTransport
 
 __all__ = ["App", "version"]
@@ -84,7 +85,9 @@ class App:
     ``image`` is accepted for QE compatibility and ignored. ``exit_on_fatal`` ends the
     process when the server refuses the login (tests turn it off). ``handle_signals``
     (default: only when created before the loop runs) makes SIGINT/SIGTERM shut down
-    gracefully and stop the loop.
+    gracefully and stop the loop. ``transport`` replaces the XMPP connection, e.g. with
+    ``MemoryNetwork().transport(...)`` for tests without a server; the worker then takes its
+    JID and configuration from it.
     """
 
     def __init__(
@@ -98,11 +101,14 @@ class App:
         keepalive: float | None = None,
         exit_on_fatal: bool = True,
         handle_signals: bool | None = None,
+        transport: Transport | None = None,
     ) -> None:
         if rest:
             raise NotImplementedError("App(rest=...) is not supported by qe-worker yet; use rest=False")
-        self.config = config or _load_config()
-        self.resource = check_resource(self.config.resource or resource)
+        self.config = config or (transport.config if transport is not None else _load_config())
+        if transport is not None:
+            resource = transport.jid.partition("/")[2]
+        self.resource = check_resource(resource if transport is not None else self.config.resource or resource)
         self.public = public
         self.image = image
         self.policy = AccessPolicy.create(self.config.jid, public=public, allow=self.config.allow)
@@ -119,7 +125,8 @@ class App:
         self._stopping: asyncio.Task[None] | None = None
         self._on_start: list[Callable[[], object]] = []
         self._on_close: list[Callable[[float], Awaitable[None]]] = []
-        self.transport: XmppTransport | None = None
+        self.transport: Transport | None = None
+        self._given_transport = transport
         self._started = asyncio.Event()
         self.loop = _runtime.main_loop()
         # Script style (App at import time, then run_forever): we own SIGINT/SIGTERM.
@@ -132,16 +139,13 @@ class App:
     def _start(self) -> None:
         if self.transport is not None:
             return
-        self.transport = XmppTransport(
-            self.config,
-            self.resource,
-            policy=self.policy,
-            on_request=self._on_request,
-            on_message=self._on_message,
-            on_fatal=self._on_fatal,
-            keepalive=self._keepalive,
-        )
-        self.transport.start()
+        transport = self._given_transport or XmppTransport(self.config, self.resource, policy=self.policy,
+                                                           keepalive=self._keepalive)
+        transport.on_request = self._on_request
+        transport.on_message = self._on_message
+        transport.on_fatal = self._on_fatal
+        self.transport = transport
+        transport.start()
         _runtime.add_shutdown_hook(self.close)
         if self._handle_signals:
             _runtime.install_signal_handlers(self.loop, lambda: self.config.shutdown_timeout)
@@ -166,7 +170,7 @@ class App:
         if self._exit_on_fatal:
             _runtime.fail(reason)
 
-    async def _transport(self) -> XmppTransport:
+    async def _transport(self) -> Transport:
         await self._started.wait()  # set by _start, scheduled on this loop by __init__
         assert self.transport is not None
         return self.transport
@@ -319,8 +323,7 @@ class App:
                 "expired": stats.expired,
                 "in_flight": stats.in_flight,
             },
-            "sessions": transport.sessions if transport else 0,
-            "resumptions": transport.resumptions if transport else 0,
+            **(transport.stats() if transport else {"sessions": 0, "resumptions": 0}),
             "timers": [stats.as_dict() for stats in timer_stats()],
         }
 

@@ -73,14 +73,15 @@ class Client:
     """A logged-in caller: ``async with Client() as c: await c.call(jid, "ping")``.
 
     Logs in with the ``QE_*`` configuration under a random resource, so it never takes over
-    a worker's resource.
+    a worker's resource; or uses ``transport`` (e.g. ``MemoryNetwork().transport(...)``).
     """
 
     def __init__(self, config: WorkerConfig | None = None, *, resource: str | None = None,
-                 connect_timeout: float = 10.0) -> None:
-        self.config = config or load_config()
+                 connect_timeout: float = 10.0, transport: Transport | None = None) -> None:
+        self.config = config or (transport.config if transport is not None else load_config())
         self.connect_timeout = connect_timeout
-        self.transport = XmppTransport(self.config, resource or random_resource(), keepalive=0, fail_fast=True)
+        self.transport: Transport = transport or XmppTransport(
+            self.config, resource or random_resource(), keepalive=0, fail_fast=True)
 
     async def __aenter__(self) -> Client:
         self.transport.start()

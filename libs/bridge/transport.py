@@ -1,8 +1,10 @@
 """The one interface between a worker's logic and the network.
 
 Why an interface: ``App`` and the client only need "tell me about requests and messages,
-send answers, make calls". The slixmpp adapter (``libs.bridge.xmpp``) is the real one; tests
-may plug in their own. Callbacks run on the worker's event loop.
+send answers, make calls". The slixmpp adapter (``libs.bridge.xmpp``) is the real one; the
+in-memory one (``libs.bridge.memory``) runs workers and callers in one process without a
+server, for fast tests. ``App(transport=...)`` and ``Client(transport=...)`` take either.
+Callbacks run on the worker's event loop.
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .protocol import ApiError, ApiResult
+
+if TYPE_CHECKING:
+    from .config import WorkerConfig
 
 __all__ = ["Backoff", "OnFatal", "OnMessage", "OnRequest", "Transport"]
 
@@ -30,6 +36,12 @@ class Transport(ABC):
 
     jid: str
     """Our full JID (``user@domain/resource``)."""
+    config: WorkerConfig
+    """The account and limits this transport logs in with."""
+    on_request: OnRequest | None = None
+    on_message: OnMessage | None = None
+    on_fatal: OnFatal | None = None
+    """Set by the owner (``App``) before ``start()``."""
 
     @abstractmethod
     def start(self) -> None:
@@ -58,6 +70,17 @@ class Transport(ABC):
     @abstractmethod
     async def close(self, timeout: float) -> None:
         """Leave the server cleanly (unavailable presence, end of stream); idempotent."""
+
+    @abstractmethod
+    def stats(self) -> dict[str, int]:
+        """Counters for ``info`` and monitoring: at least ``sessions`` (logins, 1 + reconnects
+        that needed a new session) and ``resumptions``."""
+
+    @abstractmethod
+    def watch_available(self, jid: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` whenever full JID ``jid`` comes online as far as this session
+        can tell, until the returned function is called (lets callers wait for a worker
+        instead of polling; sessions that cannot tell never call it)."""
 
 
 class Backoff:

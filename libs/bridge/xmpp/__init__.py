@@ -574,6 +574,10 @@ class XmppTransport(Transport):
         if self._client is not None:
             self._client.send_message(mto=JID(to), mbody=body, mtype="chat")
 
+    def stats(self) -> dict[str, int]:
+        return {"sessions": self.sessions, "resumptions": self.resumptions,
+                "pings_answered": self.pings_answered, "pings_late": self.pings_late}
+
     def watch_available(self, jid: str, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback()`` (on the loop) whenever available presence from full JID ``jid``
         arrives, until the returned function is called.

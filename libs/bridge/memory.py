@@ -1,0 +1,191 @@
+"""Workers and callers in one process, without a server: the in-memory twin of the XMPP
+transport (httpcore's ``MockStream``, h11's ``ConnectionPair``).
+
+Why: most of a worker's behaviour (access, deadlines, sizes, dispatch, handlers, errors) is
+decided above the network, and a test of it should not need Prosody or take its time. A
+``MemoryNetwork`` carries the same ``<api/>`` texts as XMPP between ``App``s and ``Client``s
+of one event loop, with what the server adds: the sender's JID stamped on every request (so
+access rules see who really asked), an offline full JID answered ``unavailable`` at once,
+and delivery one loop pass later, never inside the sender's call. What it leaves out is what
+only a server has: TLS, login, reconnects, stream management, presence subscriptions.
+
+    net = MemoryNetwork()
+    app = App(transport=net.transport("worker@localhost/python", allow=["friend@localhost"]))
+    async with Client(transport=net.transport("friend@localhost")) as client:
+        assert await client.call(app.jid, "ping") == {"pong": True}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterable
+
+from .access import bare_jid
+from .config import WorkerConfig
+from .errors import CallTimeout, NotConnected, RemoteError
+from .protocol import DEFAULT_MAX_PAYLOAD, ApiError, ApiResult, decode_error
+from .serial import serial_generator
+from .transport import Transport
+
+__all__ = ["MemoryNetwork", "MemoryTransport"]
+
+
+class MemoryNetwork:
+    """The "server" of in-memory transports: routes requests, answers and chat messages
+    between the transports it made that are online, by full JID."""
+
+    def __init__(self) -> None:
+        self._online: dict[str, MemoryTransport] = {}
+        self._watchers: dict[str, list[Callable[[], None]]] = {}
+
+    def transport(self, jid: str, *, allow: Iterable[str] = (), max_payload: int = DEFAULT_MAX_PAYLOAD,
+                  max_per_caller: int = 64, shutdown_timeout: float = 10.0) -> MemoryTransport:
+        """A transport for ``jid``: a full JID (a worker), or a bare one (a caller: a random
+        resource is added, as ``Client`` does). The keywords are the ``QE_*`` settings a
+        worker on it uses (``allow`` is ``QE_ALLOW``)."""
+        bare, _, resource = jid.partition("/")
+        if "@" not in bare:
+            raise ValueError(f"{jid!r} is not a JID like worker@localhost/python")
+        config = WorkerConfig(jid=bare_jid(bare), password="", host="memory", tls="off",
+                              allow=frozenset(bare_jid(a) for a in allow), max_payload=max_payload,
+                              max_per_caller=max_per_caller, shutdown_timeout=shutdown_timeout, keepalive=0)
+        return MemoryTransport(self, f"{config.jid}/{resource or f'client_{serial_generator(8)}'}", config)
+
+    def online(self) -> list[str]:
+        """Full JIDs online now."""
+        return sorted(self._online)
+
+    # -- what the server does -----------------------------------------------------------
+
+    def _join(self, transport: MemoryTransport) -> None:
+        previous = self._online.get(transport.jid)
+        if previous is not None and previous is not transport:
+            previous._taken_over()  # as a server does with a second login on one resource
+        self._online[transport.jid] = transport
+        for callback in list(self._watchers.get(transport.jid, ())):
+            asyncio.get_running_loop().call_soon(callback)
+
+    def _leave(self, transport: MemoryTransport) -> None:
+        if self._online.get(transport.jid) is transport:
+            del self._online[transport.jid]
+
+    def _route(self, to: str) -> MemoryTransport | None:
+        return self._online.get(to)
+
+    def _watch(self, jid: str, callback: Callable[[], None]) -> Callable[[], None]:
+        watchers = self._watchers.setdefault(jid, [])
+        watchers.append(callback)
+
+        def stop() -> None:
+            if callback in watchers:
+                watchers.remove(callback)
+
+        return stop
+
+
+class MemoryTransport(Transport):
+    """One session on a ``MemoryNetwork``; made by ``MemoryNetwork.transport()``."""
+
+    def __init__(self, network: MemoryNetwork, jid: str, config: WorkerConfig) -> None:
+        self.network = network
+        self.jid = jid
+        self.config = config
+        self.on_request = None
+        self.on_message = None
+        self.on_fatal = None
+        self.fatal: str | None = None
+        self._online = False
+        self._sessions = 0
+        self._pending: dict[str, tuple[str, asyncio.Future[str | None]]] = {}
+
+    def start(self) -> None:
+        if self._sessions:
+            raise RuntimeError("transport already started")
+        self._sessions = 1
+        self._online = True
+        self.network._join(self)
+
+    @property
+    def online(self) -> bool:
+        return self._online
+
+    async def wait_online(self, timeout: float) -> None:
+        if not self._online:
+            raise NotConnected(self.fatal or f"{self.jid} is not started or was closed")
+
+    def stats(self) -> dict[str, int]:
+        return {"sessions": self._sessions, "resumptions": 0}
+
+    def watch_available(self, jid: str, callback: Callable[[], None]) -> Callable[[], None]:
+        return self.network._watch(jid, callback)
+
+    # -- calls ---------------------------------------------------------------------------
+
+    async def request(self, to: str, text: str, timeout: float) -> str | None:
+        await self.wait_online(timeout)
+        peer = self.network._route(to)
+        if peer is None:  # what the server answers for an offline full JID: at once
+            raise RemoteError("unavailable", f"{to} is not online")
+        iq_id = uuid.uuid4().hex
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._pending[iq_id] = (to, future)
+        asyncio.get_running_loop().call_soon(peer._receive_request, iq_id, self.jid, text)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise CallTimeout(f"no answer from {to} within {timeout:g} s") from None
+        finally:
+            self._pending.pop(iq_id, None)
+
+    def _receive_request(self, iq_id: str, sender: str, text: str) -> None:
+        caller = self.network._route(sender)
+        if not self._online or self.on_request is None:
+            if caller is not None:
+                caller._receive_answer(self.jid, ApiError(iq_id, sender, "unavailable", f"{self.jid} is not online"))
+            return
+        self.on_request(iq_id, sender, text, "set")
+
+    def send_answer(self, answer: ApiResult | ApiError) -> None:
+        caller = self.network._route(answer.to)
+        if caller is not None and self._online:
+            asyncio.get_running_loop().call_soon(caller._receive_answer, self.jid, answer)
+
+    def _receive_answer(self, sender: str, answer: ApiResult | ApiError) -> None:
+        entry = self._pending.get(answer.id)
+        if entry is None or entry[0] != sender or entry[1].done():  # late, or not from whom we asked
+            return
+        future = entry[1]
+        if isinstance(answer, ApiResult):
+            future.set_result(answer.payload)
+        else:
+            error = decode_error(answer.condition, answer.payload)
+            future.set_exception(RemoteError(error.code, error.message))
+
+    # -- chat ----------------------------------------------------------------------------
+
+    def send_message(self, to: str, body: str) -> None:
+        peer = self.network._route(to)
+        if peer is not None and self._online:  # no offline storage, as on the private server
+            asyncio.get_running_loop().call_soon(peer._receive_message, self.jid, body)
+
+    def _receive_message(self, sender: str, body: str) -> None:
+        if self._online and self.on_message is not None:
+            self.on_message(sender, body)
+
+    # -- leaving -------------------------------------------------------------------------
+
+    async def close(self, timeout: float = 5.0) -> None:
+        if not self._online:
+            return
+        self._online = False
+        self.network._leave(self)
+        for _to, future in self._pending.values():
+            if not future.done():
+                future.set_exception(NotConnected(f"{self.jid} closed"))
+
+    def _taken_over(self) -> None:
+        self._online = False
+        self.fatal = f"another client logged in as {self.jid} and took over this resource"
+        if self.on_fatal is not None:
+            self.on_fatal(self.fatal)
