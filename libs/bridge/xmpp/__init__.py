@@ -37,10 +37,11 @@ from slixmpp.jid import JID
 from .._log_limit import LogLimit, suppressed_note
 from ..access import AccessPolicy, bare_jid
 from ..config import WorkerConfig, is_loopback
-from ..errors import AuthenticationFailed, CallError, CallTimeout, NotConnected, RemoteError
+from ..errors import CallTimeout, NotConnected, RemoteError
 from ..protocol import NS, ApiError, ApiResult, decode_error, xml_safe
 from ..transport import Backoff, OnFatal, OnMessage, OnRequest, Transport
 from . import _compat
+from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Retry, Session, State
 
 __all__ = ["XmppTransport"]
 
@@ -117,24 +118,17 @@ class XmppTransport(Transport):
         self.on_fatal = on_fatal
         self.keepalive = keepalive
         self.keepalive_timeout = keepalive_timeout
-        self.backoff = backoff or Backoff()
-        self.fatal: str | None = None
-        self.fail_fast = fail_fast  # a client: an unreachable server at first is an answer
-        self._fatal_type: type[CallError] = AuthenticationFailed
-        self._password_refused = False
-        # A login refused on reconnect: a restarting server may refuse briefly, so keep
-        # trying for QE_AUTH_GRACE s; after that the password was changed or the account
-        # deleted, and retrying forever would only hide it from the supervisor.
-        self._refused_since: float | None = None
-        self.sessions = 0  # sessions started (1 + reconnects that needed a new session)
-        self.resumptions = 0
+        # the reconnect / resume / give-up rules: a pure table (_session.py); we report
+        # slixmpp's events to it and carry out what it answers (_apply)
+        self.session = Session(
+            server=f"{config.host}:{config.port}", account=config.jid, require_tls=config.tls == "required",
+            fail_fast=fail_fast, auth_grace=config.auth_grace, backoff=backoff or Backoff())
         self.resumable = False  # XEP-0198 enabled with resumption on the current stream
         self.pings_answered = 0  # keepalive pings the server answered (each proves the link alive)
         self.pings_late = 0  # pings not answered in time while the server acknowledged our stanzas
         self._client: slixmpp.ClientXMPP | None = None
         self._online = asyncio.Event()
         self._session_changed = asyncio.Condition()
-        self._closing = False
         self._retry: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
@@ -148,11 +142,33 @@ class XmppTransport(Transport):
     def online(self) -> bool:
         return self._online.is_set()
 
+    @property
+    def sessions(self) -> int:
+        """Sessions started (1 + reconnects that needed a new session)."""
+        return self.session.sessions
+
+    @property
+    def resumptions(self) -> int:
+        return self.session.resumptions
+
+    @property
+    def fatal(self) -> str | None:
+        """Why we gave up (retrying cannot help), or None."""
+        return self.session.fatal
+
+    @property
+    def backoff(self) -> Backoff:
+        return self.session.backoff
+
+    @property
+    def _closing(self) -> bool:
+        return self.session.state is State.CLOSED
+
     def start(self) -> None:
         if self._client is not None:
             raise RuntimeError("transport already started")
         self._client = self._make_client()
-        self._connect()
+        self._apply(Event.START)
         if self.keepalive > 0:
             self._spawn(self._keepalive_loop())
 
@@ -202,7 +218,7 @@ class XmppTransport(Transport):
         ``<r/>`` that we do not ACK at the TCP level holds the server's next write to us: a
         20 ms ack delay made every sequential call take 22 ms on a stock Prosody
         (bench/RESULTS.md, 2026-12-03). So the delay is used only where the kernel ACKs each
-        read at once (``_ack_each_read``, Linux); elsewhere the ack goes at the end of the
+        read at once (``_compat.ack_each_read``, Linux); elsewhere the ack goes at the end of the
         loop pass, in the same write as an answer sent in that pass (``_send_now``).
         """
         client.register_plugin("xep_0198", {"window": 20})
@@ -210,24 +226,57 @@ class XmppTransport(Transport):
         client.add_event_handler("sm_disabled", lambda _e: self._set_resumable(False))
         _compat.answer_ack_requests(client, self._on_ack_request)
 
-    def _connect(self) -> None:
-        self._retry = None
-        if self._closing or self.fatal or self._client is None:
-            return
-        log.debug("connecting %s to %s:%s", self.jid, self.config.host, self.config.port)
-        self._client.connect(self.config.host, self.config.port)
+    def _apply(self, event: Event, **details: Any) -> None:
+        """Report ``event`` to the session table and carry out its actions, in order."""
+        for action in self.session.handle(event, now=asyncio.get_running_loop().time(), **details):
+            self._carry_out(action)
 
-    def _schedule_reconnect(self, why: str) -> None:
-        if self._closing or self.fatal or self._retry is not None:
-            return
-        delay = self.backoff.next_delay()
-        log.info("%s: %s; reconnecting in %.1f s", self.jid, why, delay)
-        self._retry = asyncio.get_running_loop().call_later(delay, self._connect)
+    def _carry_out(self, action: Action) -> None:
+        client = self._client
+        if isinstance(action, Connect):
+            self._connect()
+        elif isinstance(action, Retry):
+            log.info("%s: %s; reconnecting in %.1f s", self.jid, action.why, action.delay)
+            self._retry = asyncio.get_running_loop().call_later(action.delay, self._retry_due)
+        elif isinstance(action, Online):
+            if not action.resumed and client is not None:
+                client.send_presence()
+            self._online.set()
+            self._spawn(self._notify_session())
+            if action.resumed:
+                log.info("%s resumed its session (XEP-0198)", self.jid)
+            else:
+                log.info("%s online (session %d)", self.jid, self.sessions)
+        elif isinstance(action, Offline):
+            self._online.clear()
+        elif isinstance(action, Abort):
+            if client is not None:
+                client.abort()
+        elif isinstance(action, Log):
+            log.log(action.level, "%s: %s", self.jid, action.message)
+        elif isinstance(action, Fail):
+            log.error("%s: %s", self.jid, action.reason)
+            self._online.set()  # wake waiters so they see `fatal`
+            self._online.clear()
+            if client is not None:
+                client.cancel_connection_attempt()
+                client.abort()
+            if self.on_fatal is not None:
+                self.on_fatal(action.reason)
+
+    def _connect(self) -> None:
+        if self._client is not None:
+            log.debug("connecting %s to %s:%s", self.jid, self.config.host, self.config.port)
+            self._client.connect(self.config.host, self.config.port)
+
+    def _retry_due(self) -> None:
+        self._retry = None
+        self._apply(Event.RETRY_DUE)
 
     async def close(self, timeout: float = 5.0) -> None:
         if self._closing:
             return
-        self._closing = True
+        self._apply(Event.CLOSE)
         if self._retry is not None:
             self._retry.cancel()
         for task in list(self._tasks):
@@ -264,17 +313,7 @@ class XmppTransport(Transport):
         return transport is not None and transport.get_extra_info("ssl_object") is not None
 
     def _on_session_start(self, _event: Any) -> None:
-        assert self._client is not None
-        if self.config.tls == "required" and not self._encrypted():
-            self._fail("the server did not offer TLS and QE_TLS=required (use QE_TLS=optional to allow it)")
-            return
-        self.sessions += 1
-        self.backoff.reset()
-        self._refused_since = None
-        self._client.send_presence()
-        self._online.set()
-        self._spawn(self._notify_session())
-        log.info("%s online (session %d)", self.jid, self.sessions)
+        self._apply(Event.SESSION_STARTED, encrypted=self._encrypted())
 
     def _set_resumable(self, value: bool) -> None:
         self.resumable = value
@@ -298,86 +337,35 @@ class XmppTransport(Transport):
         await self.wait_state(lambda t: t.sessions >= count and t.online, timeout)
 
     def _on_session_resumed(self, _event: Any) -> None:
-        self.resumptions += 1
-        self.backoff.reset()
-        self._refused_since = None
-        self._online.set()
-        self._spawn(self._notify_session())
-        log.info("%s resumed its session (XEP-0198)", self.jid)
+        self._apply(Event.SESSION_RESUMED)
 
     def _on_disconnected(self, reason: Any) -> None:
-        self._online.clear()
-        self._schedule_reconnect(f"disconnected ({reason or 'connection lost'})")
+        self._apply(Event.DISCONNECTED, detail=str(reason or ""))
 
     def _on_connection_failed(self, error: Any) -> None:
-        # stop slixmpp's own retry loop: we retry with our backoff instead
-        if self._client is not None:
+        if self._client is not None:  # stop slixmpp's own retry loop: the session table decides
             self._client.cancel_connection_attempt()
-        if self.fail_fast and self.sessions == 0:
-            self._fail(f"cannot reach {self.config.host}:{self.config.port} ({error})", NotConnected)
-            return
-        self._schedule_reconnect(f"cannot reach {self.config.host}:{self.config.port} ({error})")
+        self._apply(Event.CONNECT_FAILED, detail=str(error))
 
     def _on_mechanism_refused(self, _event: Any) -> None:
-        self._password_refused = True
+        self._apply(Event.MECHANISM_REFUSED)
 
     def _on_failed_auth(self, _event: Any) -> None:
-        if self._password_refused:
-            reason = f"the server refused the password for {self.config.jid} (check QE_JID / QE_PASSWORD)"
-        else:
-            reason = ("the server offered no login method we accept (without STARTTLS, QE_TLS=required never "
-                      "logs in, and QE_TLS=optional only to a loopback host)")
-        self._password_refused = False  # decided again at the next attempt
-        if self.sessions == 0:
-            self._fail(reason)
-            return
-        now = asyncio.get_running_loop().time()
-        if self._refused_since is None:
-            self._refused_since = now
-            log.warning("%s: the server refused our login on reconnect; retrying for %g s in case it is "
-                        "still starting (QE_AUTH_GRACE)", self.jid, self.config.auth_grace)
-        elif now - self._refused_since >= self.config.auth_grace:
-            self._fail(f"{reason}; refused at every reconnect for {now - self._refused_since:.0f} s "
-                       "(password changed or account deleted?)")
-            return
-        if self._client is not None:
-            self._client.abort()
+        self._apply(Event.AUTH_FAILED)
 
     def _on_untrusted_certificate(self, error: Any) -> None:
-        reason = (f"the TLS certificate of {self.config.domain} is not trusted ({error}); "
-                  "if the server uses a private CA, set QE_CA_FILE to its certificate")
-        if self.sessions == 0:
-            self._fail(reason, NotConnected)
-        else:  # it was trusted before: maybe a rotation in progress; keep trying, loudly
-            log.error("%s: %s", self.jid, reason)
-            if self._client is not None:
-                self._client.abort()
+        self._apply(Event.CERT_UNTRUSTED, detail=str(error))
 
     def _on_stream_error(self, error: Any) -> None:
         condition = error["condition"]
         if condition == "conflict":
-            self._fail(f"another client logged in as {self.jid} and took over this resource")
+            self._apply(Event.CONFLICT, detail=self.jid)
         else:
             log.warning("%s: stream error %s %s", self.jid, condition, error["text"])
 
-    def _fail(self, reason: str, kind: type[CallError] = AuthenticationFailed) -> None:
-        """A condition retrying cannot fix: stop reconnecting and tell the owner."""
-        if self.fatal:
-            return
-        self.fatal = reason
-        self._fatal_type = kind
-        log.error("%s: %s", self.jid, reason)
-        self._online.set()  # wake waiters so they see `fatal`
-        self._online.clear()
-        if self._client is not None:
-            self._client.cancel_connection_attempt()
-            self._client.abort()
-        if self.on_fatal is not None:
-            self.on_fatal(reason)
-
     async def wait_online(self, timeout: float) -> None:
         if self.fatal:
-            raise self._fatal_type(self.fatal)
+            raise self.session.fatal_kind(self.fatal)
         if self._online.is_set():
             return
         try:
@@ -387,7 +375,7 @@ class XmppTransport(Transport):
                 f"not connected to {self.config.host}:{self.config.port} within {timeout:g} s"
             ) from None
         if self.fatal:
-            raise self._fatal_type(self.fatal)
+            raise self.session.fatal_kind(self.fatal)
 
     async def _keepalive_loop(self) -> None:
         """XEP-0199 ping to our server; any answer (even an error) proves the link.
