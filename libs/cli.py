@@ -18,11 +18,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["WORKERS_GROUP", "RunOptions", "add_run_arguments", "main"]
 
 EXIT_OK, EXIT_USAGE, EXIT_TIMEOUT, EXIT_REMOTE, EXIT_CONNECT = 0, 2, 3, 4, 5
+
+# `qe-worker run` starts the worker registered under this entry-point group and name
+# (pyproject.toml: `python = "workers.python:run"`): the library never imports the application.
+WORKERS_GROUP = "qe_worker.workers"
+DEFAULT_WORKER = "python"
 
 _EPILOG = """\
 configuration (environment):
@@ -143,12 +149,69 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     return _with_client(args, lambda client: client.call(args.jid, "cancel", {"job": args.job}, timeout=args.timeout))
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from workers.python.__main__ import main as run_worker
+def _resource_arg(value: str) -> str:
+    """argparse type for an XMPP resource."""
+    from libs.bridge.access import check_resource
 
-    argv = ["--resource", args.resource] + (["--public"] if args.public else []) + (
-        ["--maintenance"] if args.maintenance else [])
-    return run_worker(argv)
+    try:
+        return check_resource(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What a worker's ``run(options) -> exit status`` receives: the options of
+    ``qe-worker run`` and ``python -m workers.python``, declared once by :func:`add_run_arguments`."""
+
+    resource: str
+    public: bool
+    maintenance: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunOptions:
+        """The options from ``args``, parsed by a parser :func:`add_run_arguments` set up."""
+        return cls(**{field.name: getattr(args, field.name) for field in fields(cls)})
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of a worker run on ``parser``; their dests are the fields of
+    :class:`RunOptions`."""
+    parser.add_argument("--resource", default="python", type=_resource_arg,
+                        help="XMPP resource (default: python; env RESOURCE wins)")
+    parser.add_argument("--public", action="store_true",
+                        help="answer any caller, not only the own account and QE_ALLOW")
+    parser.add_argument("--maintenance", action="store_true",
+                        help="run the maintenance tasks: health check (5 min), statistics log (15 min), "
+                             "job-history cleanup (1 h)")
+
+
+def _load_worker(name: str) -> Callable[[RunOptions], int]:
+    """The ``run`` registered as ``name`` in :data:`WORKERS_GROUP`; ``LookupError`` with the
+    line to show when there is none, or it cannot be imported."""
+    from importlib.metadata import entry_points
+
+    found = list(entry_points(group=WORKERS_GROUP, name=name))
+    if not found:
+        raise LookupError(f"no worker {name!r} is installed (entry point group {WORKERS_GROUP!r}); "
+                          "install qe-worker, e.g. pip install -e . in its folder")
+    if len(found) > 1:
+        raise LookupError(f"more than one worker {name!r} is installed: "
+                          + ", ".join(f"{ep.value} ({ep.dist.name if ep.dist else '?'})" for ep in found))
+    try:
+        run: Callable[[RunOptions], int] = found[0].load()
+    except ImportError as exc:
+        raise LookupError(f"cannot load worker {name!r} ({found[0].value}): {exc}") from None
+    return run
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        run = _load_worker(DEFAULT_WORKER)
+    except LookupError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    return run(RunOptions.from_args(args))
 
 
 def _cmd_server(args: argparse.Namespace) -> int:
@@ -228,7 +291,7 @@ def _demo(args: argparse.Namespace, server: Any, stop: _StopOnce) -> int:
         env = {**os.environ, **server.env("worker", worker_pw), "QE_ALLOW": client_jid,
                "QE_STATE_DIR": str(server.workdir / "state")}  # the demo's jobs die with the demo
         with stop.held():
-            worker = subprocess.Popen([sys.executable, "-m", "workers.python"], env=env)
+            worker = subprocess.Popen([sys.executable, "-m", "libs.cli", "run"], env=env)
         print(f"started the default worker as {worker_jid}/python (pid {worker.pid}); it allows {client_jid}",
               flush=True)
         client_env = server.env("client", client_pw)
@@ -258,16 +321,6 @@ def _demo(args: argparse.Namespace, server: Any, stop: _StopOnce) -> int:
                 worker.kill()
                 worker.wait()
         server.cleanup()
-
-
-def resource_arg(value: str) -> str:
-    """argparse type for an XMPP resource."""
-    from libs.bridge.access import check_resource
-
-    try:
-        return check_resource(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -317,12 +370,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the default worker until Ctrl+C (ping, info, echo, stats, health, "
                                    "schedule, cancel, jobs)",
+                       description="Run the default worker (ping, info, echo, stats, health, schedule, cancel, "
+                                   "jobs) as\nQE_JID/RESOURCE until Ctrl+C or SIGTERM: the worker installed as "
+                                   f"entry point\n{DEFAULT_WORKER!r} of group {WORKERS_GROUP!r}.",
                        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--resource", default="python", type=resource_arg,
-                   help="XMPP resource (default: python; env RESOURCE wins)")
-    p.add_argument("--public", action="store_true", help="answer any caller, not only the own account and QE_ALLOW")
-    p.add_argument("--maintenance", action="store_true",
-                   help="run the maintenance tasks (health check, statistics log, job-history cleanup)")
+    add_run_arguments(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("server", help="run a private Prosody on 127.0.0.1 for development")
