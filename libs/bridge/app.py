@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from importlib import metadata
 from typing import Any
 
-from . import _runtime
+from .. import _runtime
 from ._eager import start_eager
 from .access import AccessPolicy, check_resource
 from .client import api_call

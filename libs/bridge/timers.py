@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ClassVar, Final, TypeVar
 
-from . import _runtime
+from .. import _runtime
 from ._timer_stats import TimerStats, lateness_add, lateness_quantiles, lateness_samples
 from ._timer_wheel import TimerWheel
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from libs.bridge import _runtime
+from libs import _runtime
 from libs.bridge.timers import SetTimeoutSafe
 
 from .triggers import (

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from libs.bridge import _runtime
+from libs import _runtime
 from libs.scheduling import (
     CronTrigger,
     DateTrigger,

@@ -24,7 +24,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from libs.bridge import _runtime, timers
+from libs import _runtime
+from libs.bridge import timers
 from libs.bridge._timer_stats import WINDOW, lateness_add, lateness_quantiles, lateness_samples
 from libs.bridge.timers import (
     SetInterval,
