@@ -43,6 +43,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ClassVar, Final, TypeVar
 
 from .. import _runtime
+from .._enums import MisfirePolicy
 from ._timer_stats import TimerStats, lateness_add, lateness_quantiles, lateness_samples
 from ._timer_wheel import TimerWheel
 
@@ -65,7 +66,6 @@ _POOL_SIZE: Final = min(32, (os.cpu_count() or 1) + 4)
 """Worker threads that run plain callbacks of ``SetInterval``/``SetTimeout``."""
 
 _NEW, _RUNNING, _STOPPED, _DONE = 0, 1, 2, 3
-_MISFIRE = ("coalesce", "skip")
 _CHUNK = 512  # most ticks taken from the wheel per lock hold
 _PR_SET_TIMERSLACK = 29
 # Timed waits overshoot by ~0.1 ms (more on VMs). Before a deadline more than _SPIN_AFTER
@@ -753,7 +753,7 @@ class _Timer:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         name: str | None,
-        misfire: str,
+        misfire: MisfirePolicy | str,
         max_instances: int,
     ) -> None:
         if not callable(callback):
@@ -762,8 +762,7 @@ class _Timer:
         if not math.isfinite(seconds) or seconds < 0.0 or (self._REPEAT and seconds == 0.0):
             need = "> 0" if self._REPEAT else ">= 0"
             raise ValueError(f"{type(self).__name__}: milliseconds must be finite and {need}")
-        if misfire not in _MISFIRE:
-            raise ValueError(f"misfire must be one of {_MISFIRE}, not {misfire!r}")
+        policy = MisfirePolicy.parse(misfire)
         if not isinstance(max_instances, int) or max_instances < 1:
             raise ValueError("max_instances must be an int >= 1")
         self._callback = callback
@@ -771,7 +770,7 @@ class _Timer:
         self._kwargs = kwargs or None
         self._interval = seconds
         self._name = name if name is not None else _name_of(callback)
-        self._skip = misfire == "skip"
+        self._skip = policy is MisfirePolicy.SKIP
         self._max_instances = max_instances
         self._is_coro = _is_async(callback)
         self._loop: Loop | None = None
@@ -855,7 +854,7 @@ class SetInterval(_Timer):
         interval_ms: float,
         *args: Any,
         name: str | None = None,
-        misfire: str = "coalesce",
+        misfire: MisfirePolicy | str = MisfirePolicy.COALESCE,
         max_instances: int = 1,
         **kwargs: Any,
     ) -> None:
@@ -908,7 +907,7 @@ class SetTimeout(_Timer):
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(callback, delay_ms, args, kwargs, name, "coalesce", 1)
+        super().__init__(callback, delay_ms, args, kwargs, name, MisfirePolicy.COALESCE, 1)
 
     def start(self) -> SetTimeout:
         """Arm the timeout. Returns self. Raises RuntimeError if started before."""

@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from libs import _runtime
+from libs._enums import MisfirePolicy
 from libs.bridge.timers import SetTimeoutSafe
 
 from .triggers import (
@@ -66,7 +67,6 @@ trigger's jitter, which delays runs on purpose)."""
 _CANCEL_GRACE_S: Final = 1.0
 """How long ``stop()`` waits for a cancelled async run to unwind before giving up on it."""
 
-_MISFIRE: Final = ("coalesce", "skip")
 _NEW, _RUNNING, _STOPPED, _FINISHED = "new", "running", "stopped", "finished"
 
 
@@ -187,15 +187,13 @@ class _Schedule:
     def __init__(
         self,
         trigger: Trigger,
-        misfire: str = "coalesce",
+        misfire: MisfirePolicy | str = MisfirePolicy.COALESCE,
         *,
         rand: Callable[[], float] = random.random,
         max_sleep: timedelta = _MAX_SLEEP,
     ) -> None:
-        if misfire not in _MISFIRE:
-            raise ValueError(f"bad misfire policy {misfire!r}: use 'coalesce' or 'skip'")
         self.trigger = trigger
-        self.misfire = misfire
+        self.misfire = MisfirePolicy.parse(misfire)
         self.planned: datetime | None = None  # the next fire time that has not run
         self.started = False
         self._rand = rand
@@ -292,7 +290,7 @@ class PeriodicTask:
     def __init__(
         self, name: str, interval: object, task_func: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> None:
-        self._setup(name, _to_trigger(interval), task_func, args, kwargs, "coalesce", None, True, None, None)
+        self._setup(name, _to_trigger(interval), task_func, args, kwargs, MisfirePolicy.COALESCE, None, True, None, None)
 
     @classmethod
     def create(
@@ -303,7 +301,7 @@ class PeriodicTask:
         *,
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
-        misfire: str = "coalesce",
+        misfire: MisfirePolicy | str = MisfirePolicy.COALESCE,
         next_run: datetime | None = None,
         max_overlap_skip: bool = True,
         on_result: Callable[[RunRecord], None] | None = None,
@@ -345,7 +343,7 @@ class PeriodicTask:
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        misfire: str,
+        misfire: MisfirePolicy | str,
         next_run: datetime | None,
         max_overlap_skip: bool,
         on_result: Callable[[RunRecord], None] | None,

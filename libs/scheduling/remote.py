@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from libs._enums import MisfirePolicy
 from libs.bridge.protocol import ApiError, ApiRequest, ProtocolError, decode_result
 from libs.bridge.serial import serial_generator
 from libs.bridge.specs import APISpecs
@@ -39,7 +40,6 @@ __all__ = ["JobRunError", "JobScheduler", "default_store_path"]
 
 log = logging.getLogger(__name__)
 
-_MISFIRE = ("coalesce", "skip")
 _MIN_INTERVAL_S = 0.1
 
 
@@ -211,9 +211,10 @@ class JobScheduler:
         job_body = body.get("body") or {}
         if not isinstance(job_body, dict):
             raise ProtocolError("bad-request", "'body' must be an object")
-        misfire = body.get("misfire", "coalesce")
-        if misfire not in _MISFIRE:
-            raise ProtocolError("bad-request", f"'misfire' must be one of {', '.join(_MISFIRE)}")
+        try:
+            misfire = MisfirePolicy.parse(body.get("misfire", MisfirePolicy.COALESCE))
+        except ValueError as exc:
+            raise ProtocolError("bad-request", str(exc)) from None
         notify = body.get("notify", False)
         if not isinstance(notify, bool):
             raise ProtocolError("bad-request", "'notify' must be true or false")

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from libs._enums import MisfirePolicy
+
 __all__ = ["SCHEMA_VERSION", "Job", "JobStore", "StoreVersionError", "default_state_dir"]
 
 SCHEMA_VERSION = 1
@@ -74,7 +76,7 @@ class Job:
     cmd: str
     body: dict[str, Any]
     trigger: dict[str, Any]  # a trigger spec (libs.scheduling.triggers.trigger_from_spec)
-    misfire: str = "coalesce"
+    misfire: MisfirePolicy = MisfirePolicy.COALESCE
     notify: bool = False
     status: str = "active"  # active | finished | cancelled
     created_at: float = field(default_factory=time.time)
@@ -95,6 +97,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     data["body"] = json.loads(data["body"])
     data["trigger"] = json.loads(data["trigger"])
     data["notify"] = bool(data["notify"])
+    data["misfire"] = MisfirePolicy(data["misfire"])
     return Job(**data)
 
 

@@ -31,16 +31,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from libs._enums import MisfirePolicy
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
-
-MisfirePolicy = Literal["coalesce", "skip"]
-_POLICIES: tuple[str, ...] = ("coalesce", "skip")
 
 #: Iteration budget of the generic (cron) misfire count before it jumps ahead.
 DEFAULT_MAX_STEPS = 10_000
@@ -640,7 +639,7 @@ def due_runs(
     trigger: Trigger,
     last_planned: datetime,
     now: datetime,
-    policy: str,
+    policy: MisfirePolicy | str,
     *,
     grace_s: float = 1.0,
     max_steps: int = DEFAULT_MAX_STEPS,
@@ -668,8 +667,7 @@ def due_runs(
     triggers walk at most ``max_steps`` fire times, then bisect to the latest one and
     estimate the count from the mean spacing (exact for evenly spaced cron schedules).
     """
-    if policy not in _POLICIES:
-        raise ValueError(f"unknown misfire policy {policy!r}: use 'coalesce' or 'skip'")
+    policy = MisfirePolicy.parse(policy)
     if not (math.isfinite(grace_s) and grace_s >= 0):
         raise ValueError(f"bad grace_s {grace_s!r}: must be a number >= 0")
     if max_steps < 2:
@@ -682,6 +680,6 @@ def due_runs(
     due = 1 + extra
     latest = latest or last_planned
     following = trigger.next_fire(now)
-    if policy == "coalesce" or (now - latest).total_seconds() <= grace_s:
+    if policy is MisfirePolicy.COALESCE or (now - latest).total_seconds() <= grace_s:
         return latest, due - 1, following
     return None, due, following
