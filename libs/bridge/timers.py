@@ -43,7 +43,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ClassVar, Final, TypeVar
 
 from .. import _runtime
-from .._enums import MisfirePolicy
+from .._enums import MisfirePolicy, RunState
 from ._timer_stats import TimerStats, lateness_add, lateness_quantiles, lateness_samples
 from ._timer_wheel import TimerWheel
 
@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 _POOL_SIZE: Final = min(32, (os.cpu_count() or 1) + 4)
 """Worker threads that run plain callbacks of ``SetInterval``/``SetTimeout``."""
 
-_NEW, _RUNNING, _STOPPED, _DONE = 0, 1, 2, 3
+_RUNNING: Final = RunState.RUNNING  # bound once: compared per tick on the hot paths
 _CHUNK = 512  # most ticks taken from the wheel per lock hold
 _PR_SET_TIMERSLACK = 29
 # Timed waits overshoot by ~0.1 ms (more on VMs). Before a deadline more than _SPIN_AFTER
@@ -157,7 +157,7 @@ class _Engine:
         never tick (the timer thread is not copied), and the lock could be held forever
         by a thread that no longer exists. Runs with one thread, so no lock is taken."""
         for t in self._live_locked():
-            t._state = _STOPPED
+            t._state = RunState.STOPPED
             t._armed = 0
         self._reset_state()
 
@@ -166,13 +166,13 @@ class _Engine:
     def start(self, t: _Timer, loop: Loop | None, key: tuple[str, Hashable] | None) -> None:
         replaced = None
         with self.lock:
-            if t._state != _NEW:
-                what = "is already running" if t._state == _RUNNING else "has finished"
+            if t._state is not RunState.NEW:
+                what = "is already running" if t._state is RunState.RUNNING else "has finished"
                 raise RuntimeError(
                     f"{type(t).__name__} {t._name!r} {what}; a timer starts once "
                     "(create a new one to start again)"
                 )
-            t._state = _RUNNING
+            t._state = RunState.RUNNING
             t._loop = loop
             if loop is not None:
                 self._routed += 1
@@ -202,7 +202,7 @@ class _Engine:
 
     def reset(self, t: _Timer) -> bool:
         with self.lock:
-            if t._state != _RUNNING or not t._armed:
+            if t._state is not _RUNNING or not t._armed:
                 return False
             self.wheel.arm(t, self.clock())
             if t._origin + t._interval < self._wake_at:
@@ -225,7 +225,7 @@ class _Engine:
                 kind="interval" if t._REPEAT else "timeout",
                 safe=t._SAFE,
                 interval_ms=t._interval * 1000.0,
-                is_running=t._state == _RUNNING,
+                is_running=t._state is RunState.RUNNING,
                 runs=runs,
                 errors=int(acc[_ERRORS]),
                 missed=t._missed,
@@ -247,13 +247,13 @@ class _Engine:
     def _live_locked(self) -> list[_Timer]:
         live: dict[_Timer, None] = dict.fromkeys(self.wheel.armed())
         queued = itertools.chain(self._ready, *self._outbox.values())
-        live.update((t, None) for t in itertools.islice(queued, 0, None, 2) if t._state == _RUNNING)
+        live.update((t, None) for t in itertools.islice(queued, 0, None, 2) if t._state is RunState.RUNNING)
         return list(live)
 
     def _stop_locked(self, t: _Timer) -> bool:
-        if t._state != _RUNNING:
+        if t._state is not _RUNNING:
             return False
-        t._state = _STOPPED
+        t._state = RunState.STOPPED
         self.wheel.disarm(t)
         self._retire_locked(t)
         return True
@@ -499,7 +499,7 @@ class _Engine:
                 t = batch[i]
                 deadline = batch[i + 1]
                 i += 2
-                if t._state != _RUNNING or not t._REPEAT:
+                if t._state is not _RUNNING or not t._REPEAT:
                     with lock:
                         if not self._begin_locked(t):
                             continue
@@ -539,11 +539,11 @@ class _Engine:
 
     def _begin_locked(self, t: _Timer) -> bool:
         """May this handed-over tick start? (The check that makes stop() final.)"""
-        if t._state != _RUNNING:
+        if t._state is not _RUNNING:
             t._inflight -= 1
             return False
         if not t._REPEAT:
-            t._state = _DONE
+            t._state = RunState.FINISHED
             self._retire_locked(t)
         return True
 
@@ -774,7 +774,7 @@ class _Timer:
         self._max_instances = max_instances
         self._is_coro = _is_async(callback)
         self._loop: Loop | None = None
-        self._state = _NEW
+        self._state = RunState.NEW
         self._armed = 0
         self._origin = 0.0
         self._n = 0
@@ -808,7 +808,7 @@ class _Timer:
     @property
     def is_running(self) -> bool:
         """True from ``start()`` until ``stop()`` (for a timeout: until its callback starts)."""
-        return self._state == _RUNNING
+        return self._state is RunState.RUNNING
 
     @property
     def name(self) -> str:
@@ -820,8 +820,7 @@ class _Timer:
         return self._engine.snapshot(self)
 
     def __repr__(self) -> str:
-        state = ("new", "running", "stopped", "done")[self._state]
-        return f"<{type(self).__name__} {self._name!r} {self._interval * 1000.0:g} ms {state}>"
+        return f"<{type(self).__name__} {self._name!r} {self._interval * 1000.0:g} ms {self._state}>"
 
 
 class SetInterval(_Timer):

@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from libs import _runtime
-from libs._enums import MisfirePolicy
+from libs._enums import MisfirePolicy, RunState
 from libs.bridge.timers import SetTimeoutSafe
 
 from .triggers import (
@@ -67,7 +67,6 @@ trigger's jitter, which delays runs on purpose)."""
 _CANCEL_GRACE_S: Final = 1.0
 """How long ``stop()`` waits for a cancelled async run to unwind before giving up on it."""
 
-_NEW, _RUNNING, _STOPPED, _FINISHED = "new", "running", "stopped", "finished"
 
 
 def _utc_now() -> datetime:
@@ -365,7 +364,7 @@ class PeriodicTask:
         self._overlap_skip = bool(max_overlap_skip)
         self._on_result = on_result
         self._clock = clock if clock is not None else _utc_now
-        self._state = _NEW
+        self._state = RunState.NEW
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: SetTimeoutSafe | None = None
         self._runs: dict[asyncio.Task[None], bool] = {}  # in flight -> is a thread run
@@ -404,7 +403,7 @@ class PeriodicTask:
     def is_running(self) -> bool:
         """True from ``start()`` until ``stop()`` or until the trigger has no more fire times
         (a :class:`DateTrigger` after its last instant) and the last run has ended."""
-        return self._state == _RUNNING
+        return self._state is RunState.RUNNING
 
     @property
     def statistics(self) -> dict[str, Any]:
@@ -443,14 +442,14 @@ class PeriodicTask:
         running loop, else to the worker's main loop (``_runtime.main_loop()``). Nothing
         runs on the calling thread; the first run comes at the trigger's first fire time.
         """
-        if self._state != _NEW:
+        if self._state is not RunState.NEW:
             raise RuntimeError(
                 f"periodic task {self._name!r} was already started ({self._state}); "
                 "a task starts once: create a new one"
             )
         self._loop = _runtime.main_loop()
         self._schedule.start(self._clock(), self._restore)
-        self._state = _RUNNING
+        self._state = RunState.RUNNING
         _runtime.add_shutdown_hook(self.stop)
         self._arm()
         return self
@@ -463,8 +462,8 @@ class PeriodicTask:
         a thread cannot be cancelled (Python threads cannot be stopped from outside): it is
         left to finish in the background and a warning is logged.
         """
-        if self._state in (_NEW, _RUNNING):
-            self._state = _STOPPED
+        if self._state in (RunState.NEW, RunState.RUNNING):
+            self._state = RunState.STOPPED
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -512,7 +511,7 @@ class PeriodicTask:
     def _wake(self) -> None:
         """Timer callback (on the loop): run what is due, then re-arm."""
         self._timer = None
-        if self._state != _RUNNING:
+        if self._state is not RunState.RUNNING:
             return
         try:
             run_for, missed = self._schedule.fire(self._clock())
@@ -532,7 +531,7 @@ class PeriodicTask:
             self._arm()
         except Exception as exc:  # a broken trigger or a closed loop: stop, loudly
             self._last_error = f"{type(exc).__name__}: {exc}"
-            self._state = _FINISHED
+            self._state = RunState.FINISHED
             _runtime.remove_shutdown_hook(self.stop)
             log.exception("periodic task %r: scheduling failed; the task stops", self._name)
 
@@ -547,8 +546,8 @@ class PeriodicTask:
         self._finish_if_idle()
 
     def _finish_if_idle(self) -> None:
-        if self._state == _RUNNING and self._schedule.finished and not self._runs:
-            self._state = _FINISHED
+        if self._state is RunState.RUNNING and self._schedule.finished and not self._runs:
+            self._state = RunState.FINISHED
             _runtime.remove_shutdown_hook(self.stop)
             log.debug("periodic task %r: no more fire times, finished", self._name)
 
@@ -660,7 +659,7 @@ class PeriodicTaskManager:
         """Start every task that was never started; returns how many were started."""
         started = 0
         for task in list(self._tasks.values()):
-            if task._state == _NEW:
+            if task._state is RunState.NEW:
                 task.start()
                 started += 1
         return started

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from libs._enums import MisfirePolicy
+from libs._enums import JobStatus, MisfirePolicy
 from libs.bridge.protocol import ApiError, ApiRequest, ProtocolError, decode_result
 from libs.bridge.serial import serial_generator
 from libs.bridge.specs import APISpecs
@@ -86,7 +86,7 @@ class JobScheduler:
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        for job in self.store.list(status="active"):
+        for job in self.store.list(status=JobStatus.ACTIVE):
             self._launch(job)
         log.info("job scheduler started with %d stored job(s)", len(self.tasks))
 
@@ -111,11 +111,11 @@ class JobScheduler:
 
     async def _run_job(self, job_id: str) -> dict[str, Any]:
         job = self.store.get(job_id)
-        if job is None or job.status != "active":
+        if job is None or job.status != JobStatus.ACTIVE:
             raise JobRunError("not-found", "the job no longer exists")
         role = self.app.policy.role_of(job.requester)
         if role is None:
-            self._end(job, "cancelled", "the requester is no longer allowed on this worker")
+            self._end(job, JobStatus.CANCELLED, "the requester is no longer allowed on this worker")
             raise JobRunError("forbidden", "the requester is no longer allowed on this worker")
         request = ApiRequest(id=f"job-{job.id}-{job.run_count + 1}", sender=job.requester, cmd=job.cmd, body=job.body)
         answer = await self.app.dispatcher.execute(request, role)
@@ -141,8 +141,8 @@ class JobScheduler:
         if not record.ok:
             changes["error_count"] = job.error_count + 1
             changes["last_error"] = str(record.error)
-        if job.status == "active" and next_run is None:
-            changes["status"] = "finished"
+        if job.status == JobStatus.ACTIVE and next_run is None:
+            changes["status"] = JobStatus.FINISHED
             self.tasks.pop(job_id, None)
         job = self.store.update(job, **changes)
         if job.notify:
@@ -177,7 +177,7 @@ class JobScheduler:
         except RuntimeError:
             log.warning("job %s: result not sent, the worker is not connected", job.id)
 
-    def _end(self, job: Job, status: str, reason: str | None = None) -> Job:
+    def _end(self, job: Job, status: JobStatus, reason: str | None = None) -> Job:
         task = self.tasks.pop(job.id, None)
         if task is not None:
             self.app.loop.create_task(task.stop(timeout=1.0))
@@ -245,8 +245,8 @@ class JobScheduler:
         if not isinstance(job_id, str):
             raise ProtocolError("bad-request", "'job' must be the job id returned by 'schedule'")
         job = self._visible(specs, self.store.get(job_id))
-        if job.status == "active":
-            self._end(job, "cancelled", f"cancelled by {specs.jid}")
+        if job.status == JobStatus.ACTIVE:
+            self._end(job, JobStatus.CANCELLED, f"cancelled by {specs.jid}")
         return {"cancelled": job.id}
 
     async def _cmd_jobs(self, specs: APISpecs) -> dict[str, Any]:

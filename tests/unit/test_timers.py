@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from libs import _runtime
+from libs._enums import RunState
 from libs.bridge import timers
 from libs.bridge._timer_stats import WINDOW, lateness_add, lateness_quantiles, lateness_samples
 from libs.bridge.timers import (
@@ -215,7 +216,7 @@ def test_wheel_agrees_with_a_model_under_start_stop_reset(
     now = 0.0
     for op, i, dt in ops:
         t = ts[i]
-        if op == "start" and not t.is_running and i not in grid and t._state == 0:
+        if op == "start" and not t.is_running and i not in grid and t._state is RunState.NEW:
             t.start()
             grid[i] = (now, t.interval_ms / 1000)
         elif op == "stop":
