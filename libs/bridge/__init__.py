@@ -3,6 +3,18 @@
 Everything public is re-exported here; import from ``libs.bridge``, not from its modules.
 """
 
+from ..timers import (
+    SetInterval,
+    SetIntervalSafe,
+    SetTimeout,
+    SetTimeoutSafe,
+    TimerStats,
+    clearInterval,
+    clearTimeout,
+    setInterval,
+    setTimeout,
+    timer_stats,
+)
 from .access import Role
 from .app import App, version
 from .client import Client, call, wait_answering
@@ -16,18 +28,6 @@ from .errors import (
 )
 from .serial import serial_generator
 from .specs import APISpecs, MessageSpecs
-from .timers import (
-    SetInterval,
-    SetIntervalSafe,
-    SetTimeout,
-    SetTimeoutSafe,
-    TimerStats,
-    clearInterval,
-    clearTimeout,
-    setInterval,
-    setTimeout,
-    timer_stats,
-)
 
 __all__ = [
     "APISpecs",

@@ -24,6 +24,7 @@ from importlib import metadata
 from typing import Any
 
 from .. import _runtime
+from ..timers import timer_stats
 from ._eager import start_eager
 from .access import AccessPolicy, check_resource
 from .client import api_call
@@ -32,7 +33,6 @@ from .dispatch import ApiHandler, Dispatcher, MessageHandler
 from .errors import CallError
 from .protocol import ApiError, ApiResult, xml_safe
 from .specs import APISpecs, MessageSpecs
-from .timers import timer_stats
 from .xmpp import XmppTransport
 
 __all__ = ["App", "version"]

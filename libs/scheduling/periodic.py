@@ -9,7 +9,7 @@ everything, and a blocking function freezes the loop. Here the work is split in 
   calls the trigger and :func:`~libs.scheduling.triggers.due_runs`; unit tests drive it
   with a virtual clock and no waiting.
 * :class:`PeriodicTask` -- the live driver. It arms **one** one-shot ``SetTimeoutSafe`` at
-  a time on the process's single timer thread (``libs.bridge.timers``), computing the
+  a time on the process's single timer thread (``libs.timers``), computing the
   delay from the wall clock to the next planned fire time; on each wake-up it asks the
   schedule what to run and re-arms. Sleeps are capped (``_MAX_SLEEP``), so wall-clock jumps
   and suspended machines are noticed within a minute and handled by the misfire policy.
@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from libs import _runtime
 from libs._enums import MisfirePolicy, RunState
-from libs.bridge.timers import SetTimeoutSafe
+from libs.timers import SetTimeoutSafe
 
 from .triggers import (
     IntervalTrigger,
