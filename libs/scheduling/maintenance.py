@@ -11,14 +11,13 @@ worker adds them to its manager and starts them::
 
 The functions are plain and usable on their own. Thread affinity: they block (psutil, file
 system) and are meant to run off the event loop; the tasks built by
-:func:`maintenance_tasks` run them on the periodic-task thread pool. ``psutil`` is imported
+:func:`maintenance_tasks` run them on the process's shared thread pool. ``psutil`` is imported
 on first use, so importing this module costs nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 import os
@@ -28,7 +27,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from .periodic import PeriodicTask, PeriodicTaskManager, _executor
+from libs import _runtime
+
+from .periodic import PeriodicTask, PeriodicTaskManager
 
 __all__ = [
     "DEFAULT_INTERVALS",
@@ -266,8 +267,7 @@ def _off_loop(func: Callable[..., Any], **kwargs: Any) -> Callable[[], Awaitable
     """
 
     async def job() -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_executor(), functools.partial(func, loop=loop, **kwargs))
+        return await _runtime.to_thread(func, loop=asyncio.get_running_loop(), **kwargs)
 
     job.__qualname__ = job.__name__ = func.__name__
     return job
@@ -298,7 +298,7 @@ def maintenance_tasks(
     * ``log_statistics`` every 15 min, including ``manager``'s tasks (always).
 
     Each is an ordinary ``PeriodicTask``: add it to a manager and start it. Health and
-    statistics probes run on the periodic-task thread pool, never on the loop.
+    statistics probes run on the process's shared thread pool, never on the loop.
     """
     _psutil().cpu_percent(interval=None)  # prime: the first reading is meaningless
     tasks = [

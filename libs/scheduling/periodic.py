@@ -15,8 +15,9 @@ everything, and a blocking function freezes the loop. Here the work is split in 
   and suspended machines are noticed within a minute and handled by the misfire policy.
 
 Thread affinity: every callback of this module (the wake-up, ``on_result``, async task
-functions) runs on the worker's event loop thread; plain (``def``) task functions run on a
-small shared thread pool (``qe-periodic_N`` threads), never on the loop. Control methods
+functions) runs on the worker's event loop thread; plain (``def``) task functions run on the
+process's shared thread pool (``_runtime.to_thread``, ``qe-pool_N`` threads), never on the
+loop. Control methods
 (``start``, ``stop``, the manager's methods) must be called on that loop's thread, or
 ``start`` before the loop runs.
 """
@@ -24,14 +25,11 @@ small shared thread pool (``qe-periodic_N`` threads), never on the loop. Control
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -51,9 +49,6 @@ from .triggers import (
 __all__ = ["PeriodicTask", "PeriodicTaskManager", "RunRecord"]
 
 log = logging.getLogger(__name__)
-
-_POOL_WORKERS: Final = 8
-"""Threads shared by all plain task functions of the process (a bound, not a reservation)."""
 
 _MAX_SLEEP: Final = timedelta(seconds=60)
 """Longest single wait. The timer thread sleeps on the monotonic clock, which stops while a
@@ -108,30 +103,6 @@ def _is_async(func: Callable[..., Any]) -> bool:
         return True
     call = getattr(func, "__call__", None)  # noqa: B004 - objects with an async __call__
     return call is not None and inspect.iscoroutinefunction(call)
-
-
-class _Pool:
-    """The process's thread pool for plain task functions, created on first use."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-
-    def get(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=_POOL_WORKERS, thread_name_prefix="qe-periodic"
-                )
-            return self._executor
-
-
-_POOL: Final = _Pool()
-
-
-def _executor() -> ThreadPoolExecutor:
-    """The shared pool (also used by ``maintenance`` for its blocking probes)."""
-    return _POOL.get()
 
 
 # --------------------------------------------------------------------------- records
@@ -275,8 +246,8 @@ class PeriodicTask:
     raises ``ValueError`` naming it. For every option use :meth:`create`.
 
     Where the function runs: an ``async def`` function runs as a task on the event loop; a
-    plain function runs on a shared pool of ``qe-periodic`` threads (so it never blocks
-    the loop; it must be thread-safe with respect to the loop). If a plain function returns
+    plain function runs on the process's shared pool of ``qe-pool`` threads (so it never
+    blocks the loop; it must be thread-safe with respect to the loop). If a plain function returns
     an awaitable, that is awaited on the loop.
 
     Behaviour: an exception is logged (``libs.scheduling.periodic``, with the task's name),
@@ -554,9 +525,7 @@ class PeriodicTask:
     async def _call(self) -> Any:
         if self._is_async:
             return await self._func(*self._args, **self._kwargs)
-        assert self._loop is not None
-        call = functools.partial(self._func, *self._args, **self._kwargs)
-        result = await self._loop.run_in_executor(_executor(), call)
+        result = await _runtime.to_thread(self._func, *self._args, **self._kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result

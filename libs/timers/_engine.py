@@ -384,6 +384,6 @@ class Engine:
                 log.warning("cancelled %d async timer callback(s) at shutdown", len(pending))
         if self.busy:
             left = max(0.0, end - loop.time())
-            if not await asyncio.to_thread(self.wait_idle, left):
+            if not await _runtime.to_thread(self.wait_idle, left):
                 log.warning("%d timer callback(s) still running after shutdown", self.busy)
         log.debug("shutdown: stopped %d timer(s)", len(timers))

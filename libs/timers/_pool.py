@@ -1,9 +1,9 @@
 """The callback pool: the worker threads that run plain callbacks of ``SetInterval``/``SetTimeout``.
 
-Why not a ``ThreadPoolExecutor``: a tick is two items in a deque (timer, deadline), not a
-work item and a Future, and the pool shares the engine's lock, so taking a tick and
-deciding whether it may still start (``stop()`` is final) is one lock hold. At 100,000
-ticks a second that difference is the pool's whole cost.
+Why not a ``ThreadPoolExecutor`` (like ``_runtime.executor()``): a tick is two items in a
+deque (timer, deadline), not a work item and a Future per tick, and the pool shares the
+engine's lock, so taking a tick and deciding whether it may still start (``stop()`` is
+final) is one lock hold.
 
 One awake worker drains the ready queue; more workers only help when callbacks block, and
 cost GIL and lock contention otherwise. So a further worker is woken (or started, up to
