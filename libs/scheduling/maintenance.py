@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from libs import _runtime
 
+from ._time import iso
 from .periodic import PeriodicTask, PeriodicTaskManager
 
 __all__ = [
@@ -128,7 +129,7 @@ def check_system_health(
         checks["asyncio_tasks"] = {"count": count, "status": task_status}
     bad = any(check["status"] in ("warning", "error") for check in checks.values())
     return {
-        "timestamp": datetime.now(UTC).isoformat(),
+        "timestamp": iso(datetime.now(UTC)),
         "status": "warning" if bad else "ok",
         "checks": checks,
     }
@@ -232,7 +233,7 @@ def log_statistics(
             return None
 
     stats: dict[str, Any] = {
-        "timestamp": datetime.now(UTC).isoformat(),
+        "timestamp": iso(datetime.now(UTC)),
         "asyncio_tasks": _count_tasks(loop),
         "memory_percent": read(lambda: psutil.virtual_memory().percent),
         "cpu_percent": read(lambda: psutil.cpu_percent(interval=None)),

@@ -38,6 +38,7 @@ from libs import _runtime
 from libs._enums import MisfirePolicy, RunState
 from libs.timers import SetTimeoutSafe
 
+from ._time import aware_utc, iso
 from .triggers import (
     IntervalTrigger,
     Trigger,
@@ -66,22 +67,6 @@ _CANCEL_GRACE_S: Final = 1.0
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z``, as the triggers write it."""
-    if value is None:
-        return None
-    text = value.astimezone(UTC).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-def _aware(value: datetime, what: str) -> datetime:
-    if not isinstance(value, datetime):
-        raise ValueError(f"bad {what} {value!r}: expected an aware datetime")  # noqa: TRY004
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"bad {what} {value!r}: naive datetime is ambiguous, give it a time zone")
-    return value.astimezone(UTC)
 
 
 def _to_trigger(value: object) -> Trigger:
@@ -180,12 +165,12 @@ class _Schedule:
         a start is anchored so that its grid goes through ``next_run``, which keeps the
         count of missed fire times right after a long downtime.
         """
-        now = _aware(now, "now")
+        now = aware_utc(now, "now")
         if next_run is None:
             self.trigger = self.trigger.anchored(now)
             self.planned = self.trigger.next_fire(now)
         else:
-            next_run = _aware(next_run, "next_run")
+            next_run = aware_utc(next_run, "next_run")
             trigger = self.trigger
             if isinstance(trigger, IntervalTrigger) and trigger.start is None:
                 trigger = trigger.anchored(next_run - trigger.interval)
@@ -214,7 +199,7 @@ class _Schedule:
         wake = self._wake_time()
         if wake is None:
             return None
-        return min(wake, _aware(now, "now") + self.max_sleep)
+        return min(wake, aware_utc(now, "now") + self.max_sleep)
 
     def fire(self, now: datetime) -> tuple[datetime | None, int]:
         """What to do at ``now``: ``(run_for, missed)``.
@@ -223,7 +208,7 @@ class _Schedule:
         policy drops). ``missed`` counts fire times that get no run of their own. Advances
         the plan past ``now`` whenever something was due.
         """
-        now = _aware(now, "now")
+        now = aware_utc(now, "now")
         wake = self._wake_time()
         if wake is None or now < wake or self.planned is None:
             return None, 0
@@ -331,7 +316,7 @@ class PeriodicTask:
         self._kwargs = kwargs
         self._is_async = _is_async(func)
         self._schedule = _Schedule(trigger, misfire)
-        self._restore = None if next_run is None else _aware(next_run, "next_run")
+        self._restore = None if next_run is None else aware_utc(next_run, "next_run")
         self._overlap_skip = bool(max_overlap_skip)
         self._on_result = on_result
         self._clock = clock if clock is not None else _utc_now
@@ -394,9 +379,9 @@ class PeriodicTask:
             "error_count": self._error_count,
             "skipped_count": self._skipped_count,
             "missed_count": self._missed_count,
-            "last_run": _iso(self._last_run),
+            "last_run": iso(self._last_run),
             "last_error": self._last_error,
-            "next_run": _iso(self.next_run),
+            "next_run": iso(self.next_run),
             "mean_runtime_s": self._runtime_sum / runs if runs else None,
             "max_runtime_s": self._runtime_max if runs else None,
         }
@@ -495,7 +480,7 @@ class PeriodicTask:
                     log.debug(
                         "periodic task %r: run for %s skipped: the previous run is still going",
                         self._name,
-                        _iso(run_for),
+                        iso(run_for),
                     )
                 else:
                     self._launch(run_for, missed)
@@ -546,7 +531,7 @@ class PeriodicTask:
             # an exception class may set ``log_traceback = False`` when its message says all
             traceback = exc if getattr(exc, "log_traceback", True) else None
             what = exc if isinstance(exc, Exception) else f"{self._last_error} (the worker keeps running)"
-            log.error("periodic task %r: run for %s failed: %s", self._name, _iso(run_for), what, exc_info=traceback)
+            log.error("periodic task %r: run for %s failed: %s", self._name, iso(run_for), what, exc_info=traceback)
         except BaseException as exc:  # cancelled by stop()
             error = exc
             raise

@@ -29,6 +29,7 @@ from libs.bridge.protocol import ApiError, ApiRequest, ProtocolError, decode_res
 from libs.bridge.serial import serial_generator
 from libs.bridge.specs import APISpecs
 
+from ._time import iso
 from .periodic import PeriodicTask, RunRecord
 from .store import Job, JobStore, default_state_dir
 from .triggers import IntervalTrigger, Trigger, trigger_from_spec
@@ -59,10 +60,6 @@ def default_store_path(app: App) -> Path:
     base = Path(app.config.state_dir) if app.config.state_dir else default_state_dir()
     safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in f"{app.config.jid}-{app.resource}")
     return base / f"jobs-{safe}.sqlite3"
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 class JobScheduler:
@@ -166,7 +163,7 @@ class JobScheduler:
         return job
 
     def _notify(self, job: Job, record: RunRecord) -> None:
-        message: dict[str, Any] = {"job": job.id, "cmd": job.cmd, "scheduled_for": record.scheduled_for.isoformat(),
+        message: dict[str, Any] = {"job": job.id, "cmd": job.cmd, "scheduled_for": iso(record.scheduled_for),
                                    "ok": record.ok}
         if record.ok:
             message["result"] = record.result
@@ -231,7 +228,7 @@ class JobScheduler:
         self.store.add(job)
         self._launch(job)
         log.info("job %s scheduled by %s: %r %s", job.id, specs.jid, cmd, trigger.describe())
-        return {"job": job.id, "next_run": first.isoformat(), "trigger": trigger.describe()}
+        return {"job": job.id, "next_run": iso(first), "trigger": trigger.describe()}
 
     def _visible(self, specs: APISpecs, job: Job | None) -> Job:
         """The job, if this caller may see it. Another caller's job is answered exactly like
@@ -264,9 +261,9 @@ class JobScheduler:
             "trigger": trigger_from_spec(job.trigger).describe(),
             "misfire": job.misfire,
             "notify": job.notify,
-            "created_at": _iso(job.created_at),
-            "next_run": _iso(job.next_run) if task is None or task.next_run is None else task.next_run.isoformat(),
-            "last_run": _iso(job.last_run),
+            "created_at": iso(job.created_at),
+            "next_run": iso(job.next_run if task is None or task.next_run is None else task.next_run),
+            "last_run": iso(job.last_run),
             "run_count": job.run_count,
             "error_count": job.error_count,
             "missed_count": job.missed_count,
