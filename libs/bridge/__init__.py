@@ -26,6 +26,7 @@ from .errors import (
     NotConnected,
     RemoteError,
 )
+from .protocol import ProtocolError
 from .serial import serial_generator
 from .specs import APISpecs, MessageSpecs
 
@@ -39,6 +40,7 @@ __all__ = [
     "ConfigError",
     "MessageSpecs",
     "NotConnected",
+    "ProtocolError",
     "RemoteError",
     "Role",
     "SetInterval",

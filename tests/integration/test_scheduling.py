@@ -10,9 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from libs.bridge import App, RemoteError, load_config, wait_answering
-from libs.scheduling.client import RemoteWorker
-from libs.scheduling.remote import JobScheduler
-from libs.scheduling.store import JobStore
+from libs.scheduling import JobScheduler, JobStore, RemoteWorker
 from tests.support.workers import chat_messages, default_worker
 
 
