@@ -30,15 +30,7 @@ def setInterval(ms: float, key: Hashable | None = None, safe: bool = False) -> C
     on the event loop (``SetIntervalSafe``), otherwise on a worker thread; an ``async def``
     function always runs as a task on the event loop.
     """
-
-    def decorate(fn: F) -> F:
-        cls = SetIntervalSafe if safe else SetInterval
-        timer = cls(fn, ms)
-        timer._start(("interval", _key_of(fn) if key is None else key))
-        _attach(fn, timer)
-        return fn
-
-    return decorate
+    return _decorator("interval", SetIntervalSafe if safe else SetInterval, ms, key)
 
 
 def setTimeout(ms: float, key: Hashable | None = None, safe: bool = False) -> Callable[[F], F]:
@@ -48,15 +40,7 @@ def setTimeout(ms: float, key: Hashable | None = None, safe: bool = False) -> Ca
     to ``fn.__name__``, ``safe=True`` runs it on the event loop); cancel with
     ``clearTimeout(key)``.
     """
-
-    def decorate(fn: F) -> F:
-        cls = SetTimeoutSafe if safe else SetTimeout
-        timer = cls(fn, ms)
-        timer._start(("timeout", _key_of(fn) if key is None else key))
-        _attach(fn, timer)
-        return fn
-
-    return decorate
+    return _decorator("timeout", SetTimeoutSafe if safe else SetTimeout, ms, key)
 
 
 def clearInterval(key: Hashable) -> bool:
@@ -72,9 +56,19 @@ def clearTimeout(key: Hashable) -> bool:
     return ENGINE.clear(("timeout", key))
 
 
-def _attach(fn: Any, timer: Timer) -> None:
-    with contextlib.suppress(AttributeError, TypeError):
-        fn.timer = timer
+def _decorator(
+    kind: str, cls: Callable[[Callable[..., Any], float], Timer], ms: float, key: Hashable | None
+) -> Callable[[F], F]:
+    """Start ``cls(fn, ms)`` under ``(kind, key)`` for the decorated ``fn``; return ``fn``."""
+
+    def decorate(fn: F) -> F:
+        timer = cls(fn, ms)
+        timer._start((kind, _key_of(fn) if key is None else key))
+        with contextlib.suppress(AttributeError, TypeError):  # objects that take no attributes
+            fn.timer = timer  # type: ignore[attr-defined]
+        return fn
+
+    return decorate
 
 
 def _key_of(fn: Callable[..., Any]) -> str:
