@@ -7,7 +7,9 @@ needs "the worker's loop" from elsewhere (``SetIntervalSafe`` ticks from the tim
 that single agreement. For the same reason it owns the one thread pool for blocking work
 (``executor()``, ``to_thread()``): plain periodic-task functions, maintenance probes, the
 timers' wait at shutdown. (Plain timer callbacks run on the timers' own callback pool,
-``libs/timers/_pool.py``, which hands over ticks without a Future per tick.)
+``libs/timers/_pool.py``, which hands over ticks without a Future per tick.) Which user
+functions run as tasks on the loop rather than on a thread is decided here too
+(``is_async``).
 
 Thread affinity: ``main_loop()`` and ``executor()`` may be called from any thread; hooks run
 on the main loop.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import os
 import signal
@@ -33,6 +36,7 @@ __all__ = [
     "executor",
     "fail",
     "install_signal_handlers",
+    "is_async",
     "main_loop",
     "remove_shutdown_hook",
     "request_stop",
@@ -85,6 +89,16 @@ def executor() -> ThreadPoolExecutor:
         if _RT.executor is None:
             _RT.executor = ThreadPoolExecutor(max_workers=EXECUTOR_WORKERS, thread_name_prefix="qe-pool")
         return _RT.executor
+
+
+def is_async(func: Callable[..., Any]) -> bool:
+    """True if calling ``func`` makes a coroutine to run on the loop: an ``async def``
+    function, or an object with an ``async def __call__``. Timers and periodic tasks run
+    such functions as tasks on the loop, others on a thread."""
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - objects with an async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
 
 
 async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

@@ -83,13 +83,6 @@ def _to_trigger(value: object) -> Trigger:
     )
 
 
-def _is_async(func: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(func):
-        return True
-    call = getattr(func, "__call__", None)  # noqa: B004 - objects with an async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
 # --------------------------------------------------------------------------- records
 
 
@@ -314,7 +307,7 @@ class PeriodicTask:
         self._func = func
         self._args = args
         self._kwargs = kwargs
-        self._is_async = _is_async(func)
+        self._is_async = _runtime.is_async(func)
         self._schedule = _Schedule(trigger, misfire)
         self._restore = None if next_run is None else aware_utc(next_run, "next_run")
         self._overlap_skip = bool(max_overlap_skip)

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-__all__ = ["EXITED", "Callback", "call_plain", "contained", "is_async", "log", "log_exit", "name_of"]
+__all__ = ["EXITED", "Callback", "call_plain", "contained", "log", "log_exit", "name_of"]
 
 log: Final = logging.getLogger("libs.bridge.timers")
 """The timers' one logger. Its name is the one docs/timers.md promises: the QE names' public
@@ -76,14 +76,6 @@ async def contained(t: Callback, coro: Any) -> Any:
     except (SystemExit, KeyboardInterrupt) as exc:
         log_exit(t, exc)
         return EXITED
-
-
-def is_async(callback: Callable[..., Any]) -> bool:
-    """True for an ``async def`` function, or an object with an ``async def __call__``."""
-    if inspect.iscoroutinefunction(callback):
-        return True
-    call = getattr(callback, "__call__", None)  # noqa: B004 - async __call__ objects
-    return call is not None and inspect.iscoroutinefunction(call)
 
 
 def name_of(callback: Callable[..., Any]) -> str:

@@ -34,8 +34,9 @@ from array import array
 from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, Final
 
+from .. import _runtime
 from .._enums import MisfirePolicy, RunState
-from ._callbacks import is_async, name_of
+from ._callbacks import name_of
 from ._engine import Engine, Loop
 from ._stats import TimerStats
 
@@ -107,7 +108,7 @@ class Timer:
         self._name = name if name is not None else name_of(callback)
         self._skip = policy is MisfirePolicy.SKIP
         self._max_instances = max_instances
-        self._is_coro = is_async(callback)
+        self._is_coro = _runtime.is_async(callback)
         self._loop: Loop | None = None
         self._state = RunState.NEW
         self._armed = 0
