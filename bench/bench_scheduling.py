@@ -27,10 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from libs.bridge import App, Client, load_config  # noqa: E402
 from libs.devserver import DevServer  # noqa: E402
-from libs.scheduling import IntervalTrigger, PeriodicTask  # noqa: E402
-from libs.scheduling.client import RemoteWorker  # noqa: E402
-from libs.scheduling.remote import JobScheduler  # noqa: E402
-from libs.scheduling.store import JobStore  # noqa: E402
+from libs.scheduling import IntervalTrigger, JobScheduler, JobStore, PeriodicTask, RemoteWorker  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:

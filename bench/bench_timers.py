@@ -80,7 +80,7 @@ class OursPool(Impl):
     name, kind, grid = "SetInterval (ours)", "thread", True
 
     def __init__(self) -> None:
-        from libs.bridge.timers import SetInterval
+        from libs.bridge import SetInterval
 
         self.cls: Any = SetInterval
         self.timers: list[Any] = []
@@ -97,7 +97,7 @@ class OursSafe(OursPool):
     name, kind, grid = "SetIntervalSafe (ours)", "loop", True
 
     def __init__(self) -> None:
-        from libs.bridge.timers import SetIntervalSafe
+        from libs.bridge import SetIntervalSafe
 
         self.cls = SetIntervalSafe
         self.timers = []

@@ -12,7 +12,7 @@ import json
 import sys
 
 from libs.bridge import Client
-from libs.scheduling.client import RemoteWorker
+from libs.scheduling import RemoteWorker
 
 
 async def main(worker_jid: str) -> None:

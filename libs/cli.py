@@ -360,7 +360,8 @@ def _parser() -> argparse.ArgumentParser:
                                                              "e.g. 2026-12-01T09:00:00+01:00")
     when.add_argument("--cron", metavar="EXPR", help='5-field cron expression, e.g. "*/5 * * * *"')
     p.add_argument("--tz", default=None, help="time zone for --cron (default UTC), e.g. Europe/Berlin")
-    p.add_argument("--misfire", choices=("coalesce", "skip"), default="coalesce",
+    from libs._enums import MisfirePolicy
+    p.add_argument("--misfire", choices=list(MisfirePolicy), default="coalesce",
                    help="runs missed while the worker was down: one catch-up run (coalesce, default) or none")
 
     worker_command("jobs", "list a worker's scheduled jobs (yours; all of them for its owner)", _cmd_jobs)

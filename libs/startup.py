@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Mapping
 
-from .bridge import _runtime
+from . import _runtime
 from .bridge.config import ConfigError, WorkerConfig, load_config
 
 __all__ = ["RedactSecrets", "configure_logging", "startup"]

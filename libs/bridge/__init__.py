@@ -3,6 +3,18 @@
 Everything public is re-exported here; import from ``libs.bridge``, not from its modules.
 """
 
+from ..timers import (
+    SetInterval,
+    SetIntervalSafe,
+    SetTimeout,
+    SetTimeoutSafe,
+    TimerStats,
+    clearInterval,
+    clearTimeout,
+    setInterval,
+    setTimeout,
+    timer_stats,
+)
 from .access import Role
 from .app import App, version
 from .client import Client, call, wait_answering
@@ -15,20 +27,9 @@ from .errors import (
     RemoteError,
 )
 from .memory import MemoryNetwork, MemoryTransport
+from .protocol import ProtocolError
 from .serial import serial_generator
 from .specs import APISpecs, MessageSpecs
-from .timers import (
-    SetInterval,
-    SetIntervalSafe,
-    SetTimeout,
-    SetTimeoutSafe,
-    TimerStats,
-    clearInterval,
-    clearTimeout,
-    setInterval,
-    setTimeout,
-    timer_stats,
-)
 from .transport import Transport
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "MemoryTransport",
     "MessageSpecs",
     "NotConnected",
+    "ProtocolError",
     "RemoteError",
     "Role",
     "SetInterval",

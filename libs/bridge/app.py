@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable
 from importlib import metadata
 from typing import Any
 
-from . import _runtime
+from .. import _runtime
+from ..timers import timer_stats
 from ._eager import start_eager
 from .access import AccessPolicy, check_resource
 from .client import api_call
@@ -32,7 +33,6 @@ from .dispatch import ApiHandler, Dispatcher, MessageHandler
 from .errors import CallError
 from .protocol import ApiError, ApiResult, xml_safe
 from .specs import APISpecs, MessageSpecs
-from .timers import timer_stats
 from .transport import Transport
 from .xmpp import XmppTransport
 

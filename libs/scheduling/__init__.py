@@ -1,8 +1,11 @@
 """Scheduling: when jobs fire. Import from ``libs.scheduling``, not from its modules.
 
 The triggers are sans-IO (see ``triggers.py``): pure values, no clock reads, no threads.
+``PeriodicTask`` runs a function on a trigger inside a worker; ``JobScheduler`` lets callers
+schedule a worker's commands over XMPP, and ``RemoteWorker`` is their side of it.
 """
 
+from .client import JobHandle, RemoteWorker
 from .maintenance import (
     check_system_health,
     cleanup_history,
@@ -11,6 +14,8 @@ from .maintenance import (
     maintenance_tasks,
 )
 from .periodic import PeriodicTask, PeriodicTaskManager, RunRecord
+from .remote import JobScheduler
+from .store import JobStore
 from .triggers import (
     CronTrigger,
     DateTrigger,
@@ -27,9 +32,13 @@ __all__ = [
     "CronTrigger",
     "DateTrigger",
     "IntervalTrigger",
+    "JobHandle",
+    "JobScheduler",
+    "JobStore",
     "MisfirePolicy",
     "PeriodicTask",
     "PeriodicTaskManager",
+    "RemoteWorker",
     "RunRecord",
     "Trigger",
     "check_system_health",

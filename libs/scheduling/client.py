@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .triggers import format_duration, parse_duration, trigger_from_spec
+from .triggers import MisfirePolicy, format_duration, parse_duration, trigger_from_spec
 
 __all__ = ["JobHandle", "RemoteWorker"]
 
@@ -49,7 +49,8 @@ class _Plan:
     worker: RemoteWorker
     trigger: dict[str, Any]
 
-    async def call(self, cmd: str, body: dict[str, Any] | None = None, *, misfire: str = "coalesce",
+    async def call(self, cmd: str, body: dict[str, Any] | None = None, *,
+                   misfire: MisfirePolicy | str = MisfirePolicy.COALESCE,
                    notify: bool = False) -> JobHandle:
         """Schedule ``cmd(body)``; ``notify`` sends each run's result to us as a chat message."""
         answer = await self.worker.caller.call(self.worker.jid, "schedule", {

@@ -11,14 +11,13 @@ worker adds them to its manager and starts them::
 
 The functions are plain and usable on their own. Thread affinity: they block (psutil, file
 system) and are meant to run off the event loop; the tasks built by
-:func:`maintenance_tasks` run them on the periodic-task thread pool. ``psutil`` is imported
+:func:`maintenance_tasks` run them on the process's shared thread pool. ``psutil`` is imported
 on first use, so importing this module costs nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 import os
@@ -28,7 +27,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from .periodic import PeriodicTask, PeriodicTaskManager, _executor
+from libs import _runtime
+
+from ._time import iso
+from .periodic import PeriodicTask, PeriodicTaskManager
 
 __all__ = [
     "DEFAULT_INTERVALS",
@@ -127,7 +129,7 @@ def check_system_health(
         checks["asyncio_tasks"] = {"count": count, "status": task_status}
     bad = any(check["status"] in ("warning", "error") for check in checks.values())
     return {
-        "timestamp": datetime.now(UTC).isoformat(),
+        "timestamp": iso(datetime.now(UTC)),
         "status": "warning" if bad else "ok",
         "checks": checks,
     }
@@ -231,7 +233,7 @@ def log_statistics(
             return None
 
     stats: dict[str, Any] = {
-        "timestamp": datetime.now(UTC).isoformat(),
+        "timestamp": iso(datetime.now(UTC)),
         "asyncio_tasks": _count_tasks(loop),
         "memory_percent": read(lambda: psutil.virtual_memory().percent),
         "cpu_percent": read(lambda: psutil.cpu_percent(interval=None)),
@@ -266,8 +268,7 @@ def _off_loop(func: Callable[..., Any], **kwargs: Any) -> Callable[[], Awaitable
     """
 
     async def job() -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_executor(), functools.partial(func, loop=loop, **kwargs))
+        return await _runtime.to_thread(func, loop=asyncio.get_running_loop(), **kwargs)
 
     job.__qualname__ = job.__name__ = func.__name__
     return job
@@ -298,7 +299,7 @@ def maintenance_tasks(
     * ``log_statistics`` every 15 min, including ``manager``'s tasks (always).
 
     Each is an ordinary ``PeriodicTask``: add it to a manager and start it. Health and
-    statistics probes run on the periodic-task thread pool, never on the loop.
+    statistics probes run on the process's shared thread pool, never on the loop.
     """
     _psutil().cpu_percent(interval=None)  # prime: the first reading is meaningless
     tasks = [

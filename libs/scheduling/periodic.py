@@ -9,14 +9,15 @@ everything, and a blocking function freezes the loop. Here the work is split in 
   calls the trigger and :func:`~libs.scheduling.triggers.due_runs`; unit tests drive it
   with a virtual clock and no waiting.
 * :class:`PeriodicTask` -- the live driver. It arms **one** one-shot ``SetTimeoutSafe`` at
-  a time on the process's single timer thread (``libs.bridge.timers``), computing the
+  a time on the process's single timer thread (``libs.timers``), computing the
   delay from the wall clock to the next planned fire time; on each wake-up it asks the
   schedule what to run and re-arms. Sleeps are capped (``_MAX_SLEEP``), so wall-clock jumps
   and suspended machines are noticed within a minute and handled by the misfire policy.
 
 Thread affinity: every callback of this module (the wake-up, ``on_result``, async task
-functions) runs on the worker's event loop thread; plain (``def``) task functions run on a
-small shared thread pool (``qe-periodic_N`` threads), never on the loop. Control methods
+functions) runs on the worker's event loop thread; plain (``def``) task functions run on the
+process's shared thread pool (``_runtime.to_thread``, ``qe-pool_N`` threads), never on the
+loop. Control methods
 (``start``, ``stop``, the manager's methods) must be called on that loop's thread, or
 ``start`` before the loop runs.
 """
@@ -24,21 +25,20 @@ small shared thread pool (``qe-periodic_N`` threads), never on the loop. Control
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from libs.bridge import _runtime
-from libs.bridge.timers import SetTimeoutSafe
+from libs import _runtime
+from libs._enums import MisfirePolicy, RunState
+from libs.timers import SetTimeoutSafe
 
+from ._time import aware_utc, iso
 from .triggers import (
     IntervalTrigger,
     Trigger,
@@ -50,9 +50,6 @@ from .triggers import (
 __all__ = ["PeriodicTask", "PeriodicTaskManager", "RunRecord"]
 
 log = logging.getLogger(__name__)
-
-_POOL_WORKERS: Final = 8
-"""Threads shared by all plain task functions of the process (a bound, not a reservation)."""
 
 _MAX_SLEEP: Final = timedelta(seconds=60)
 """Longest single wait. The timer thread sleeps on the monotonic clock, which stops while a
@@ -66,28 +63,10 @@ trigger's jitter, which delays runs on purpose)."""
 _CANCEL_GRACE_S: Final = 1.0
 """How long ``stop()`` waits for a cancelled async run to unwind before giving up on it."""
 
-_MISFIRE: Final = ("coalesce", "skip")
-_NEW, _RUNNING, _STOPPED, _FINISHED = "new", "running", "stopped", "finished"
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z``, as the triggers write it."""
-    if value is None:
-        return None
-    text = value.astimezone(UTC).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-def _aware(value: datetime, what: str) -> datetime:
-    if not isinstance(value, datetime):
-        raise ValueError(f"bad {what} {value!r}: expected an aware datetime")  # noqa: TRY004
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"bad {what} {value!r}: naive datetime is ambiguous, give it a time zone")
-    return value.astimezone(UTC)
 
 
 def _to_trigger(value: object) -> Trigger:
@@ -102,37 +81,6 @@ def _to_trigger(value: object) -> Trigger:
         f"bad interval {value!r}: use a timedelta, seconds, a duration like '5s' or '1h30m', "
         "a Trigger, or a spec dict such as {'every': '5s'}, {'at': [...]}, {'cron': '*/5 * * * *'}"
     )
-
-
-def _is_async(func: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(func):
-        return True
-    call = getattr(func, "__call__", None)  # noqa: B004 - objects with an async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
-class _Pool:
-    """The process's thread pool for plain task functions, created on first use."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-
-    def get(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=_POOL_WORKERS, thread_name_prefix="qe-periodic"
-                )
-            return self._executor
-
-
-_POOL: Final = _Pool()
-
-
-def _executor() -> ThreadPoolExecutor:
-    """The shared pool (also used by ``maintenance`` for its blocking probes)."""
-    return _POOL.get()
 
 
 # --------------------------------------------------------------------------- records
@@ -187,15 +135,13 @@ class _Schedule:
     def __init__(
         self,
         trigger: Trigger,
-        misfire: str = "coalesce",
+        misfire: MisfirePolicy | str = MisfirePolicy.COALESCE,
         *,
         rand: Callable[[], float] = random.random,
         max_sleep: timedelta = _MAX_SLEEP,
     ) -> None:
-        if misfire not in _MISFIRE:
-            raise ValueError(f"bad misfire policy {misfire!r}: use 'coalesce' or 'skip'")
         self.trigger = trigger
-        self.misfire = misfire
+        self.misfire = MisfirePolicy.parse(misfire)
         self.planned: datetime | None = None  # the next fire time that has not run
         self.started = False
         self._rand = rand
@@ -212,12 +158,12 @@ class _Schedule:
         a start is anchored so that its grid goes through ``next_run``, which keeps the
         count of missed fire times right after a long downtime.
         """
-        now = _aware(now, "now")
+        now = aware_utc(now, "now")
         if next_run is None:
             self.trigger = self.trigger.anchored(now)
             self.planned = self.trigger.next_fire(now)
         else:
-            next_run = _aware(next_run, "next_run")
+            next_run = aware_utc(next_run, "next_run")
             trigger = self.trigger
             if isinstance(trigger, IntervalTrigger) and trigger.start is None:
                 trigger = trigger.anchored(next_run - trigger.interval)
@@ -246,7 +192,7 @@ class _Schedule:
         wake = self._wake_time()
         if wake is None:
             return None
-        return min(wake, _aware(now, "now") + self.max_sleep)
+        return min(wake, aware_utc(now, "now") + self.max_sleep)
 
     def fire(self, now: datetime) -> tuple[datetime | None, int]:
         """What to do at ``now``: ``(run_for, missed)``.
@@ -255,7 +201,7 @@ class _Schedule:
         policy drops). ``missed`` counts fire times that get no run of their own. Advances
         the plan past ``now`` whenever something was due.
         """
-        now = _aware(now, "now")
+        now = aware_utc(now, "now")
         wake = self._wake_time()
         if wake is None or now < wake or self.planned is None:
             return None, 0
@@ -278,8 +224,8 @@ class PeriodicTask:
     raises ``ValueError`` naming it. For every option use :meth:`create`.
 
     Where the function runs: an ``async def`` function runs as a task on the event loop; a
-    plain function runs on a shared pool of ``qe-periodic`` threads (so it never blocks
-    the loop; it must be thread-safe with respect to the loop). If a plain function returns
+    plain function runs on the process's shared pool of ``qe-pool`` threads (so it never
+    blocks the loop; it must be thread-safe with respect to the loop). If a plain function returns
     an awaitable, that is awaited on the loop.
 
     Behaviour: an exception is logged (``libs.scheduling.periodic``, with the task's name),
@@ -292,7 +238,7 @@ class PeriodicTask:
     def __init__(
         self, name: str, interval: object, task_func: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> None:
-        self._setup(name, _to_trigger(interval), task_func, args, kwargs, "coalesce", None, True, None, None)
+        self._setup(name, _to_trigger(interval), task_func, args, kwargs, MisfirePolicy.COALESCE, None, True, None, None)
 
     @classmethod
     def create(
@@ -303,7 +249,7 @@ class PeriodicTask:
         *,
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
-        misfire: str = "coalesce",
+        misfire: MisfirePolicy | str = MisfirePolicy.COALESCE,
         next_run: datetime | None = None,
         max_overlap_skip: bool = True,
         on_result: Callable[[RunRecord], None] | None = None,
@@ -345,7 +291,7 @@ class PeriodicTask:
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        misfire: str,
+        misfire: MisfirePolicy | str,
         next_run: datetime | None,
         max_overlap_skip: bool,
         on_result: Callable[[RunRecord], None] | None,
@@ -361,13 +307,13 @@ class PeriodicTask:
         self._func = func
         self._args = args
         self._kwargs = kwargs
-        self._is_async = _is_async(func)
+        self._is_async = _runtime.is_async(func)
         self._schedule = _Schedule(trigger, misfire)
-        self._restore = None if next_run is None else _aware(next_run, "next_run")
+        self._restore = None if next_run is None else aware_utc(next_run, "next_run")
         self._overlap_skip = bool(max_overlap_skip)
         self._on_result = on_result
         self._clock = clock if clock is not None else _utc_now
-        self._state = _NEW
+        self._state = RunState.NEW
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: SetTimeoutSafe | None = None
         self._runs: dict[asyncio.Task[None], bool] = {}  # in flight -> is a thread run
@@ -406,7 +352,7 @@ class PeriodicTask:
     def is_running(self) -> bool:
         """True from ``start()`` until ``stop()`` or until the trigger has no more fire times
         (a :class:`DateTrigger` after its last instant) and the last run has ended."""
-        return self._state == _RUNNING
+        return self._state is RunState.RUNNING
 
     @property
     def statistics(self) -> dict[str, Any]:
@@ -426,9 +372,9 @@ class PeriodicTask:
             "error_count": self._error_count,
             "skipped_count": self._skipped_count,
             "missed_count": self._missed_count,
-            "last_run": _iso(self._last_run),
+            "last_run": iso(self._last_run),
             "last_error": self._last_error,
-            "next_run": _iso(self.next_run),
+            "next_run": iso(self.next_run),
             "mean_runtime_s": self._runtime_sum / runs if runs else None,
             "max_runtime_s": self._runtime_max if runs else None,
         }
@@ -445,14 +391,14 @@ class PeriodicTask:
         running loop, else to the worker's main loop (``_runtime.main_loop()``). Nothing
         runs on the calling thread; the first run comes at the trigger's first fire time.
         """
-        if self._state != _NEW:
+        if self._state is not RunState.NEW:
             raise RuntimeError(
                 f"periodic task {self._name!r} was already started ({self._state}); "
                 "a task starts once: create a new one"
             )
         self._loop = _runtime.main_loop()
         self._schedule.start(self._clock(), self._restore)
-        self._state = _RUNNING
+        self._state = RunState.RUNNING
         _runtime.add_shutdown_hook(self.stop)
         self._arm()
         return self
@@ -465,8 +411,8 @@ class PeriodicTask:
         a thread cannot be cancelled (Python threads cannot be stopped from outside): it is
         left to finish in the background and a warning is logged.
         """
-        if self._state in (_NEW, _RUNNING):
-            self._state = _STOPPED
+        if self._state in (RunState.NEW, RunState.RUNNING):
+            self._state = RunState.STOPPED
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -514,7 +460,7 @@ class PeriodicTask:
     def _wake(self) -> None:
         """Timer callback (on the loop): run what is due, then re-arm."""
         self._timer = None
-        if self._state != _RUNNING:
+        if self._state is not RunState.RUNNING:
             return
         try:
             run_for, missed = self._schedule.fire(self._clock())
@@ -527,14 +473,14 @@ class PeriodicTask:
                     log.debug(
                         "periodic task %r: run for %s skipped: the previous run is still going",
                         self._name,
-                        _iso(run_for),
+                        iso(run_for),
                     )
                 else:
                     self._launch(run_for, missed)
             self._arm()
         except Exception as exc:  # a broken trigger or a closed loop: stop, loudly
             self._last_error = f"{type(exc).__name__}: {exc}"
-            self._state = _FINISHED
+            self._state = RunState.FINISHED
             _runtime.remove_shutdown_hook(self.stop)
             log.exception("periodic task %r: scheduling failed; the task stops", self._name)
 
@@ -549,17 +495,15 @@ class PeriodicTask:
         self._finish_if_idle()
 
     def _finish_if_idle(self) -> None:
-        if self._state == _RUNNING and self._schedule.finished and not self._runs:
-            self._state = _FINISHED
+        if self._state is RunState.RUNNING and self._schedule.finished and not self._runs:
+            self._state = RunState.FINISHED
             _runtime.remove_shutdown_hook(self.stop)
             log.debug("periodic task %r: no more fire times, finished", self._name)
 
     async def _call(self) -> Any:
         if self._is_async:
             return await self._func(*self._args, **self._kwargs)
-        assert self._loop is not None
-        call = functools.partial(self._func, *self._args, **self._kwargs)
-        result = await self._loop.run_in_executor(_executor(), call)
+        result = await _runtime.to_thread(self._func, *self._args, **self._kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -580,7 +524,7 @@ class PeriodicTask:
             # an exception class may set ``log_traceback = False`` when its message says all
             traceback = exc if getattr(exc, "log_traceback", True) else None
             what = exc if isinstance(exc, Exception) else f"{self._last_error} (the worker keeps running)"
-            log.error("periodic task %r: run for %s failed: %s", self._name, _iso(run_for), what, exc_info=traceback)
+            log.error("periodic task %r: run for %s failed: %s", self._name, iso(run_for), what, exc_info=traceback)
         except BaseException as exc:  # cancelled by stop()
             error = exc
             raise
@@ -662,7 +606,7 @@ class PeriodicTaskManager:
         """Start every task that was never started; returns how many were started."""
         started = 0
         for task in list(self._tasks.values()):
-            if task._state == _NEW:
+            if task._state is RunState.NEW:
                 task.start()
                 started += 1
         return started

@@ -24,10 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from libs._enums import JobStatus, MisfirePolicy
 from libs.bridge.protocol import ApiError, ApiRequest, ProtocolError, decode_result
 from libs.bridge.serial import serial_generator
 from libs.bridge.specs import APISpecs
 
+from ._time import iso
 from .periodic import PeriodicTask, RunRecord
 from .store import Job, JobStore, default_state_dir
 from .triggers import IntervalTrigger, Trigger, trigger_from_spec
@@ -39,7 +41,6 @@ __all__ = ["JobRunError", "JobScheduler", "default_store_path"]
 
 log = logging.getLogger(__name__)
 
-_MISFIRE = ("coalesce", "skip")
 _MIN_INTERVAL_S = 0.1
 
 
@@ -59,10 +60,6 @@ def default_store_path(app: App) -> Path:
     base = Path(app.config.state_dir) if app.config.state_dir else default_state_dir()
     safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in f"{app.config.jid}-{app.resource}")
     return base / f"jobs-{safe}.sqlite3"
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 class JobScheduler:
@@ -86,7 +83,7 @@ class JobScheduler:
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        for job in self.store.list(status="active"):
+        for job in self.store.list(status=JobStatus.ACTIVE):
             self._launch(job)
         log.info("job scheduler started with %d stored job(s)", len(self.tasks))
 
@@ -111,11 +108,11 @@ class JobScheduler:
 
     async def _run_job(self, job_id: str) -> dict[str, Any]:
         job = self.store.get(job_id)
-        if job is None or job.status != "active":
+        if job is None or job.status != JobStatus.ACTIVE:
             raise JobRunError("not-found", "the job no longer exists")
         role = self.app.policy.role_of(job.requester)
         if role is None:
-            self._end(job, "cancelled", "the requester is no longer allowed on this worker")
+            self._end(job, JobStatus.CANCELLED, "the requester is no longer allowed on this worker")
             raise JobRunError("forbidden", "the requester is no longer allowed on this worker")
         request = ApiRequest(id=f"job-{job.id}-{job.run_count + 1}", sender=job.requester, cmd=job.cmd, body=job.body)
         answer = await self.app.dispatcher.execute(request, role)
@@ -141,8 +138,8 @@ class JobScheduler:
         if not record.ok:
             changes["error_count"] = job.error_count + 1
             changes["last_error"] = str(record.error)
-        if job.status == "active" and next_run is None:
-            changes["status"] = "finished"
+        if job.status == JobStatus.ACTIVE and next_run is None:
+            changes["status"] = JobStatus.FINISHED
             self.tasks.pop(job_id, None)
         job = self.store.update(job, **changes)
         if job.notify:
@@ -166,7 +163,7 @@ class JobScheduler:
         return job
 
     def _notify(self, job: Job, record: RunRecord) -> None:
-        message: dict[str, Any] = {"job": job.id, "cmd": job.cmd, "scheduled_for": record.scheduled_for.isoformat(),
+        message: dict[str, Any] = {"job": job.id, "cmd": job.cmd, "scheduled_for": iso(record.scheduled_for),
                                    "ok": record.ok}
         if record.ok:
             message["result"] = record.result
@@ -177,7 +174,7 @@ class JobScheduler:
         except RuntimeError:
             log.warning("job %s: result not sent, the worker is not connected", job.id)
 
-    def _end(self, job: Job, status: str, reason: str | None = None) -> Job:
+    def _end(self, job: Job, status: JobStatus, reason: str | None = None) -> Job:
         task = self.tasks.pop(job.id, None)
         if task is not None:
             self.app.loop.create_task(task.stop(timeout=1.0))
@@ -211,9 +208,10 @@ class JobScheduler:
         job_body = body.get("body") or {}
         if not isinstance(job_body, dict):
             raise ProtocolError("bad-request", "'body' must be an object")
-        misfire = body.get("misfire", "coalesce")
-        if misfire not in _MISFIRE:
-            raise ProtocolError("bad-request", f"'misfire' must be one of {', '.join(_MISFIRE)}")
+        try:
+            misfire = MisfirePolicy.parse(body.get("misfire", MisfirePolicy.COALESCE))
+        except ValueError as exc:
+            raise ProtocolError("bad-request", str(exc)) from None
         notify = body.get("notify", False)
         if not isinstance(notify, bool):
             raise ProtocolError("bad-request", "'notify' must be true or false")
@@ -230,7 +228,7 @@ class JobScheduler:
         self.store.add(job)
         self._launch(job)
         log.info("job %s scheduled by %s: %r %s", job.id, specs.jid, cmd, trigger.describe())
-        return {"job": job.id, "next_run": first.isoformat(), "trigger": trigger.describe()}
+        return {"job": job.id, "next_run": iso(first), "trigger": trigger.describe()}
 
     def _visible(self, specs: APISpecs, job: Job | None) -> Job:
         """The job, if this caller may see it. Another caller's job is answered exactly like
@@ -244,8 +242,8 @@ class JobScheduler:
         if not isinstance(job_id, str):
             raise ProtocolError("bad-request", "'job' must be the job id returned by 'schedule'")
         job = self._visible(specs, self.store.get(job_id))
-        if job.status == "active":
-            self._end(job, "cancelled", f"cancelled by {specs.jid}")
+        if job.status == JobStatus.ACTIVE:
+            self._end(job, JobStatus.CANCELLED, f"cancelled by {specs.jid}")
         return {"cancelled": job.id}
 
     async def _cmd_jobs(self, specs: APISpecs) -> dict[str, Any]:
@@ -263,9 +261,9 @@ class JobScheduler:
             "trigger": trigger_from_spec(job.trigger).describe(),
             "misfire": job.misfire,
             "notify": job.notify,
-            "created_at": _iso(job.created_at),
-            "next_run": _iso(job.next_run) if task is None or task.next_run is None else task.next_run.isoformat(),
-            "last_run": _iso(job.last_run),
+            "created_at": iso(job.created_at),
+            "next_run": iso(job.next_run if task is None or task.next_run is None else task.next_run),
+            "last_run": iso(job.last_run),
             "run_count": job.run_count,
             "error_count": job.error_count,
             "missed_count": job.missed_count,

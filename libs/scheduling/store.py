@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from libs._enums import JobStatus, MisfirePolicy
+
 __all__ = ["SCHEMA_VERSION", "Job", "JobStore", "StoreVersionError", "default_state_dir"]
 
 SCHEMA_VERSION = 1
@@ -74,9 +76,9 @@ class Job:
     cmd: str
     body: dict[str, Any]
     trigger: dict[str, Any]  # a trigger spec (libs.scheduling.triggers.trigger_from_spec)
-    misfire: str = "coalesce"
+    misfire: MisfirePolicy = MisfirePolicy.COALESCE
     notify: bool = False
-    status: str = "active"  # active | finished | cancelled
+    status: JobStatus = JobStatus.ACTIVE
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     next_run: float | None = None
@@ -95,6 +97,8 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     data["body"] = json.loads(data["body"])
     data["trigger"] = json.loads(data["trigger"])
     data["notify"] = bool(data["notify"])
+    data["misfire"] = MisfirePolicy(data["misfire"])
+    data["status"] = JobStatus(data["status"])
     return Job(**data)
 
 
@@ -160,7 +164,7 @@ class JobStore:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _row_to_job(row)
 
-    def list(self, *, owner: str | None = None, status: str | None = None) -> list[Job]:
+    def list(self, *, owner: str | None = None, status: JobStatus | str | None = None) -> list[Job]:
         query, args = "SELECT * FROM jobs WHERE 1=1", []
         if owner is not None:
             query += " AND owner = ?"
@@ -171,13 +175,14 @@ class JobStore:
         return [_row_to_job(r) for r in self._db.execute(query + " ORDER BY created_at", args)]
 
     def count_active(self, owner: str) -> int:
-        row = self._db.execute("SELECT COUNT(*) FROM jobs WHERE owner = ? AND status = 'active'", (owner,)).fetchone()
+        row = self._db.execute("SELECT COUNT(*) FROM jobs WHERE owner = ? AND status = ?",
+                               (owner, JobStatus.ACTIVE)).fetchone()
         return int(row[0])
 
     def cleanup(self, cutoff: float) -> int:
         """Delete finished and cancelled jobs last changed before ``cutoff`` (Unix s)."""
         with self._tx() as db:
-            cur = db.execute("DELETE FROM jobs WHERE status != 'active' AND updated_at < ?", (cutoff,))
+            cur = db.execute("DELETE FROM jobs WHERE status != ? AND updated_at < ?", (JobStatus.ACTIVE, cutoff))
         return cur.rowcount
 
     def close(self) -> None:

@@ -31,16 +31,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from libs._enums import MisfirePolicy
+
+from ._time import aware_utc, iso
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
-
-MisfirePolicy = Literal["coalesce", "skip"]
-_POLICIES: tuple[str, ...] = ("coalesce", "skip")
 
 #: Iteration budget of the generic (cron) misfire count before it jumps ahead.
 DEFAULT_MAX_STEPS = 10_000
@@ -158,18 +159,10 @@ def format_duration(value: timedelta) -> str:
 _TIME_HINT = "use an ISO 8601 time with an offset, e.g. '2024-05-01T12:00:00Z', or a UNIX timestamp"
 
 
-def _aware_utc(value: datetime, what: str = "time") -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(
-            f"naive datetime {value.isoformat()!r} as {what} is ambiguous: give it a time zone (e.g. UTC)"
-        )
-    return value.astimezone(UTC)
-
-
 def _to_utc(value: object, what: str = "time") -> datetime:
     """An aware UTC datetime from an aware datetime, a UNIX timestamp or ISO 8601 text."""
     if isinstance(value, datetime):
-        return _aware_utc(value, what)
+        return aware_utc(value, what)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise ValueError(f"bad {what} {value!r}: not a finite timestamp")
@@ -186,11 +179,6 @@ def _to_utc(value: object, what: str = "time") -> datetime:
             raise ValueError(f"bad {what} {value!r}: no UTC offset, so it is ambiguous; {_TIME_HINT}")
         return parsed.astimezone(UTC)
     raise ValueError(f"bad {what} {value!r}: {_TIME_HINT}")
-
-
-def _iso(value: datetime) -> str:
-    text = value.astimezone(UTC).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def _to_us(value: datetime) -> int:
@@ -244,7 +232,7 @@ class Trigger(ABC):
         Only an :class:`IntervalTrigger` without ``start`` changes (it is anchored at ``now``);
         every other trigger returns itself. Owners call this once, generically.
         """
-        _aware_utc(now, "now")
+        aware_utc(now, "now")
         return self
 
     # -- jitter
@@ -261,7 +249,7 @@ class Trigger(ABC):
         the trigger has no jitter. ``next_fire`` stays deterministic: it never sees jitter, so
         jitter never accumulates and never shifts the grid.
         """
-        fire = _aware_utc(fire_time, "fire_time")
+        fire = aware_utc(fire_time, "fire_time")
         if not self._jitter:
             return fire
         r = rand()
@@ -364,7 +352,7 @@ class IntervalTrigger(Trigger):
 
     def anchored(self, now: datetime) -> IntervalTrigger:
         """Self if it has a start; else a copy whose first fire is ``now + interval``."""
-        now = _aware_utc(now, "now")
+        now = aware_utc(now, "now")
         if self._start is not None:
             return self
         return IntervalTrigger(self._interval, start=now + self._interval, jitter=self._jitter or None)
@@ -386,7 +374,7 @@ class IntervalTrigger(Trigger):
             return None
 
     def next_fire(self, after: datetime) -> datetime | None:
-        return self._nth(self._fires_up_to(_aware_utc(after, "after")))
+        return self._nth(self._fires_up_to(aware_utc(after, "after")))
 
     def _fires_between(self, lo: datetime, hi: datetime, max_steps: int) -> tuple[int, datetime | None]:
         below, upto = self._fires_up_to(lo), self._fires_up_to(hi)
@@ -397,7 +385,7 @@ class IntervalTrigger(Trigger):
     def describe(self) -> str:
         text = f"every {format_duration(self._interval)}"
         if self._start is not None:
-            text += f" from {_iso(self._start)}"
+            text += f" from {iso(self._start)}"
         if self._jitter:
             text += f", jitter up to {format_duration(self._jitter)}"
         return text
@@ -405,7 +393,7 @@ class IntervalTrigger(Trigger):
     def _spec(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"every": format_duration(self._interval)}
         if self._start is not None:
-            spec["start"] = _iso(self._start)
+            spec["start"] = iso(self._start)
         if self._jitter:
             spec["jitter"] = format_duration(self._jitter)
         return spec
@@ -440,7 +428,7 @@ class DateTrigger(Trigger):
         return self._times
 
     def next_fire(self, after: datetime) -> datetime | None:
-        i = bisect.bisect_right(self._times, _aware_utc(after, "after"))
+        i = bisect.bisect_right(self._times, aware_utc(after, "after"))
         return self._times[i] if i < len(self._times) else None
 
     def _fires_between(self, lo: datetime, hi: datetime, max_steps: int) -> tuple[int, datetime | None]:
@@ -449,11 +437,11 @@ class DateTrigger(Trigger):
 
     def describe(self) -> str:
         if len(self._times) == 1:
-            return f"once at {_iso(self._times[0])}"
-        return f"at {len(self._times)} times from {_iso(self._times[0])} to {_iso(self._times[-1])}"
+            return f"once at {iso(self._times[0])}"
+        return f"at {len(self._times)} times from {iso(self._times[0])} to {iso(self._times[-1])}"
 
     def _spec(self) -> dict[str, Any]:
-        return {"at": [_iso(t) for t in self._times]}
+        return {"at": [iso(t) for t in self._times]}
 
 
 # --------------------------------------------------------------------------- cron
@@ -550,7 +538,7 @@ class CronTrigger(Trigger):
         return self._tz
 
     def _iter_after(self, after: datetime) -> Iterator[datetime]:
-        after = _aware_utc(after, "after")
+        after = aware_utc(after, "after")
         zone = self._zone
         wall = after.astimezone(zone).replace(tzinfo=None)
         last = after
@@ -640,7 +628,7 @@ def due_runs(
     trigger: Trigger,
     last_planned: datetime,
     now: datetime,
-    policy: str,
+    policy: MisfirePolicy | str,
     *,
     grace_s: float = 1.0,
     max_steps: int = DEFAULT_MAX_STEPS,
@@ -668,20 +656,19 @@ def due_runs(
     triggers walk at most ``max_steps`` fire times, then bisect to the latest one and
     estimate the count from the mean spacing (exact for evenly spaced cron schedules).
     """
-    if policy not in _POLICIES:
-        raise ValueError(f"unknown misfire policy {policy!r}: use 'coalesce' or 'skip'")
+    policy = MisfirePolicy.parse(policy)
     if not (math.isfinite(grace_s) and grace_s >= 0):
         raise ValueError(f"bad grace_s {grace_s!r}: must be a number >= 0")
     if max_steps < 2:
         raise ValueError(f"bad max_steps {max_steps!r}: must be >= 2")
-    last_planned = _aware_utc(last_planned, "last_planned")
-    now = _aware_utc(now, "now")
+    last_planned = aware_utc(last_planned, "last_planned")
+    now = aware_utc(now, "now")
     if last_planned > now:
         return None, 0, last_planned
     extra, latest = trigger._fires_between(last_planned, now, max_steps)
     due = 1 + extra
     latest = latest or last_planned
     following = trigger.next_fire(now)
-    if policy == "coalesce" or (now - latest).total_seconds() <= grace_s:
+    if policy is MisfirePolicy.COALESCE or (now - latest).total_seconds() <= grace_s:
         return latest, due - 1, following
     return None, due, following

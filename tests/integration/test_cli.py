@@ -120,7 +120,7 @@ async def test_help_explains():
 
 
 async def test_schedule_jobs_cancel_against_the_default_worker(prosody, accounts, tmp_path):
-    from libs.scheduling.store import JobStore
+    from libs.scheduling import JobStore
     from workers.python.worker import build
 
     password = accounts["worker"][1]

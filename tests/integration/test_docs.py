@@ -44,7 +44,8 @@ from typing import Any
 
 import pytest
 
-from libs.bridge import Client, _runtime, load_config, wait_answering
+from libs import _runtime
+from libs.bridge import Client, load_config, wait_answering
 from libs.devserver import DevServer
 from tests.support.workers import ROOT, WorkerProcess, default_worker
 

@@ -86,7 +86,7 @@ async def test_stop_example_prints_five_hellos_then_stops(run_script, prosody, a
 
 
 async def test_remote_scheduling_example_against_the_default_worker(prosody, accounts, tmp_path):
-    from libs.scheduling.store import JobStore
+    from libs.scheduling import JobStore
     from workers.python.worker import build
 
     env = prosody.env("worker", accounts["worker"][1])

@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 
 from libs.bridge import App, RemoteError, load_config, wait_answering
-from libs.scheduling.client import RemoteWorker
-from libs.scheduling.remote import JobScheduler
-from libs.scheduling.store import JobStore
+from libs.scheduling import JobScheduler, JobStore, RemoteWorker
 from tests.support.workers import chat_messages, default_worker
 
 

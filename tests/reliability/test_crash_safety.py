@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from libs.bridge import Client, wait_answering
-from libs.scheduling.client import RemoteWorker
+from libs.scheduling import RemoteWorker
 from tests.support.workers import chat_messages, default_worker
 
 FAST_EVERY = ("300ms", "350ms", "400ms", "450ms", "500ms")  # with notify: their runs are observed

@@ -29,9 +29,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from libs.bridge import App, Client, RemoteError, load_config
 from libs.bridge.access import bare_jid
 from libs.bridge.protocol import NS, decode_result, encode_request
-from libs.scheduling.client import RemoteWorker
-from libs.scheduling.remote import JobScheduler
-from libs.scheduling.store import JobStore
+from libs.scheduling import JobScheduler, JobStore, RemoteWorker
 from tests.support.accounts import Account, account_env, logged_in, new_account, xmpp_of
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from libs.bridge import _runtime
+from libs import _runtime
 from libs.scheduling import (
     CronTrigger,
     DateTrigger,
@@ -329,7 +329,7 @@ async def test_sync_function_runs_on_a_pool_thread_not_the_loop(track: Any) -> N
     assert record.ok and record.error is None
     ident, thread_name = record.result
     assert ident != loop_thread
-    assert thread_name.startswith("qe-periodic")
+    assert thread_name.startswith("qe-pool")
     assert task.is_running
 
 

@@ -1,7 +1,7 @@
 """Unit tests for ``libs.startup``: secret redaction, logging set-up and ``startup()``.
 
 ``startup()`` changes process-wide state (current event loop, signal handlers, root logger,
-``libs.bridge._runtime``); the ``process_state`` fixture puts all of it back.
+``libs._runtime``); the ``process_state`` fixture puts all of it back.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from libs.bridge import _runtime
+from libs import _runtime
 from libs.startup import RedactSecrets, configure_logging, startup
 
 PASSWORD = "hunter2-Secret"

@@ -1,7 +1,8 @@
 """Timers: the scheduling core on a virtual clock, and the threads/loop hand-over for real.
 
-Virtual-clock tests drive a passive ``_Engine`` (no threads): ``pump(now)`` is one wake-up
-of the timer thread, plain ticks land in a list and run when the test says so. Real-thread
+Virtual-clock tests drive an engine with a manual driver (tests/support/timers.py, no
+threads): ``pump(now)`` is one wake-up of the timer thread, plain ticks land in a list and
+run when the test says so. Real-thread
 tests wait on events, never on sleeps, and assert no timings.
 """
 
@@ -24,9 +25,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from libs.bridge import _runtime, timers
-from libs.bridge._timer_stats import WINDOW, lateness_add, lateness_quantiles, lateness_samples
-from libs.bridge.timers import (
+from libs import _runtime
+from libs._enums import RunState
+from libs.timers import (
     SetInterval,
     SetIntervalSafe,
     SetTimeout,
@@ -38,6 +39,10 @@ from libs.bridge.timers import (
     setTimeout,
     timer_stats,
 )
+from libs.timers._heap import DeadlineHeap
+from libs.timers._stats import WINDOW, lateness_add, lateness_quantiles, lateness_samples
+from libs.timers._timers import ENGINE
+from tests.support.timers import FakeLoop, Virtual
 
 WAIT = 10.0  # s: upper bound for any event a real-thread test waits for
 EPS = 1e-9  # s: past a deadline computed in floating point
@@ -47,72 +52,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # -- helpers ----------------------------------------------------------------------------
 
 
-class VClock:
-    """A virtual monotonic clock: seconds, moved by the test."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class FakeLoop:
-    """Stands in for an event loop: records every hand-over instead of running it."""
-
-    def __init__(self) -> None:
-        self.posted: list[Any] = []
-
-    def call_soon_threadsafe(self, fn: Any) -> None:
-        self.posted.append(fn)
-
-    def is_closed(self) -> bool:
-        return False
-
-    def run_posted(self) -> None:
-        posted, self.posted = self.posted, []
-        for fn in posted:
-            fn()
-
-
-class Virtual:
-    """A passive engine on a virtual clock, plus timer classes bound to it."""
-
-    def __init__(self, loop: FakeLoop | None = None) -> None:
-        self.clock = VClock()
-        self.loop = loop or FakeLoop()
-        self.ticks: list[tuple[Any, float]] = []  # plain ticks handed to "the pool"
-        self.engine = timers._Engine(
-            self.clock,
-            wall=lambda: 1_700_000_000.0 + self.clock.now,
-            threaded=False,
-            resolve_loop=lambda: self.loop,  # type: ignore[arg-type,return-value]
-            submit=self.ticks.extend,
-        )
-        ns = {"__slots__": (), "_engine": self.engine}
-        self.SetInterval: Any = type("SetInterval", (SetInterval,), ns)
-        self.SetIntervalSafe: Any = type("SetIntervalSafe", (SetIntervalSafe,), ns)
-        self.SetTimeout: Any = type("SetTimeout", (SetTimeout,), ns)
-        self.SetTimeoutSafe: Any = type("SetTimeoutSafe", (SetTimeoutSafe,), ns)
-
-    def pump(self, at: float, run: bool = True) -> list[float]:
-        """Move the clock to ``at``, do one timer-thread wake-up, run the plain ticks
-        (unless ``run`` is False) and return the deadlines handed over."""
-        self.clock.now = at
-        before = len(self.ticks)
-        self.engine.pump()
-        fresh = self.ticks[before:]
-        if run:
-            del self.ticks[before:]
-            for t, deadline in fresh:
-                self.engine.run_tick(t, deadline)
-        return [deadline for _, deadline in fresh]
-
-
 @pytest.fixture(autouse=True)
 def _stop_real_timers() -> Any:
     yield
-    for t in timers._ENGINE.live_timers():
+    for t in ENGINE.live_timers():
         t.stop()
 
 
@@ -138,12 +81,12 @@ def test_no_drift_over_10000_virtual_ticks() -> None:
     t = v.SetInterval(lambda: calls.append(v.clock.now), 10).start()
     rng = random.Random(4)
     fired: list[float] = []
-    next_due = v.engine.wheel.next_deadline()
+    next_due = v.engine.heap.next_deadline()
     while len(fired) < 10_000:
         assert next_due is not None
         # wake late by up to 90 % of an interval: jitter must never accumulate
         fired += v.pump(next_due + rng.uniform(0.0, 0.009))
-        next_due = v.engine.wheel.next_deadline()
+        next_due = v.engine.heap.next_deadline()
     assert len(calls) == 10_000
     for k, deadline in enumerate(fired, start=1):
         assert deadline == pytest.approx(k * 0.010, abs=1e-9)
@@ -156,7 +99,7 @@ def test_no_drift_over_10000_virtual_ticks() -> None:
     steps=st.lists(st.floats(min_value=0.0, max_value=0.05), min_size=1, max_size=60),
     skip=st.booleans(),
 )
-def test_wheel_invariants_under_arbitrary_wakeups(steps: list[float], skip: bool) -> None:
+def test_heap_invariants_under_arbitrary_wakeups(steps: list[float], skip: bool) -> None:
     """Whatever the wake-up times: at most one tick per wake-up, every fired deadline is a
     grid point, fired + missed == grid points passed, the next deadline is in the future."""
     v = Virtual()
@@ -168,19 +111,19 @@ def test_wheel_invariants_under_arbitrary_wakeups(steps: list[float], skip: bool
         got = v.pump(now)
         assert len(got) <= 1
         fired += got
-        nd = v.engine.wheel.next_deadline()
+        nd = v.engine.heap.next_deadline()
         assert nd is not None and nd > now
     for deadline in fired:
         k = round(deadline / 0.010)
         assert deadline == pytest.approx(k * 0.010, abs=1e-9)
     assert fired == sorted(set(fired))
-    passed = sum(1 for k in range(1, 10_000) if k * 0.010 <= now)  # the wheel's own arithmetic
+    passed = sum(1 for k in range(1, 10_000) if k * 0.010 <= now)  # the heap's own arithmetic
     assert len(fired) + t.stats().missed == passed
 
 
 def first_after(now: float, origin: float, interval: float) -> float:
     """The first grid point origin + k * interval (k >= 1) after ``now``, computed the way
-    the wheel computes deadlines (so float rounding agrees)."""
+    the heap computes deadlines (so float rounding agrees)."""
     k = max(1, math.floor((now - origin) / interval))
     while k > 1 and origin + (k - 1) * interval > now:
         k -= 1
@@ -199,11 +142,11 @@ def first_after(now: float, origin: float, interval: float) -> float:
         max_size=80,
     )
 )
-def test_wheel_agrees_with_a_model_under_start_stop_reset(
+def test_heap_agrees_with_a_model_under_start_stop_reset(
     ops: list[tuple[str, int, float]],
 ) -> None:
     """Random starts, stops, resets and clock moves on 8 timers: a stopped timer never
-    fires again, every tick is on its timer's current grid, and the wheel's next deadline
+    fires again, every tick is on its timer's current grid, and the heap's next deadline
     is the earliest deadline the model expects."""
     v = Virtual()
     fired: list[int] = []
@@ -212,7 +155,7 @@ def test_wheel_agrees_with_a_model_under_start_stop_reset(
     now = 0.0
     for op, i, dt in ops:
         t = ts[i]
-        if op == "start" and not t.is_running and i not in grid and t._state == 0:
+        if op == "start" and not t.is_running and i not in grid and t._state is RunState.NEW:
             t.start()
             grid[i] = (now, t.interval_ms / 1000)
         elif op == "stop":
@@ -224,7 +167,7 @@ def test_wheel_agrees_with_a_model_under_start_stop_reset(
             now += dt
             before = len(fired)
             v.clock.now = now
-            v.engine.pump()
+            v.driver.pump()
             handed, v.ticks[:] = list(v.ticks), []
             for timer, deadline in handed:
                 k = ts.index(timer)
@@ -233,10 +176,10 @@ def test_wheel_agrees_with_a_model_under_start_stop_reset(
                 steps = round((deadline - origin) / interval)
                 assert steps >= 1 and deadline == pytest.approx(origin + steps * interval)
                 assert deadline <= now
-                v.engine.run_tick(timer, deadline)
+                v.driver.run_tick(timer, deadline)
             assert len(fired) - before == len(handed)
         expected = [first_after(now, origin, interval) for origin, interval in grid.values()]
-        nd = v.engine.wheel.next_deadline()
+        nd = v.engine.heap.next_deadline()
         if not grid:
             assert nd is None
         elif op == "advance":
@@ -244,7 +187,7 @@ def test_wheel_agrees_with_a_model_under_start_stop_reset(
 
 
 class _Plain:
-    """The least a timer needs to be queued in a ``TimerWheel`` (see ``Schedulable``)."""
+    """The least a timer needs to be queued in a ``DeadlineHeap`` (see ``Schedulable``)."""
 
     _REPEAT = True
 
@@ -277,9 +220,7 @@ def test_many_timers_on_shared_intervals_agree_with_a_model(
     slot), stalls of many intervals (coalesce or skip re-arms whole groups at once) and
     stops/resets (dead heap items): every tick, missed count and next deadline is what a
     plain per-timer model computes."""
-    from libs.bridge._timer_wheel import TimerWheel
-
-    wheel: TimerWheel[Any] = TimerWheel(lambda: now)
+    heap: DeadlineHeap[Any] = DeadlineHeap(lambda: now)
     ts = [_Plain(0.005 if i % 2 else 0.010, skip) for i in range(12)]
     model: dict[int, list[float]] = {}  # running timer -> [origin, interval, next k]
     missed = [0] * 12
@@ -287,10 +228,10 @@ def test_many_timers_on_shared_intervals_agree_with_a_model(
     for op, i, x in ops:
         t = ts[i]
         if op == "start" or (op == "reset" and i in model):
-            wheel.arm(t, now)
+            heap.arm(t, now)
             model[i] = [now, t._interval, 1]
         elif op == "stop":
-            wheel.disarm(t)
+            heap.disarm(t)
             model.pop(i, None)
         elif op in ("advance", "stall"):
             now += x * (0.01 if op == "advance" else 0.2)
@@ -307,7 +248,7 @@ def test_many_timers_on_shared_intervals_agree_with_a_model(
                     missed[k] += last - nk
                     expected[k] = origin + last * interval
                 model[k][2] = last + 1
-            got = wheel.due(now)
+            got = heap.due(now)
             fired = {ts.index(got[j]): got[j + 1] for j in range(0, len(got), 2)}
             assert len(fired) == len(got) // 2  # each timer at most once
             assert fired == pytest.approx(expected, abs=1e-12)
@@ -316,10 +257,10 @@ def test_many_timers_on_shared_intervals_agree_with_a_model(
             assert [p._missed for p in ts] == missed
         nxt = [origin + nk * interval for origin, interval, nk in model.values()]
         # deadlines are kept in whole nanoseconds: the same 1e-12 s tolerance as `fired` above
-        next_deadline = wheel.next_deadline()
+        next_deadline = heap.next_deadline()
         assert (next_deadline is None) == (not nxt)
         assert next_deadline is None or next_deadline == pytest.approx(min(nxt), abs=1e-12)
-        assert sorted(map(id, wheel.armed())) == sorted(id(ts[k]) for k in model)
+        assert sorted(map(id, heap.armed())) == sorted(id(ts[k]) for k in model)
 
 
 def test_a_deadline_equal_to_now_off_the_nanosecond_grid_fires() -> None:
@@ -365,7 +306,7 @@ def test_coalesce_after_a_stall() -> None:
     # latest grid point, and the 8 older ones are counted as missed
     assert v.pump(0.105) == [pytest.approx(0.100)]
     assert t.stats().missed == 8
-    assert v.engine.wheel.next_deadline() == pytest.approx(0.110)
+    assert v.engine.heap.next_deadline() == pytest.approx(0.110)
     assert v.pump(0.110) == [pytest.approx(0.110)]
     s = t.stats()
     assert (s.runs, s.missed) == (3, 8)
@@ -398,7 +339,7 @@ def test_max_instances_counts_overlapping_ticks_as_missed() -> None:
     assert t.stats().missed == 2
     assert t.stats().in_flight == 1
     held = v.ticks.pop()
-    v.engine.run_tick(*held)  # ...and done
+    v.driver.run_tick(*held)  # ...and done
     assert v.pump(0.040) == [pytest.approx(0.040)]
     s = t.stats()
     assert (s.runs, s.missed, s.in_flight) == (2, 2, 0)
@@ -455,7 +396,7 @@ def test_stop_is_final_for_ticks_already_handed_over() -> None:
     t = v.SetInterval(lambda: calls.append(1), 10).start()
     v.pump(0.010, run=False)
     assert t.stop() is True
-    v.engine.run_tick(*v.ticks.pop())  # the worker picks it up after stop(): no start
+    v.driver.run_tick(*v.ticks.pop())  # the worker picks it up after stop(): no start
     assert calls == []
     s = t.stats()
     assert (s.runs, s.in_flight, s.is_running) == (0, 0, False)
@@ -515,7 +456,7 @@ def test_a_timeout_waiting_on_the_loop_is_live_and_can_still_be_cancelled() -> N
     ran: list[str] = []
     t = v.SetTimeoutSafe(ran.append, 10, "late").start()
     v.pump(0.010)  # handed to the loop, which has not run yet
-    assert v.engine.wheel.next_deadline() is None
+    assert v.engine.heap.next_deadline() is None
     assert v.engine.live_timers() == [t]
     assert t.cancel() is True  # not started yet: cancel still wins
     v.loop.run_posted()
@@ -699,7 +640,7 @@ def test_plain_callback_runs_off_the_loop_and_errors_keep_it_going() -> None:
     t.stop()
     assert t.stats().errors >= 3  # max_instances=1: runs 1-3 finished before run 4 began
     assert threading.get_ident() not in idents
-    assert timers._ENGINE._thread is not None and timers._ENGINE._thread.ident not in idents
+    assert ENGINE.driver.thread is not None and ENGINE.driver.thread.ident not in idents
 
 
 def test_a_slow_callback_does_not_hold_up_other_timers() -> None:
@@ -803,7 +744,7 @@ async def test_system_exit_in_a_callback_is_its_error_not_the_end_of_the_worker(
     assert t.stats().errors == 3
     logged = [r.getMessage() for r in caplog.records if name in r.getMessage()]
     assert len(logged) == 3 and all(exc.__name__ in m for m in logged), logged
-    assert timers._ENGINE._thread is not None and timers._ENGINE._thread.is_alive()
+    assert ENGINE.driver.thread is not None and ENGINE.driver.thread.is_alive()
     fired = asyncio.Event()
     SetTimeoutSafe(fired.set, 1).start()  # the timer thread and the loop still serve
     await asyncio.wait_for(fired.wait(), WAIT)
@@ -874,7 +815,7 @@ async def test_safe_decorator_runs_on_the_loop() -> None:
 
 def test_100k_timers_start_and_stop() -> None:
     n = 100_000
-    engine = timers._ENGINE
+    engine = ENGINE
 
     def hundred_k() -> None:  # pragma: no cover - an hour away; its name tells its timers apart
         pass
@@ -892,7 +833,7 @@ def test_100k_timers_start_and_stop() -> None:
     assert not any(t.is_running for t in ts)
     assert ours() == 0, "stopped timers are still listed as live"
     assert len(timer_stats()) == others
-    assert len(engine.wheel) < n // 2  # dead heap items were compacted away
+    assert len(engine.heap) < n // 2  # dead heap items were compacted away
     del ts
     gc.collect()
 
@@ -913,9 +854,9 @@ async def test_shutdown_hook_stops_timers_and_waits_for_running_callbacks() -> N
     await asyncio.to_thread(entered.wait, WAIT)
     assert entered.is_set()
 
-    engine = timers._ENGINE
-    assert engine.shutdown_hook in _runtime._RT.hooks  # registered by the first start()
-    hook = asyncio.create_task(engine.shutdown_hook(WAIT))  # what _runtime.shutdown() runs
+    engine = ENGINE
+    assert engine.driver.shutdown_hook in _runtime._RT.hooks  # registered by the first start()
+    hook = asyncio.create_task(engine.driver.shutdown_hook(WAIT))  # what _runtime.shutdown() runs
     await asyncio.sleep(0)  # one step of the hook: it stops the timers, then waits for the callback
     assert not any(t.is_running for t in [*others, safe]) and not hook.done()
     release.set()
@@ -929,7 +870,7 @@ def test_timer_thread_never_keeps_a_finished_script_alive() -> None:
     script = textwrap.dedent(
         """
         import threading
-        from libs.bridge.timers import SetInterval, SetTimeout
+        from libs.bridge import SetInterval, SetTimeout
         SetInterval(lambda: None, 5).start()
         SetTimeout(print, 3_600_000, "never").start()
         ran = threading.Event()
@@ -943,7 +884,7 @@ def test_timer_thread_never_keeps_a_finished_script_alive() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "done"
-    assert timers._ENGINE._thread is None or timers._ENGINE._thread.daemon
+    assert ENGINE.driver.thread is None or ENGINE.driver.thread.daemon
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
@@ -951,7 +892,7 @@ def test_timers_do_not_survive_fork_but_work_in_the_child() -> None:
     script = textwrap.dedent(
         """
         import os, threading, warnings
-        from libs.bridge.timers import SetInterval, SetTimeout, timer_stats
+        from libs.bridge import SetInterval, SetTimeout, timer_stats
         ticks = threading.Semaphore(0)
         inherited = SetInterval(ticks.release, 5, name="inherited").start()
         assert ticks.acquire(timeout=10)

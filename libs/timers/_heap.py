@@ -1,12 +1,11 @@
-"""The timer heap: absolute deadlines, no drift, misfire policy. Sans-IO.
+"""The deadline heap: absolute deadlines, no drift, misfire policy. Sans-IO.
 
 Why a separate class: all scheduling decisions (which tick is due, what the next deadline
 is, how many ticks a stall cost) live here and nowhere else, with no threads, locks or
-loops. Unit tests drive it with a virtual clock; the timer thread in ``timers.py`` is a
-thin driver that sleeps until ``next_deadline()`` and calls ``due()``.
+loops. Unit tests drive it with a virtual clock; the engine (``_engine.py``) calls it under
+its lock and the timer thread (``_thread.py``) only sleeps until ``next_deadline()``.
 
-Thread affinity: none. Not thread-safe; the owner serialises calls (``timers._Engine``
-holds its lock around every call).
+Thread affinity: none. Not thread-safe; the owner serialises calls (the engine's lock).
 
 Deadlines are seconds on the owner's clock (``time.monotonic`` in production). The k-th
 tick of a timer is due at ``origin + k * interval``: computed from the origin, never by
@@ -21,13 +20,12 @@ items are dropped when they reach the top, and the heap is rebuilt when more tha
 it is dead, so memory stays proportional to the number of live timers even under heavy
 start/stop churn. (Two items can only have the same key if they are for the same slot and
 the same nanosecond; the first one to pop then fires for both and the other is dead.)
+Slots of disarmed timers are reused through a free list.
 
-Why ints and not ``(deadline, seq, timer)`` tuples: one int is 40 bytes where the tuple
-with its float and ints is ~150, ints compare faster than tuples in the heap, and ints
-are not tracked by the cyclic garbage collector. With the timer in a tuple, 100,000
-one-second timers promote 100,000 tracked tuples a second to the oldest generation and
-trigger a full collection (a pause of ~100 ms) every second or two. Slots of disarmed
-timers are reused through a free list.
+Items are ints, not ``(deadline, seq, timer)`` tuples, and ``due()`` returns its ticks flat:
+an int is smaller, compares faster and is not tracked by the cyclic garbage collector, which
+at 100,000 timers decides whether full collections stall every tick (docs/timers.md,
+"Design notes", has the measurements).
 
 The key only orders the heap and tells a due item from a future one; the deadline a
 tick fires for is computed exactly (``origin + n * interval``, as a float), so rounding
@@ -41,7 +39,7 @@ import math
 from collections.abc import Callable
 from typing import ClassVar, Generic, Protocol, TypeVar
 
-__all__ = ["Schedulable", "TimerWheel"]
+__all__ = ["DeadlineHeap", "Schedulable"]
 
 _COMPACT_MIN = 1024  # do not bother rebuilding small heaps
 _SLOT_BITS = 32
@@ -49,11 +47,11 @@ _SLOT_MASK = (1 << _SLOT_BITS) - 1
 
 
 class Schedulable(Protocol):
-    """What the wheel reads and writes on a timer (``timers._Timer`` implements it)."""
+    """What the heap reads and writes on a timer (``_timers.Timer`` implements it)."""
 
     _REPEAT: ClassVar[bool]  # interval (True) or one shot (False)
     _interval: float  # seconds between ticks (the delay, for a one shot)
-    _skip: bool  # misfire policy: True = "skip", False = "coalesce"
+    _skip: bool  # the misfire policy, as read per tick: True = SKIP, False = COALESCE
     _origin: float  # clock value the tick grid starts from
     _n: int  # index of the armed tick: its deadline is origin + n * interval
     _armed: int  # key of the live heap item, 0 when not armed
@@ -65,7 +63,7 @@ class Schedulable(Protocol):
 T = TypeVar("T", bound=Schedulable)
 
 
-class TimerWheel(Generic[T]):
+class DeadlineHeap(Generic[T]):
     """A heap of absolute deadlines. ``due(now)`` pops what is due and re-arms intervals."""
 
     __slots__ = ("_free", "_heap", "_slots", "_stale", "clock")

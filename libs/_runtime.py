@@ -1,42 +1,60 @@
-"""The process's main event loop, shutdown hooks and signal handling.
+"""The process's main event loop, shutdown hooks, signal handling and shared thread pool.
 
 Why this exists: QE scripts build ``App`` and start timers at import time, with no loop
 running, and only then call ``asyncio.get_event_loop().run_forever()``. Every part that
 needs "the worker's loop" from elsewhere (``SetIntervalSafe`` ticks from the timer thread,
 ``App`` starting its connection, shutdown on SIGTERM) must agree on one loop. This module is
-that single agreement; it holds no other state.
+that single agreement. For the same reason it owns the one thread pool for blocking work
+(``executor()``, ``to_thread()``): plain periodic-task functions, maintenance probes, the
+timers' wait at shutdown. (Plain timer callbacks run on the timers' own callback pool,
+``libs/timers/_pool.py``, which hands over ticks without a Future per tick.) Which user
+functions run as tasks on the loop rather than on a thread is decided here too
+(``is_async``).
 
-Thread affinity: ``main_loop()`` may be called from any thread; hooks run on the main loop.
+Thread affinity: ``main_loop()`` and ``executor()`` may be called from any thread; hooks run
+on the main loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
+import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, TypeVar
 
 __all__ = [
     "ShutdownHook",
     "add_shutdown_hook",
     "current_config",
+    "executor",
     "fail",
     "install_signal_handlers",
+    "is_async",
     "main_loop",
     "remove_shutdown_hook",
     "request_stop",
     "set_config",
     "set_main_loop",
     "shutdown",
+    "to_thread",
 ]
 
 log = logging.getLogger(__name__)
 
 ShutdownHook = Callable[[float], Awaitable[None]]
 """An async callable given the seconds it may take; run once on graceful shutdown."""
+
+EXECUTOR_WORKERS: Final = 8
+"""Threads of the shared pool (a bound, not a reservation: threads start as work comes)."""
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,9 +65,47 @@ class _Runtime:
     signals_installed_on: asyncio.AbstractEventLoop | None = None
     shutting_down: bool = False
     config: Any = None
+    executor: ThreadPoolExecutor | None = None
 
 
 _RT = _Runtime()
+
+
+def _after_fork_in_child() -> None:
+    """A pool's threads (and a holder of the lock) are not copied by ``fork()``: the child
+    makes its own pool on first use."""
+    _RT.lock = threading.Lock()
+    _RT.executor = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def executor() -> ThreadPoolExecutor:
+    """The process's one pool for blocking work off the event loop (threads ``qe-pool_N``,
+    at most ``EXECUTOR_WORKERS``), created on first use and never shut down by us."""
+    with _RT.lock:
+        if _RT.executor is None:
+            _RT.executor = ThreadPoolExecutor(max_workers=EXECUTOR_WORKERS, thread_name_prefix="qe-pool")
+        return _RT.executor
+
+
+def is_async(func: Callable[..., Any]) -> bool:
+    """True if calling ``func`` makes a coroutine to run on the loop: an ``async def``
+    function, or an object with an ``async def __call__``. Timers and periodic tasks run
+    such functions as tasks on the loop, others on a thread."""
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - objects with an async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``await func(*args, **kwargs)`` on the shared pool (``asyncio.to_thread`` uses the
+    loop's default executor instead, a second pool)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor(), functools.partial(func, *args, **kwargs))
 
 
 def set_main_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -1,4 +1,4 @@
-"""Per-timer statistics: the public ``TimerStats`` snapshot and a compact lateness window.
+"""Per-timer statistics: run accounting, a compact lateness window, the ``TimerStats`` snapshot.
 
 Why a histogram and not a list of the last 1024 samples: a worker may run 100,000 timers,
 and 1024 floats each would be 0.8 GB. Lateness is recorded instead in log-spaced buckets
@@ -11,17 +11,30 @@ lateness), allocated at the first run; the range shrinks again when outliers age
 Layout of the ``array('B')``: ``[n_current, n_previous, lo, cur_lo, prev_lo, cur_lo+1, ...]``:
 only buckets from the lowest to the highest one seen in the two windows are stored.
 
-Thread affinity: none; callers serialise access (the timer engine's lock).
+Run counters live in one ``array('d')`` per timer (``ACC_*`` indexes), updated in place:
+a timer's statistics allocate nothing per run once it has run a few times.
+
+Thread affinity: none; callers serialise access (the engine's lock).
 """
 
 from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
-__all__ = ["WINDOW", "TimerStats", "lateness_add", "lateness_quantiles", "lateness_samples"]
+__all__ = [
+    "WINDOW",
+    "Recorded",
+    "TimerStats",
+    "lateness_add",
+    "lateness_quantiles",
+    "lateness_samples",
+    "record_runs",
+    "snapshot",
+]
 
 WINDOW = 255
 """Samples per window (8-bit counts); percentiles cover the last WINDOW..2*WINDOW samples."""
@@ -56,8 +69,7 @@ _HEAD = 3  # n_current, n_previous, lowest bucket stored
 
 _MARGIN = 8  # empty buckets kept (or added) beyond the lowest and highest one seen
 # Why a margin: lateness wanders over a few octaves, and an array that fits exactly what was
-# seen must be widened (a new array) again and again; at 100,000 timers those allocations
-# were the largest single cost of recording a run, and their churn fragmented memory.
+# seen would be replaced by a wider one again and again (see docs/timers.md, "Design notes").
 
 
 def _zeros(n: int) -> array[int]:
@@ -175,3 +187,75 @@ class TimerStats:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every field."""
         return asdict(self)
+
+
+# -- run accounting ---------------------------------------------------------------------
+
+ACC_RUNS, ACC_ERRORS, ACC_LAST, ACC_RT_SUM, ACC_RT_MAX = range(5)
+"""Indexes into a timer's ``_acc`` array: runs, errors, start of the last run (on the
+engine's clock), sum and maximum of the run times (seconds)."""
+_ACC_ZERO = array("d", bytes(8 * 5))
+
+
+class Recorded(Protocol):
+    """What the statistics read and write on a timer (``_timers.Timer`` implements it)."""
+
+    _REPEAT: ClassVar[bool]
+    _SAFE: ClassVar[bool]
+    _name: str
+    _interval: float
+    _missed: int
+    _inflight: int
+    _acc: array[float] | None  # ACC_* counters, allocated at the first run
+    _hist: array[int] | None  # the lateness windows, allocated at the first run
+
+
+def record_runs(runs: Sequence[Any]) -> None:
+    """Account for finished runs, given flat: ``timer, deadline, start, end, error, ...``.
+
+    Each run leaves the timer's in-flight count and adds to its counters and lateness. The
+    hottest code of a busy timer process (once per tick), hence literal indexes into
+    ``_acc`` (the ``ACC_*`` values) and no call per run but ``lateness_add``.
+    """
+    add = lateness_add
+    for j in range(0, len(runs), 5):
+        t = runs[j]
+        start = runs[j + 2]
+        t._inflight -= 1
+        acc = t._acc
+        if acc is None:
+            acc = t._acc = array("d", _ACC_ZERO)
+        acc[0] += 1.0  # ACC_RUNS
+        if runs[j + 4]:
+            acc[1] += 1.0  # ACC_ERRORS
+        acc[2] = start  # ACC_LAST
+        runtime = runs[j + 3] - start
+        acc[3] += runtime  # ACC_RT_SUM
+        if runtime > acc[4]:  # ACC_RT_MAX
+            acc[4] = runtime
+        t._hist = add(t._hist, start - runs[j + 1])
+
+
+def snapshot(t: Recorded, *, is_running: bool, now: float, wall_now: float) -> TimerStats:
+    """``t``'s statistics as a ``TimerStats``; ``now`` and ``wall_now`` are the engine's clock
+    and the wall clock read together (to turn the last start into epoch seconds)."""
+    p50, p99 = lateness_quantiles(t._hist, (0.5, 0.99))
+    acc = t._acc if t._acc is not None else _ACC_ZERO
+    runs = int(acc[ACC_RUNS])
+    return TimerStats(
+        name=t._name,
+        kind="interval" if t._REPEAT else "timeout",
+        safe=t._SAFE,
+        interval_ms=t._interval * 1000.0,
+        is_running=is_running,
+        runs=runs,
+        errors=int(acc[ACC_ERRORS]),
+        missed=t._missed,
+        in_flight=t._inflight,
+        last_run=wall_now - (now - acc[ACC_LAST]) if runs else None,
+        runtime_mean_ms=acc[ACC_RT_SUM] / runs * 1000.0 if runs else None,
+        runtime_max_ms=acc[ACC_RT_MAX] * 1000.0 if runs else None,
+        lateness_p50_ms=None if p50 is None else p50 * 1000.0,
+        lateness_p99_ms=None if p99 is None else p99 * 1000.0,
+        lateness_samples=lateness_samples(t._hist),
+    )
