@@ -113,7 +113,7 @@ class Resumed(Coroutine[Any, Any, Any]):
         self._coro.close()
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return self  # type: ignore[return-value]  # an iterator with send/throw/close
+        return self  # an iterator with send/throw/close
 
     def __iter__(self) -> Resumed:
         return self
@@ -154,8 +154,8 @@ if sys.version_info >= (3, 12):
         return task, not task.done()
 
 else:
-    _enter_task = asyncio.tasks._enter_task  # type: ignore[attr-defined]
-    _leave_task = asyncio.tasks._leave_task  # type: ignore[attr-defined]
+    _enter_task = asyncio.tasks._enter_task  # type: ignore[attr-defined,unused-ignore]  # typeshed varies
+    _leave_task = asyncio.tasks._leave_task  # type: ignore[attr-defined,unused-ignore]
 
     def start_eager(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> tuple[asyncio.Task[Any], bool]:
         """Start ``coro`` as a Task whose first step runs now, as Python 3.12's

@@ -97,7 +97,7 @@ class Backoff:
         self._rand = rand or random.random
 
     def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * (2 ** min(self.attempts, 30)))
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempts, 30))
         self.attempts += 1
         # half fixed, half random: never 0 (no hot loop), never more than the ceiling
         return ceiling / 2 + self._rand() * ceiling / 2

@@ -5,6 +5,7 @@ The triggers are sans-IO (see ``triggers.py``): pure values, no clock reads, no 
 schedule a worker's commands over XMPP, and ``RemoteWorker`` is their side of it.
 """
 
+from .._enums import MisfirePolicy
 from .client import JobHandle, RemoteWorker
 from .maintenance import (
     check_system_health,
@@ -20,7 +21,6 @@ from .triggers import (
     CronTrigger,
     DateTrigger,
     IntervalTrigger,
-    MisfirePolicy,
     Trigger,
     due_runs,
     format_duration,

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .triggers import MisfirePolicy, format_duration, parse_duration, trigger_from_spec
+from .._enums import MisfirePolicy
+from .triggers import format_duration, parse_duration, trigger_from_spec
 
 __all__ = ["JobHandle", "RemoteWorker"]
 

@@ -292,7 +292,7 @@ class XmppTransport(Transport):
             # our last call, back at the worker that sent it.
             sm = client.plugin.get("xep_0198", None)
             if sm is not None and sm.enabled_in:
-                sm.send_ack()
+                sm.send_ack()  # type: ignore[no-untyped-call]  # slixmpp is untyped
             try:
                 await asyncio.wait_for(client.disconnect(wait=min(2.0, timeout)), timeout)
             except (TimeoutError, asyncio.CancelledError):
