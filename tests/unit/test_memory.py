@@ -12,7 +12,6 @@ import pytest
 
 from libs.bridge import (
     App,
-    Client,
     MemoryNetwork,
     MessageSpecs,
     NotConnected,
@@ -22,11 +21,6 @@ from libs.bridge import (
 from libs.bridge.errors import CallTimeout
 
 Factory = Callable[..., App]
-
-
-@pytest.fixture
-def net() -> MemoryNetwork:
-    return MemoryNetwork()
 
 
 @pytest.fixture
@@ -42,21 +36,6 @@ async def make_app(net: MemoryNetwork) -> AsyncIterator[Factory]:
     yield factory
     for app in apps:
         await app.close(1)
-
-
-@pytest.fixture
-async def connect(net: MemoryNetwork) -> AsyncIterator[Callable[[str], Any]]:
-    clients: list[Client] = []
-
-    async def _connect(jid: str) -> Client:
-        client = Client(transport=net.transport(jid))
-        await client.__aenter__()
-        clients.append(client)
-        return client
-
-    yield _connect
-    for client in clients:
-        await client.__aexit__(None, None, None)
 
 
 async def test_ping_info_and_the_apps_identity_come_from_the_transport(make_app, connect) -> None:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,11 +16,6 @@ from libs.bridge import App, Client, MemoryNetwork, RemoteError
 from libs.scheduling.client import RemoteWorker
 from libs.scheduling.remote import JobScheduler
 from libs.scheduling.store import JobStore
-
-
-@pytest.fixture
-def net() -> MemoryNetwork:
-    return MemoryNetwork()
 
 
 @pytest.fixture
@@ -43,19 +37,9 @@ async def worker(net: MemoryNetwork, tmp_path: Path) -> AsyncIterator[App]:
 
 
 @pytest.fixture
-async def login(net: MemoryNetwork) -> AsyncIterator[Callable[[str], Any]]:
+def login(connect: Callable[[str], Awaitable[Client]]) -> Callable[[str], Awaitable[Client]]:
     """``await login("client")``: a caller of account ``client@localhost``."""
-    clients: list[Client] = []
-
-    async def _login(name: str) -> Client:
-        client = Client(transport=net.transport(f"{name}@localhost"))
-        await client.__aenter__()
-        clients.append(client)
-        return client
-
-    yield _login
-    for client in clients:
-        await client.__aexit__(None, None, None)
+    return lambda name: connect(f"{name}@localhost")
 
 
 async def test_access_rules_for_scheduling(worker, login):
