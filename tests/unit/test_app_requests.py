@@ -380,4 +380,4 @@ async def test_stop_from_a_handler_answers_it_then_closes_the_worker(make_worker
     assert w.app._stopping is not None
     await asyncio.wait_for(w.app._stopping, 5)
     assert not w.app.dispatcher.accepting
-    assert w.app.transport is not None and w.app.transport._closing
+    assert w.app.transport is not None and w.app.transport._closed

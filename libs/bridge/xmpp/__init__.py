@@ -41,7 +41,7 @@ from ..errors import CallTimeout, NotConnected, RemoteError
 from ..protocol import NS, ApiError, ApiResult, decode_error, xml_safe
 from ..transport import Backoff, OnFatal, OnMessage, OnRequest, Transport
 from . import _compat
-from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Retry, Session, State
+from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Retry, Session
 
 __all__ = ["XmppTransport"]
 
@@ -130,6 +130,7 @@ class XmppTransport(Transport):
         self._online = asyncio.Event()
         self._session_changed = asyncio.Condition()
         self._retry: asyncio.TimerHandle | None = None
+        self._closed = False  # close() ran (the session may have failed before)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._log_limit = LogLimit()  # lines that other people's traffic causes
@@ -159,10 +160,6 @@ class XmppTransport(Transport):
     @property
     def backoff(self) -> Backoff:
         return self.session.backoff
-
-    @property
-    def _closing(self) -> bool:
-        return self.session.state is State.CLOSED
 
     def start(self) -> None:
         if self._client is not None:
@@ -274,8 +271,9 @@ class XmppTransport(Transport):
         self._apply(Event.RETRY_DUE)
 
     async def close(self, timeout: float = 5.0) -> None:
-        if self._closing:
+        if self._closed:
             return
+        self._closed = True
         self._apply(Event.CLOSE)
         if self._retry is not None:
             self._retry.cancel()
