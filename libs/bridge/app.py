@@ -106,9 +106,9 @@ class App:
         if rest:
             raise NotImplementedError("App(rest=...) is not supported by qe-worker yet; use rest=False")
         self.config = config or (transport.config if transport is not None else _load_config())
-        if transport is not None:
-            resource = transport.jid.partition("/")[2]
-        self.resource = check_resource(resource if transport is not None else self.config.resource or resource)
+        # an injected transport has its JID already; else RESOURCE (config) wins over the argument
+        self.resource = check_resource(transport.jid.partition("/")[2] if transport is not None
+                                       else self.config.resource or resource)
         self.public = public
         self.image = image
         self.policy = AccessPolicy.create(self.config.jid, public=public, allow=self.config.allow)

@@ -290,7 +290,7 @@ class XmppTransport(Transport):
             # our last call, back at the worker that sent it.
             sm = client.plugin.get("xep_0198", None)
             if sm is not None and sm.enabled_in:
-                sm.send_ack()  # type: ignore[no-untyped-call]  # slixmpp is untyped
+                client.send_raw(self._take_ack())
             try:
                 await asyncio.wait_for(client.disconnect(wait=min(2.0, timeout)), timeout)
             except (TimeoutError, asyncio.CancelledError):
@@ -456,8 +456,7 @@ class XmppTransport(Transport):
         """The ack the server asked for, unless an answer written meanwhile carried it."""
         client = self._client
         if self._ack_due and client is not None and client.transport is not None:
-            self._ack_due = False
-            client.send_raw(_ack_xml(client.plugin["xep_0198"].handled))  # every stanza handled so far
+            client.send_raw(self._take_ack())
 
     def _on_answer(self, iq: Any) -> None:
         xml = iq.xml
@@ -518,12 +517,10 @@ class XmppTransport(Transport):
         """``client.send(stanza)``, written in this loop pass when slixmpp allows
         (``_compat.FastWriter``); a due XEP-0198 ack rides in the same write when acks are
         not coalesced."""
-        if self._ack_due and not self._ack_delay:
-            self._writer.write(stanza, self._take_ack)
-        else:
-            self._writer.write(stanza)
+        self._writer.write(stanza, self._take_ack if self._ack_due and not self._ack_delay else None)
 
     def _take_ack(self) -> str:
+        """The XEP-0198 ``<a/>`` for every stanza handled so far; no ack is due after it."""
         self._ack_due = False
         assert self._client is not None
         return _ack_xml(self._client.plugin["xep_0198"].handled)
