@@ -38,6 +38,7 @@ __all__ = [
     "escape",
     "flat_iq_text",
     "received_iq",
+    "version_verified",
 ]
 
 log = logging.getLogger(__name__)
@@ -167,10 +168,10 @@ class FastWriter:
         self._filters_seen: tuple[tuple[Any, ...], ...] = ()
         self._filters_sync = False
 
-    def write(self, stanza: StanzaBase, trailer: Callable[[], str] | None = None) -> bool:
+    def write(self, stanza: StanzaBase, trailer: Callable[[], str] | None = None) -> None:
         """Write ``stanza`` now if slixmpp's queue allows, else queue it with ``send()``.
         ``trailer()`` gives text to write right after the stanza in the same write, and is
-        called only then. Returns True when written now."""
+        called only then."""
         client = self._client
         filters = getattr(client, "_XMLStream__filters", None)
         queue = getattr(client, "waiting_queue", None)
@@ -184,7 +185,7 @@ class FastWriter:
             or not self._sync_filters(filters)
         ):
             client.send(stanza)
-            return False
+            return
         try:
             data: Any = stanza
             for mode in ("out", "out_sync", "out_sce"):
@@ -192,7 +193,7 @@ class FastWriter:
                     if isinstance(data, StanzaBase):  # as run_filters: sync filters see stanzas only
                         data = out_filter(data)
                     if data is None:
-                        return True
+                        return
             if isinstance(data, StanzaBase):
                 text = self._serialise(data)
                 if trailer is not None:
@@ -202,7 +203,6 @@ class FastWriter:
                 client.send_raw(data)
         except Exception:  # as slixmpp's send queue does: log it, keep the session
             log.error("Exception raised in send queue:", exc_info=True)
-        return True
 
     def _serialise(self, stanza: StanzaBase) -> str:
         client = self._client
