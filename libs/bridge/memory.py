@@ -26,7 +26,7 @@ from .config import WorkerConfig
 from .errors import CallTimeout, NotConnected, RemoteError
 from .protocol import DEFAULT_MAX_PAYLOAD, ApiError, ApiResult, decode_error
 from .serial import serial_generator
-from .transport import Transport
+from .transport import Message, Transport
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
 
@@ -38,6 +38,7 @@ class MemoryNetwork:
     def __init__(self) -> None:
         self._online: dict[str, MemoryTransport] = {}
         self._watchers: dict[str, list[Callable[[], None]]] = {}
+        self._rooms: dict[str, dict[str, tuple[MemoryTransport, str | None]]] = {}  # room -> nick -> who
 
     def transport(self, jid: str, *, allow: Iterable[str] = (), max_payload: int = DEFAULT_MAX_PAYLOAD,
                   max_per_caller: int = 64, shutdown_timeout: float = 10.0) -> MemoryTransport:
@@ -69,6 +70,42 @@ class MemoryNetwork:
     def _leave(self, transport: MemoryTransport) -> None:
         if self._online.get(transport.jid) is transport:
             del self._online[transport.jid]
+        for room in [r for r, occupants in self._rooms.items() if any(t is transport for t, _ in occupants.values())]:
+            self._room_leave(room, transport)
+
+    # rooms: non-anonymous (real JIDs shown), temporary, no history, as the private server's
+
+    def _room_enter(self, room: str, nick: str, transport: MemoryTransport, payload: str | None) -> None:
+        occupants = self._rooms.setdefault(room, {})
+        taken = occupants.get(nick)
+        if taken is not None and taken[0] is not transport:
+            raise RemoteError("conflict", f"nick {nick!r} is taken in {room}")
+        first = taken is None
+        occupants[nick] = (transport, payload)
+        loop = asyncio.get_running_loop()
+        for other_nick, (other, other_payload) in list(occupants.items()):
+            if other is not transport:
+                loop.call_soon(other._occupant, room, nick, transport.jid, payload, True)
+                if first:
+                    loop.call_soon(transport._occupant, room, other_nick, other.jid, other_payload, True)
+
+    def _room_leave(self, room: str, transport: MemoryTransport) -> None:
+        occupants = self._rooms.get(room, {})
+        for nick, (who, _payload) in list(occupants.items()):
+            if who is transport:
+                del occupants[nick]
+                for other, _ in occupants.values():
+                    asyncio.get_running_loop().call_soon(other._occupant, room, nick, transport.jid, None, False)
+        if not occupants:
+            self._rooms.pop(room, None)
+
+    def _room_send(self, room: str, sender: MemoryTransport, body: str) -> None:
+        occupants = self._rooms.get(room, {})
+        if not any(who is sender for who, _ in occupants.values()):
+            return  # a server answers not-acceptable; nothing arrives
+        for who, _ in occupants.values():
+            if who is not sender:
+                asyncio.get_running_loop().call_soon(who._receive_message, Message(sender.jid, body, room=room))
 
     def _route(self, to: str) -> MemoryTransport | None:
         return self._online.get(to)
@@ -94,7 +131,9 @@ class MemoryTransport(Transport):
         self.on_request = None
         self.on_message = None
         self.on_fatal = None
+        self.on_occupant = None
         self.fatal: str | None = None
+        self._rooms: dict[str, tuple[str, str | None]] = {}  # room -> (nick, payload)
         self._online = False
         self._sessions = 0
         self._pending: dict[str, tuple[str, asyncio.Future[str | None]]] = {}
@@ -167,11 +206,40 @@ class MemoryTransport(Transport):
     def send_message(self, to: str, body: str) -> None:
         peer = self.network._route(to)
         if peer is not None and self._online:  # no offline storage, as on the private server
-            asyncio.get_running_loop().call_soon(peer._receive_message, self.jid, body)
+            asyncio.get_running_loop().call_soon(peer._receive_message, Message(self.jid, body))
 
-    def _receive_message(self, sender: str, body: str) -> None:
+    def _receive_message(self, message: Message) -> None:
         if self._online and self.on_message is not None:
-            self.on_message(sender, body)
+            self.on_message(message)
+
+    # -- rooms ---------------------------------------------------------------------------
+
+    def join(self, room: str, nick: str, payload: str | None = None) -> None:
+        self._rooms[room] = (nick, payload)
+        if self._online:
+            try:
+                self.network._room_enter(room, nick, self, payload)
+            except RemoteError:
+                del self._rooms[room]
+                raise
+
+    async def wait_joined(self, room: str, timeout: float) -> None:
+        await self.wait_online(timeout)
+        if room not in self._rooms:
+            raise NotConnected(f"{self.jid} is not joining {room}")
+        await asyncio.sleep(0)  # the occupants' presences are delivered one loop pass later
+
+    def leave(self, room: str) -> None:
+        if self._rooms.pop(room, None) is not None and self._online:
+            self.network._room_leave(room, self)
+
+    def send_group(self, room: str, body: str) -> None:
+        if self._online:
+            self.network._room_send(room, self, body)
+
+    def _occupant(self, room: str, nick: str, jid: str, payload: str | None, present: bool) -> None:
+        if self._online and room in self._rooms and self.on_occupant is not None:
+            self.on_occupant(room, nick, jid, payload, present)
 
     # -- leaving -------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .protocol import ApiError, ApiResult
@@ -19,14 +20,36 @@ from .protocol import ApiError, ApiResult
 if TYPE_CHECKING:
     from .config import WorkerConfig
 
-__all__ = ["Backoff", "OnFatal", "OnMessage", "OnRequest", "Transport"]
+__all__ = ["Backoff", "Message", "OnFatal", "OnMessage", "OnOccupant", "OnRequest", "Transport"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A chat or group-chat message as the transport received it.
+
+    ``sender`` is who sent it: a full JID for chat; in a room, the occupant's real full JID
+    when the room shows it (non-anonymous rooms), else the occupant JID ``room@service/nick``
+    (whose bare part is the room, so access rules see a stranger). ``room`` is the room's bare
+    JID for group chat, None for chat. ``delayed`` says the message carried a ``<delay/>``
+    stamp: it was stored (offline storage, room history) and is not live. Our own echoes in a
+    room are never delivered.
+    """
+
+    sender: str
+    text: str
+    room: str | None = None
+    delayed: bool = False
 
 OnRequest = Callable[[str, str, str | None, str], None]
 """``(iq_id, sender_full_jid, api_text, iq_type)``: an ``<api/>`` payload arrived in an IQ
 ``get`` or ``set``; answer with ``send_answer``. The type is passed on, not checked here, so
 that the protocol layer decides what a ``get`` gets and the adapter stays a pipe."""
-OnMessage = Callable[[str, str], None]
-"""``(sender_full_jid, body_text)``: a chat message arrived."""
+OnMessage = Callable[[Message], None]
+"""A chat or group-chat message arrived."""
+OnOccupant = Callable[[str, str, "str | None", "str | None", bool], None]
+"""``(room, nick, real_jid, payload, present)``: an occupant of a room we joined came,
+changed its presence (``payload`` is the text it announces with, see ``join``) or left
+(``present`` False). ``real_jid`` is None when the room does not show it."""
 OnFatal = Callable[[str], None]
 """``(reason)``: the connection cannot be made to work by retrying (bad password, conflict)."""
 
@@ -41,6 +64,7 @@ class Transport(ABC):
     on_request: OnRequest | None = None
     on_message: OnMessage | None = None
     on_fatal: OnFatal | None = None
+    on_occupant: OnOccupant | None = None
     """Set by the owner (``App``) before ``start()``."""
 
     @abstractmethod
@@ -66,6 +90,29 @@ class Transport(ABC):
     @abstractmethod
     def send_message(self, to: str, body: str) -> None:
         """Send a chat message (queued and sent after reconnect if offline)."""
+
+    # -- rooms (XEP-0045 group chat): channels, and the rooms services announce in ---------
+
+    @abstractmethod
+    def join(self, room: str, nick: str, payload: str | None = None) -> None:
+        """Be an occupant of ``room`` (bare JID) as ``nick`` from now on: joined as soon as
+        we are online, without history, and joined again after every new session (a
+        resumed one keeps it) until ``leave(room)``. ``payload`` is announced in our
+        presence to the other occupants; calling again with another payload changes it."""
+
+    @abstractmethod
+    async def wait_joined(self, room: str, timeout: float) -> None:
+        """Return once the room has taken us in and we know every occupant present at the
+        time; raise ``NotConnected`` (not online in time, or not joining it), ``CallTimeout``
+        or ``RemoteError`` (the room refused us: its code says why)."""
+
+    @abstractmethod
+    def leave(self, room: str) -> None:
+        """Stop being an occupant of ``room``; no-op when we are not one."""
+
+    @abstractmethod
+    def send_group(self, room: str, body: str) -> None:
+        """Send a group-chat message to ``room`` (one we joined)."""
 
     @abstractmethod
     async def close(self, timeout: float) -> None:

@@ -39,7 +39,7 @@ from ..access import AccessPolicy, bare_jid
 from ..config import WorkerConfig, is_loopback
 from ..errors import CallTimeout, NotConnected, RemoteError
 from ..protocol import NS, ApiError, ApiResult, decode_error, xml_safe
-from ..transport import Backoff, OnFatal, OnMessage, OnRequest, Transport
+from ..transport import Backoff, Message, OnFatal, OnMessage, OnRequest, Transport
 from . import _compat
 from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Retry, Session
 
@@ -50,6 +50,7 @@ _slixmpp_log = logging.getLogger("slixmpp.xmlstream.xmlstream")
 
 _API_TAG = f"{{{NS}}}api"
 _PING_TAG = "{urn:xmpp:ping}ping"
+_DELAY_TAG = "{urn:xmpp:delay}delay"
 # How long an XEP-0198 ack may wait, to cover every <r/> of that time with one <a/>. Only
 # where each read is ACKed at once by the kernel (_compat.ack_each_read); elsewhere at the end
 # of the loop pass (see XmppTransport._enable_stream_management).
@@ -479,7 +480,7 @@ class XmppTransport(Transport):
             return
         body = msg["body"]
         if body:
-            self.on_message(str(msg["from"]), body)
+            self.on_message(Message(str(msg["from"]), body, delayed=msg.xml.find(_DELAY_TAG) is not None))
 
     def _on_subscribe(self, presence: Any) -> None:
         assert self._client is not None
@@ -556,6 +557,18 @@ class XmppTransport(Transport):
     def send_message(self, to: str, body: str) -> None:
         if self._client is not None:
             self._client.send_message(mto=JID(to), mbody=body, mtype="chat")
+
+    def join(self, room: str, nick: str, payload: str | None = None) -> None:
+        raise NotImplementedError("rooms")
+
+    async def wait_joined(self, room: str, timeout: float) -> None:
+        raise NotImplementedError("rooms")
+
+    def leave(self, room: str) -> None:
+        raise NotImplementedError("rooms")
+
+    def send_group(self, room: str, body: str) -> None:
+        raise NotImplementedError("rooms")
 
     def stats(self) -> dict[str, int]:
         return {"sessions": self.sessions, "resumptions": self.resumptions,
