@@ -15,11 +15,18 @@ __all__ = ["AccessPolicy", "Role", "bare_jid", "check_resource", "resource_of"]
 
 
 class Role(str, Enum):
-    """What ``APISpecs.role`` says about the caller."""
+    """What ``APISpecs.role`` says about the caller, in QE's words.
+
+    ``ALLOWED`` and ``PUBLIC`` are aliases of ``PARTNER`` and ``USER`` (the names qe-worker
+    used before it took QE's): ``Role.ALLOWED is Role.PARTNER``, and the value a handler sees
+    is always QE's (``"partner"``, ``"user"``).
+    """
 
     OWNER = "owner"      # the worker's own account (any resource)
-    ALLOWED = "allowed"  # listed in QE_ALLOW
-    PUBLIC = "public"    # anyone else, only answered by a public worker
+    PARTNER = "partner"  # listed in QE_ALLOW
+    USER = "user"        # anyone else, only answered by a public worker
+    ALLOWED = "partner"  # alias of PARTNER
+    PUBLIC = "user"      # alias of USER
 
     def __str__(self) -> str:
         return self.value
@@ -60,8 +67,8 @@ class AccessPolicy:
         if bare == self.own:
             return Role.OWNER
         if bare in self.allow:
-            return Role.ALLOWED
-        return Role.PUBLIC if self.public and bare else None
+            return Role.PARTNER
+        return Role.USER if self.public and bare else None
 
     def may_subscribe(self, sender: str) -> bool:
         """Presence subscriptions are accepted from our own account and the allowlist only,

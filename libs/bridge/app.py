@@ -1,11 +1,13 @@
 """``App``: one worker = one XMPP resource answering API calls and chat messages.
 
 Compatible with QE python-worker's legacy bridge (``App.xmpp.onapi``, ``App.xmpp.msgreceiver``,
-``App.api``, ``App.sendtojid``), with these deliberate differences:
+``App.api``, ``App.sendtojid``, channels) and its Nexus decorators (``App.nexus``), with these
+deliberate differences (docs/compat.md has the full table):
 
 - the constructor never blocks and needs no running loop: it connects once the loop runs;
+  what a script does before that (send, subscribe) is queued, and ``App.find`` called
+  before the loop runs runs it until it has the answer;
 - ``public`` defaults to False: a worker answers only its own account and ``QE_ALLOW``;
-- a handler returning None gives the caller ``unknown-command`` instead of ``{}``;
 - callback errors are logged with the request id and answered as ``handler-error``; that
   includes ``SystemExit``/``KeyboardInterrupt`` and a handler's own ``CancelledError``, so
   that no handler ends the worker or makes it look shut down (``App.stop()`` stops it).
@@ -14,14 +16,15 @@ Compatible with QE python-worker's legacy bridge (``App.xmpp.onapi``, ``App.xmpp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from importlib import metadata
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import _runtime
 from ..timers import timer_stats
@@ -31,12 +34,29 @@ from .client import api_call
 from .config import ConfigError, WorkerConfig, load_config
 from .dispatch import ApiHandler, Dispatcher, MessageHandler
 from .errors import CallError
+from .nexus import Nexus
 from .protocol import ApiError, ApiResult, xml_safe
+from .services import ServiceFinder, channel_room, check_service, service_room
 from .specs import APISpecs, MessageSpecs
-from .transport import Transport
+from .transport import Message, Transport
 from .xmpp import XmppTransport
 
-__all__ = ["App", "version"]
+__all__ = ["App", "FindResult", "OutOfScope", "version"]
+
+_COMPAT_PAGE = "docs/compat.md"
+_OUT_OF_SCOPE = {
+    "udb": "QE's hosted MongoDB",
+    "xdb": "QE's hosted MongoDB",
+    "uploader": "QE's CDN uploader",
+    "cdn": "QE's CDN uploader",
+    "register": "QE's cloud registration",
+    "sync": "QE's cloud library sync",
+}
+_ANNOUNCE_EVERY_S = 1.0  # how often a changed load is announced in the service room
+
+
+class OutOfScope(AttributeError):
+    """A QE name for a hosted-platform feature that qe-worker does not provide."""
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +117,8 @@ class App:
         image: str | None = None,
         public: bool = False,
         rest: bool | int = False,
+        app: str | None = None,
+        accept_delayed: bool | None = None,
         config: WorkerConfig | None = None,
         keepalive: float | None = None,
         exit_on_fatal: bool = True,
@@ -111,12 +133,26 @@ class App:
                                        else self.config.resource or resource)
         self.public = public
         self.image = image
+        # the service this worker belongs to (App.find / App.api(app=...) find it by that name)
+        self.app: str | None = app or self.config.app or self.resource
+        try:
+            check_service(self.app)
+        except ValueError:
+            if app or self.config.app:
+                raise
+            self.app = None  # a resource that cannot name a service: announce nothing
+        self.accept_delayed = self.config.accept_delayed if accept_delayed is None else accept_delayed
         self.policy = AccessPolicy.create(self.config.jid, public=public, allow=self.config.allow)
         self.dispatcher = Dispatcher(self.policy, max_payload=self.config.max_payload,
                                      max_per_caller=self.config.max_per_caller)
         self.dispatcher.fallbacks.update({"ping": self._ping, "info": self._info})
         self.xmpp = _XmppHooks(self.dispatcher)
+        self.nexus = Nexus(self)
         self.jid = f"{self.config.jid}/{self.resource}"
+        self._channels: dict[str, str] = {}  # room JID -> channel name as subscribed
+        self._finder: ServiceFinder | None = None
+        self._announced: int | None = None
+        self._announcer: asyncio.TimerHandle | None = None
         self.started_at = time.time()
         self._keepalive = self.config.keepalive if keepalive is None else keepalive
         self._exit_on_fatal = exit_on_fatal
@@ -144,8 +180,14 @@ class App:
         transport.on_request = self._on_request
         transport.on_message = self._on_message
         transport.on_fatal = self._on_fatal
+        self._finder = ServiceFinder(transport, self.config.rooms_domain, self.jid)
+        transport.on_occupant = self._finder.occupant
         self.transport = transport
         transport.start()
+        for room in self._channels:
+            transport.join(room, self.jid)
+        if self.app is not None:
+            self._announce()
         _runtime.add_shutdown_hook(self.close)
         if self._handle_signals:
             _runtime.install_signal_handlers(self.loop, lambda: self.config.shutdown_timeout)
@@ -193,6 +235,10 @@ class App:
         _runtime.remove_shutdown_hook(self.close)
         self._closing = True
         self.dispatcher.accepting = False
+        if self._announcer is not None:
+            self._announcer.cancel()
+        if self._finder is not None and self.app is not None:
+            self._finder.withdraw(self.app)  # callers stop choosing us before we drain
         hooks, self._on_close = self._on_close, []
         for hook in hooks:
             try:
@@ -258,7 +304,7 @@ class App:
             # requests only there): the handler cancelled its own task
             # (asyncio.current_task().cancel()), and "the worker shut down" would be untrue.
             if self._closing:
-                answer = ApiError(iq_id, sender, "unavailable", "the worker shut down before the request finished")
+                answer = ApiError(iq_id, sender, "interrupted", "the worker shut down before the request finished")
                 if self.transport is not None:
                     self.transport.send_answer(answer)
                 raise
@@ -269,15 +315,30 @@ class App:
         if self.transport is not None:
             self.transport.send_answer(answer)
 
-    def _on_message(self, sender: str, text: str) -> None:
-        specs = self.dispatcher.message(sender, self.jid, text, self._reply)
+    def _on_message(self, message: Message) -> None:
+        """A chat or group-chat message: to the handler of its channel, or ``Direct``, else
+        ``msgreceiver``. Stored messages (``<delay/>``: offline storage, room history) are
+        old news and dropped, as QE does, unless the worker opts in for direct ones."""
+        channel: str | None = None
+        if message.room is not None:
+            channel = self._channels.get(message.room)
+            if channel is None or message.delayed:
+                return  # a service room (no chat there), a room we left, or history
+            handler = self.nexus.channels.get(channel) or self.xmpp.msgreceiver
+        else:
+            if message.delayed and not self.accept_delayed:
+                log.debug("message from %s dropped: stored while we were offline (QE_ACCEPT_DELAYED=on takes it)",
+                          message.sender)
+                return
+            handler = self.nexus.direct or self.xmpp.msgreceiver
+        specs = self.dispatcher.message(message.sender, self.jid, message.text, self._reply, channel=channel)
         if specs is None:
             return
-        receiver = self.xmpp.msgreceiver
-        if receiver is None:
-            log.debug("message from %s dropped: no App.xmpp.msgreceiver", sender)
+        if handler is None:
+            log.debug("message from %s dropped: no handler for %s", message.sender,
+                      f"channel {channel!r}" if channel else "direct messages")
             return
-        self._spawn(self._deliver(receiver, specs))
+        self._spawn(self._deliver(handler, specs))
 
     async def _deliver(self, receiver: MessageHandler, specs: MessageSpecs) -> None:
         # As for requests (Dispatcher._handler_error, _serve): nothing the receiver raises
@@ -303,7 +364,7 @@ class App:
     # -- built-in commands (answer only when onapi did not) -----------------------------
 
     async def _ping(self, specs: APISpecs) -> dict[str, Any]:
-        return {"pong": True}
+        return {"pong": True, "environment": "python"}  # QE's answer
 
     async def _info(self, specs: APISpecs) -> dict[str, Any]:
         stats = self.dispatcher.stats
@@ -345,29 +406,173 @@ class App:
                    timeout: float = 10.0) -> dict[str, Any]:
         """Call another worker (full JID) and return its dict; raises ``CallError``s."""
         return await api_call(await self._transport(), jid, cmd, body, timeout=timeout,
-                              max_payload=self.config.max_payload)
+                              max_payload=self.config.max_payload, app=self.app)
 
     async def api(self, app: str | None = None, cmd: str = "", body: dict[str, Any] | None = None,
                   jid: str | None = None, resource: str | None = None, timeout: float = 10.0,
                   **_qe_extra: Any) -> dict[str, Any]:
         """QE's caller API: never raises for a failed call, returns ``{"error": code,
-        "message": ...}`` instead (``code`` is ``timeout``, ``not-connected`` or the
-        worker's error code). ``resource=`` alone calls a sibling on our own account."""
-        if jid is None:
-            if resource is None:
-                return {"error": "no worker found",
-                        "message": f"App.api needs jid= (full JID) or resource=; app={app!r} lookup is not supported"}
-            jid = f"{self.config.jid}/{resource}"
+        "message": ...}`` instead (``code`` is ``timeout``, ``not-connected``, ``no worker
+        found`` or the worker's error code).
+
+        ``jid=`` calls that worker; ``app=`` the least loaded worker of that service (with
+        ``resource=`` too: the one with that resource), and another one only when the first
+        provably never started the request (``unavailable``, ``busy``): a request never runs
+        twice. ``resource=`` alone calls a sibling on our own account.
+        """
         try:
-            return await self.call(jid, cmd, body, timeout=timeout)
+            if jid is not None:
+                return await self.call(jid, cmd, body, timeout=timeout)
+            if app is not None:
+                return await self._call_service(app, cmd, body, timeout, resource)
+            if resource is not None:
+                return await self.call(f"{self.config.jid}/{resource}", cmd, body, timeout=timeout)
+            return {"error": "no worker found", "message": "App.api needs app=, jid= (full JID) or resource="}
         except CallError as exc:
             return {"error": exc.code, "message": exc.message}
+        except LookupError as exc:
+            return {"error": "no worker found", "message": str(exc)}
         except ValueError as exc:
             return {"error": "bad-request", "message": str(exc)}
 
-    def sendtojid(self, jid: str, body: str | dict[str, Any]) -> None:
-        """Send a chat message; a dict is sent as JSON text. Call on the main loop."""
+    async def _call_service(self, app: str, cmd: str, body: dict[str, Any] | None, timeout: float,
+                            resource: str | None) -> dict[str, Any]:
+        transport = await self._transport()
+        assert self._finder is not None
+        end = self.loop.time() + timeout
+
+        async def call(jid: str) -> dict[str, Any]:
+            return await api_call(transport, jid, cmd, body, timeout=max(0.001, end - self.loop.time()),
+                                  max_payload=self.config.max_payload, app=self.app)
+
+        return await self._finder.call(app, call, timeout, resource)
+
+    def find(self, app: str, timeout: float = 10.0) -> FindResult:
+        """QE's ``App.find(app=...)``: ``{"code": 0, "jids": [...]}``, the full JIDs of the
+        online workers of service ``app``, least loaded first (``{"code": -1, "msg": ...,
+        "jids": []}`` when they cannot be found).
+
+        Called before the loop runs (at module level, as QE's docs do), it runs the loop
+        until it has the answer. Inside a coroutine, ``await App.find(...)``: without
+        ``await`` it returns what this worker knows already, without waiting.
+        """
+        if not self.loop.is_running():
+            return FindResult(self.loop.run_until_complete(self._find(app, timeout)), None)
+        known: dict[str, Any] = {"code": 0, "jids": []}
+        finder = self._finder
+        if finder is not None:
+            with contextlib.suppress(ValueError):
+                known["jids"] = finder.directory.workers(service_room(app, self.config.rooms_domain))
+        return FindResult(known, self._find(app, timeout))
+
+    async def _find(self, app: str, timeout: float) -> dict[str, Any]:
+        try:
+            await self._transport()
+            assert self._finder is not None
+            return {"code": 0, "jids": await self._finder.find(app, timeout)}
+        except (CallError, ValueError) as exc:
+            return {"code": -1, "msg": str(exc), "jids": []}
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def sendtojid(self, jid: str, body: str | dict[str, Any] | list[Any]) -> None:
+        """Send a chat message to ``jid``; a dict or list is sent as JSON text. Returns at
+        once; before the worker has started (the loop not running yet) it is queued."""
         text = xml_safe(body) if isinstance(body, str) else json.dumps(body)
-        if self.transport is None:
-            raise RuntimeError("the worker is not started yet (its loop is not running)")
-        self.transport.send_message(jid, text)
+        self._when_started(lambda transport: transport.send_message(jid, text))
+
+    async def direct(self, jid: str | None = None, body: str | dict[str, Any] | list[Any] = "",
+                     app: str | None = None, timeout: float = 10.0, **_qe_extra: Any) -> dict[str, Any]:
+        """QE's ``App.direct``: a direct message to ``jid``, or to the least loaded worker of
+        service ``app``. ``{"code": 0, "jid": ...}``, or ``{"error": "no worker found", ...}``."""
+        if jid is None:
+            if app is None:
+                return {"error": "no worker found", "message": "App.direct needs jid= or app="}
+            found = await self._find(app, timeout)
+            if not found["jids"]:
+                return {"error": "no worker found", "message": found.get("msg") or f"no worker of {app!r} is online"}
+            jid = found["jids"][0]
+        self.sendtojid(jid, body)
+        return {"code": 0, "jid": jid}
+
+    def subscribe(self, channel: str) -> None:
+        """Join channel ``channel`` (a group-chat room, ``channel@<QE_MUC_DOMAIN>``) and get its
+        messages at ``@App.nexus.Channel(channel)`` or ``msgreceiver`` with ``specs.channel``
+        set. Rejoined after reconnects; no history is replayed. Returns at once."""
+        room = channel_room(channel, self.config.rooms_domain)
+        if room in self._channels:
+            return
+        self._channels[room] = channel
+        if self.transport is not None:
+            self.transport.join(room, self.jid)
+
+    def unsubscribe(self, channel: str) -> None:
+        room = channel_room(channel, self.config.rooms_domain)
+        if self._channels.pop(room, None) is not None and self.transport is not None:
+            self.transport.leave(room)
+
+    def sendtochannel(self, channel: str, body: str | dict[str, Any] | list[Any]) -> None:
+        """Send ``body`` to a channel we subscribed to (a dict or list as JSON text); queued
+        until we are in it. The sender's own copy is not delivered back to it."""
+        room = channel_room(channel, self.config.rooms_domain)
+        if room not in self._channels:
+            raise ValueError(f"not subscribed to channel {channel!r}: call App.subscribe({channel!r}) first")
+        text = xml_safe(body) if isinstance(body, str) else json.dumps(body)
+        self._when_started(lambda transport: self._send_group(transport, room, text))
+
+    def _send_group(self, transport: Transport, room: str, text: str) -> None:
+        # wait until the room took us in: a message sent before is refused by the room
+        async def send() -> None:
+            try:
+                await transport.wait_joined(room, self.config.shutdown_timeout + 30)
+            except CallError as exc:
+                log.warning("message to channel %s not sent: %s", self._channels.get(room, room), exc)
+                return
+            transport.send_group(room, text)
+
+        self._spawn(send())
+
+    def _when_started(self, action: Callable[[Transport], None]) -> None:
+        if self.transport is not None:
+            action(self.transport)
+        else:
+            self._on_start.append(lambda: action(self.transport))  # type: ignore[arg-type]
+
+    # -- the service's room -------------------------------------------------------------
+
+    def _announce(self) -> None:
+        """Say our load in the service's room when it changed; again in a second."""
+        self._announcer = None
+        if self._closing or self._finder is None or self.app is None:
+            return
+        load = self.dispatcher.stats.in_flight
+        if load != self._announced:
+            self._announced = load
+            self._finder.announce(self.app, load)
+        self._announcer = self.loop.call_later(_ANNOUNCE_EVERY_S, self._announce)
+
+    def __getattr__(self, name: str) -> NoReturn:
+        if name in _OUT_OF_SCOPE:
+            raise OutOfScope(f"App.{name} is {_OUT_OF_SCOPE[name]}, a hosted-platform feature that qe-worker does "
+                             f"not provide (see {_COMPAT_PAGE})")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r} "
+                             f"(QE names qe-worker supports are listed in {_COMPAT_PAGE})")
+
+
+class FindResult(dict[str, Any]):
+    """What ``App.find`` returns: the answer as a dict, which can also be awaited (inside a
+    coroutine) for a fresh one."""
+
+    def __init__(self, known: dict[str, Any], fresh: Coroutine[Any, Any, dict[str, Any]] | None) -> None:
+        super().__init__(known)
+        self._fresh = fresh
+
+    def __await__(self) -> Generator[Any, None, dict[str, Any]]:
+        if self._fresh is None:
+            return dict(self)
+        fresh, self._fresh = self._fresh, None
+        return (yield from fresh.__await__())
+
+    def __del__(self) -> None:
+        if self._fresh is not None:
+            self._fresh.close()  # not awaited: no "never awaited" warning for the caller's sync use

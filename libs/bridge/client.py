@@ -38,6 +38,7 @@ async def api_call(
     *,
     timeout: float = 10.0,
     max_payload: int | None = None,
+    app: str | None = None,
 ) -> dict[str, Any]:
     """Call ``cmd`` on the worker at full JID ``jid`` over an existing transport.
 
@@ -54,7 +55,7 @@ async def api_call(
         raise ValueError("timeout must be a positive number of seconds")
     kwargs = {} if max_payload is None else {"max_payload": max_payload}
     try:
-        text = encode_request(cmd, body, deadline_ms=now_ms() + int(timeout * 1000), **kwargs)
+        text = encode_request(cmd, body, deadline_ms=now_ms() + int(timeout * 1000), app=app, **kwargs)
     except ProtocolError as exc:
         raise ValueError(exc.message) from None
     try:

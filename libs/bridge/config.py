@@ -18,8 +18,9 @@ from typing import Any, Final
 
 from .access import bare_jid, check_resource
 from .protocol import DEFAULT_MAX_PAYLOAD
+from .services import check_service
 
-__all__ = ["ConfigError", "TLS_MODES", "WorkerConfig", "is_loopback", "load_config"]
+__all__ = ["TLS_MODES", "WIRE_MODES", "ConfigError", "WorkerConfig", "is_loopback", "load_config"]
 
 TLS_MODES: Final = ("required", "optional", "off")
 
@@ -40,7 +41,12 @@ _FILE_KEYS: Final = {
     "keepalive": "QE_KEEPALIVE",
     "max_per_caller": "QE_MAX_PER_CALLER",
     "auth_grace": "QE_AUTH_GRACE",
+    "app": "QE_APP",
+    "muc_domain": "QE_MUC_DOMAIN",
+    "wire": "QE_WIRE",
+    "accept_delayed": "QE_ACCEPT_DELAYED",
 }
+WIRE_MODES: Final = ("api", "qe")
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -72,10 +78,19 @@ class WorkerConfig:
     keepalive: float = 30.0
     max_per_caller: int = 64
     auth_grace: float = 10.0
+    app: str | None = None
+    muc_domain: str | None = None
+    wire: str = "api"
+    accept_delayed: bool = False
 
     @property
     def domain(self) -> str:
         return self.jid.split("@", 1)[1]
+
+    @property
+    def rooms_domain(self) -> str:
+        """Where channels and service rooms live: ``QE_MUC_DOMAIN``, else ``conference.<domain>``."""
+        return self.muc_domain or f"conference.{self.domain}"
 
 
 def is_loopback(host: str) -> bool:
@@ -200,6 +215,20 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         except ValueError as exc:
             raise ConfigError("RESOURCE", str(exc)) from None
 
+    app = values.get("QE_APP", "").strip() or None
+    if app is not None:
+        try:
+            check_service(app)
+        except ValueError as exc:
+            raise ConfigError("QE_APP", str(exc)) from None
+    muc_domain = values.get("QE_MUC_DOMAIN", "").strip().lower() or None
+    if muc_domain is not None and any(c.isspace() or c in "/@" for c in muc_domain):
+        raise ConfigError("QE_MUC_DOMAIN", f"{muc_domain!r} is not a domain, e.g. conference.example.org")
+    wire = values.get("QE_WIRE", "api").strip().lower() or "api"
+    if wire not in WIRE_MODES:
+        raise ConfigError("QE_WIRE", f"{wire!r} is not one of {', '.join(WIRE_MODES)} (qe: also accept QE's "
+                                     "chat-message calls)")
+
     return WorkerConfig(
         jid=jid,
         password=password,
@@ -217,4 +246,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         keepalive=_number(values, "QE_KEEPALIVE", 30.0, 0.0, 3600.0, float),
         max_per_caller=_number(values, "QE_MAX_PER_CALLER", 64, 0, 1_000_000, int),
         auth_grace=_number(values, "QE_AUTH_GRACE", 10.0, 0.0, 3600.0, float),
+        app=app,
+        muc_domain=muc_domain,
+        wire=wire,
+        accept_delayed=_flag(values, "QE_ACCEPT_DELAYED", False),
     )

@@ -37,6 +37,8 @@ __all__ = ["ApiHandler", "DispatchStats", "Dispatcher", "MessageHandler"]
 
 log = logging.getLogger(__name__)
 
+_NOT_TAKEN: Any = object()  # no handler took the command (unknown-command)
+
 ApiHandler = Callable[[APISpecs], Awaitable[dict[str, Any] | None]]
 MessageHandler = Callable[[MessageSpecs], Awaitable[None]]
 
@@ -66,11 +68,12 @@ class DispatchStats:
 class Dispatcher:
     """Routes API calls to ``commands`` first, then to ``onapi``, then to ``fallbacks``.
 
-    ``commands`` are ``App.command()`` registrations; ``onapi`` is QE's single handler;
-    ``fallbacks`` are built-ins (``ping``, ``info``) that answer only when ``onapi`` did not,
-    so a QE script's own ``ping`` wins and every worker still answers ``ping``.
-    A handler returning None means "not mine": the caller gets ``unknown-command`` instead of
-    QE's silent ``{}``, because a typo in a command name should not look like success.
+    ``commands`` are ``App.command()`` and ``@App.nexus.API`` registrations; ``onapi`` is
+    QE's single handler; ``fallbacks`` are built-ins (``ping``, ``info``) that answer only
+    when ``onapi`` returned nothing, so a QE script's own ``ping`` wins and every worker
+    still answers ``ping``. As in QE, a handler that ran and returned a falsy value (None,
+    ``{}``) answers ``{}``; ``unknown-command`` is for a command no handler took: not
+    registered, and no ``onapi`` (nor built-in) to take it.
     """
 
     def __init__(self, policy: AccessPolicy, *, max_payload: int = DEFAULT_MAX_PAYLOAD,
@@ -162,6 +165,7 @@ class Dispatcher:
             uid=bare_jid(request.sender),
             resource=resource_of(request.sender),
             deadline_ms=request.deadline_ms,
+            app=request.app,
         )
         handler = self.commands.get(request.cmd)
         deadline: asyncio.Timeout | None = None
@@ -200,17 +204,19 @@ class Dispatcher:
             raise  # the coroutine is being closed: it must not go on to answer
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: the handler's, not the worker's
             return self._handler_error(request, role, exc)
-        if result is None:
+        if result is _NOT_TAKEN:
             return ApiError(request.id, request.sender, "unknown-command", f"unknown command {request.cmd!r}")
-        return encode_result(request, result, max_payload=self.max_payload)
+        return encode_result(request, result or {}, max_payload=self.max_payload)
 
-    async def _route(self, specs: APISpecs) -> dict[str, Any] | None:
-        """No command registered under this name: ``onapi``, then the built-in fallback."""
-        result = await self.onapi(specs) if self.onapi is not None else None
-        if result is None:
-            fallback = self.fallbacks.get(specs.cmd)
-            if fallback is not None:
-                result = await fallback(specs)
+    async def _route(self, specs: APISpecs) -> Any:
+        """No command registered under this name: ``onapi``, then the built-in fallback;
+        ``_NOT_TAKEN`` when neither exists."""
+        fallback = self.fallbacks.get(specs.cmd)
+        if self.onapi is None:
+            return _NOT_TAKEN if fallback is None else await fallback(specs)
+        result = await self.onapi(specs)
+        if not result and fallback is not None:
+            result = await fallback(specs)
         return result
 
     def _handler_error(self, request: ApiRequest, role: Role, exc: BaseException) -> ApiError:
@@ -234,7 +240,7 @@ class Dispatcher:
                 log.error("handler for %r raised %s (request %s from %s); answered as an error, the worker keeps "
                           "running (App.stop() stops it)", request.cmd, name, request.id, request.sender, exc_info=exc)
             # strangers learn that it failed, not why
-            detail = name if role is Role.PUBLIC else f"{name}: {exc}"
+            detail = name if role is Role.USER else f"{name}: {exc}"
         return ApiError(request.id, request.sender, "handler-error", f"{request.cmd!r} failed: {detail}")
 
     def message(
@@ -243,20 +249,24 @@ class Dispatcher:
         own_full_jid: str,
         text: str,
         reply: Callable[[str, str | dict[str, Any]], None],
+        *,
+        channel: str | None = None,
     ) -> MessageSpecs | None:
-        """The ``MessageSpecs`` for a chat message, or None if the sender may not reach us."""
+        """The ``MessageSpecs`` for a chat message (in ``channel``, when it came through one),
+        or None if the sender may not reach us. ``sender`` is the real JID, which for a
+        channel message is the occupant's account when the room shows it."""
         role = self.policy.role_of(sender)
         if role is None:
             if (dropped := self._log_limit.allow("message")) is not None:
                 log.info("ignored a message from %s: not allowed%s", sender, suppressed_note(dropped))
             return None
-        body: str | dict[str, Any] = text
-        if text[:1] == "{":
+        body: str | dict[str, Any] | list[Any] = text
+        if text[:1] in ("{", "["):  # QE's bodies are a dict or a list; other text stays text
             try:
                 doc = json.loads(text)
             except (ValueError, RecursionError):
                 doc = None
-            if isinstance(doc, dict):
+            if isinstance(doc, (dict, list)):
                 body = doc
         return MessageSpecs(
             fromjid=sender,
@@ -266,5 +276,6 @@ class Dispatcher:
             resource=resource_of(sender),
             itsme=sender == own_full_jid,
             itsbro=bare_jid(sender) == self.policy.own,
+            channel=channel,
             _reply=reply,
         )

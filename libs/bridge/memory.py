@@ -12,7 +12,7 @@ only a server has: TLS, login, reconnects, stream management, presence subscript
     net = MemoryNetwork()
     app = App(transport=net.transport("worker@localhost/python", allow=["friend@localhost"]))
     async with Client(transport=net.transport("friend@localhost")) as client:
-        assert await client.call(app.jid, "ping") == {"pong": True}
+        assert await client.call(app.jid, "ping") == {"pong": True, "environment": "python"}
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class MemoryNetwork:
     def _join(self, transport: MemoryTransport) -> None:
         previous = self._online.get(transport.jid)
         if previous is not None and previous is not transport:
+            self._leave(previous)
             previous._taken_over()  # as a server does with a second login on one resource
         self._online[transport.jid] = transport
         for callback in list(self._watchers.get(transport.jid, ())):
@@ -134,6 +135,7 @@ class MemoryTransport(Transport):
         self.on_occupant = None
         self.fatal: str | None = None
         self._rooms: dict[str, tuple[str, str | None]] = {}  # room -> (nick, payload)
+        self._refused: dict[str, RemoteError] = {}
         self._online = False
         self._sessions = 0
         self._pending: dict[str, tuple[str, asyncio.Future[str | None]]] = {}
@@ -216,15 +218,18 @@ class MemoryTransport(Transport):
 
     def join(self, room: str, nick: str, payload: str | None = None) -> None:
         self._rooms[room] = (nick, payload)
+        self._refused.pop(room, None)
         if self._online:
             try:
                 self.network._room_enter(room, nick, self, payload)
-            except RemoteError:
+            except RemoteError as exc:
                 del self._rooms[room]
-                raise
+                self._refused[room] = exc  # for wait_joined, as a server's error presence
 
     async def wait_joined(self, room: str, timeout: float) -> None:
         await self.wait_online(timeout)
+        if room in self._refused:
+            raise self._refused[room]
         if room not in self._rooms:
             raise NotConnected(f"{self.jid} is not joining {room}")
         await asyncio.sleep(0)  # the occupants' presences are delivered one loop pass later

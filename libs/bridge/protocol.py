@@ -70,6 +70,7 @@ CONDITIONS: Final[dict[str, str]] = {
     "too-large": "not-acceptable",
     "expired": "remote-server-timeout",
     "unavailable": "service-unavailable",
+    "interrupted": "recipient-unavailable",
     "busy": "resource-constraint",
 }
 
@@ -106,6 +107,7 @@ class ApiRequest:
     cmd: str
     body: dict[str, Any] = field(default_factory=dict)
     deadline_ms: int | None = None
+    app: str | None = None
 
     def expired(self, at_ms: int | None = None) -> bool:
         return self.deadline_ms is not None and (now_ms() if at_ms is None else at_ms) >= self.deadline_ms
@@ -191,9 +193,11 @@ def encode_request(
     *,
     deadline_ms: int | None = None,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
+    app: str | None = None,
 ) -> str:
-    """The ``<api/>`` text of a call. Raises ``ValueError`` for a bad cmd/body and
-    ``ProtocolError('too-large')`` before anything is sent."""
+    """The ``<api/>`` text of a call (``app``: the caller's service, for the worker's
+    ``specs.app``). Raises ``ValueError`` for a bad cmd/body and ``ProtocolError('too-large')``
+    before anything is sent."""
     if not isinstance(cmd, str) or not cmd:
         raise ValueError(f"cmd must be a non-empty string, not {cmd!r}")
     if body is None:
@@ -203,6 +207,8 @@ def encode_request(
     doc: dict[str, Any] = {"cmd": cmd, "body": body}
     if deadline_ms is not None:
         doc["deadline"] = int(deadline_ms)
+    if app is not None:
+        doc["app"] = app
     try:
         text = _dumps(doc)
     except (TypeError, ValueError) as exc:
@@ -303,7 +309,10 @@ def decode_request(
         isinstance(deadline, bool) or not isinstance(deadline, int) or not -_MAX_MS <= deadline <= _MAX_MS
     ):
         raise ProtocolError("bad-request", "'deadline' must be an integer: milliseconds since the Unix epoch")
-    return ApiRequest(id=iq_id, sender=sender, cmd=cmd, body=body, deadline_ms=deadline)
+    app = doc.get("app")
+    if app is not None and not isinstance(app, str):
+        raise ProtocolError("bad-request", "'app' must be a string: the caller's service")
+    return ApiRequest(id=iq_id, sender=sender, cmd=cmd, body=body, deadline_ms=deadline, app=app)
 
 
 def encode_result(request: ApiRequest, result: Any, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> ApiResult | ApiError:
@@ -364,7 +373,8 @@ def decode_error(condition: str, text: str | None) -> ProtocolError:
     by_condition = {
         "service-unavailable": ("unavailable", "the worker is not online"),
         "item-not-found": ("unavailable", "no such worker"),
-        "recipient-unavailable": ("unavailable", "the worker is not online"),
+        # Prosody bounces what a session did not acknowledge when it ends: it may have arrived
+        "recipient-unavailable": ("interrupted", "the worker went away; it may have received the request"),
         "forbidden": ("forbidden", "not allowed"),
         "not-authorized": ("forbidden", "not allowed"),
         "remote-server-timeout": ("expired", "the request's deadline passed"),

@@ -15,10 +15,12 @@ __all__ = ["APISpecs", "MessageSpecs"]
 
 @dataclass(frozen=True, slots=True)
 class APISpecs:
-    """One API call. ``body`` is the dict of arguments; ``role`` is ``owner``, ``allowed``
-    or ``public`` (see ``libs.bridge.access.Role``); ``jid`` is the caller's full JID and
+    """One API call. ``body`` is the dict of arguments; ``role`` is QE's ``owner`` (the
+    worker's own account), ``partner`` (in ``QE_ALLOW``) or ``user`` (anyone else, on a
+    public worker; see ``libs.bridge.access.Role``); ``jid`` is the caller's full JID and
     ``id`` the request id; ``uid`` is the caller's bare JID and ``resource`` its resource.
-    ``app``, ``servid`` and ``servsecret`` exist for QE compatibility and are None."""
+    ``app`` is the caller's service when it said so in the request. ``servid`` and
+    ``servsecret`` are fields of QE's hosted platform and always None here."""
 
     cmd: str
     body: dict[str, Any]
@@ -35,13 +37,13 @@ class APISpecs:
 
 @dataclass(frozen=True, slots=True)
 class MessageSpecs:
-    """One chat message. ``body`` is a dict when the text is a JSON object, else the text.
-    ``channel`` is None for direct messages; ``itsme`` means the sender is this very worker
+    """One chat message. ``body`` is a dict or list when the text is a JSON object or array,
+    else the text. ``channel`` is the channel's name as subscribed, None for direct messages; ``itsme`` means the sender is this very worker
     (same full JID), ``itsbro`` the same account (any resource). ``reply(body)`` answers the
     sender with a chat message (a dict is sent as JSON)."""
 
     fromjid: str
-    body: str | dict[str, Any]
+    body: str | dict[str, Any] | list[Any]
     role: str
     uid: str
     resource: str

@@ -36,7 +36,7 @@ async def test_ping_builtin_and_onapi_override(make_app, login):
     app = make_app(public=True)
     await app.wait_online(10)
     client = await login("client")
-    assert await client.call(app.jid, "ping", timeout=5) == {"pong": True}
+    assert await client.call(app.jid, "ping", timeout=5) == {"pong": True, "environment": "python"}
 
     async def onapi(specs):
         if specs.cmd == "ping":
@@ -44,7 +44,7 @@ async def test_ping_builtin_and_onapi_override(make_app, login):
         return None
 
     app.xmpp.onapi = onapi
-    assert await client.call(app.jid, "ping", timeout=5) == {"pong": True, "by": "onapi", "role": "public"}
+    assert await client.call(app.jid, "ping", timeout=5) == {"pong": True, "by": "onapi", "role": "user"}
 
 
 async def test_errors_come_back_as_remote_errors(make_app, login):
@@ -74,7 +74,7 @@ async def test_errors_come_back_as_remote_errors(make_app, login):
         await client.call(app.jid, "boom", timeout=5)
     assert "secret detail" not in info.value.remote_message  # strangers learn that, not why
     # the worker still serves after all that
-    assert await client.call(app.jid, "ping", timeout=5) == {"pong": True}
+    assert await client.call(app.jid, "ping", timeout=5) == {"pong": True, "environment": "python"}
 
 
 async def test_oversize_request_refused_before_sending_and_by_worker(make_app, login, prosody, accounts):
@@ -91,7 +91,7 @@ async def test_oversize_request_refused_before_sending_and_by_worker(make_app, l
     with pytest.raises(RemoteError) as info:
         await client.transport.request(small.jid, text, 5)
     assert info.value.code == "too-large"
-    assert await client.call(small.jid, "ping", timeout=5) == {"pong": True}
+    assert await client.call(small.jid, "ping", timeout=5) == {"pong": True, "environment": "python"}
 
 
 async def test_access_owner_allowed_stranger(make_app, login, accounts):
@@ -110,12 +110,12 @@ async def test_access_owner_allowed_stranger(make_app, login, accounts):
     stranger = await login("stranger")
     assert (await owner.call(app.jid, "who", timeout=5))["role"] == "owner"
     answer = await allowed.call(app.jid, "who", timeout=5)
-    assert answer["role"] == "allowed" and answer["uid"] == allowed_jid
+    assert answer["role"] == "partner" and answer["uid"] == allowed_jid
     assert answer["jid"] == allowed.transport.jid
     with pytest.raises(RemoteError) as info:
         await stranger.call(app.jid, "who", timeout=5)
     assert info.value.code == "forbidden"
-    assert seen == ["owner", "allowed"]  # the stranger's call never reached the handler
+    assert seen == ["owner", "partner"]  # the stranger's call never reached the handler
     assert app.dispatcher.stats.forbidden == 1
 
 
@@ -189,7 +189,7 @@ async def test_messages_reach_msgreceiver_and_reply(make_app, login, accounts):
     client.transport._client.add_event_handler("message", lambda m: replies.put_nowait(m["body"]))
     client.transport.send_message(app.jid, '{"a": 1}')
     specs = await asyncio.wait_for(got.get(), 5)
-    assert specs.body == {"a": 1} and specs.role == "allowed" and specs.channel is None
+    assert specs.body == {"a": 1} and specs.role == "partner" and specs.channel is None
     assert specs.itsbro is False and specs.itsme is False
     assert await asyncio.wait_for(replies.get(), 5) == '{"echo": {"a": 1}}'
     client.transport.send_message(app.jid, "plain text")
@@ -315,6 +315,6 @@ async def test_wait_answering_wakes_at_the_workers_presence(make_app, login, acc
     waiting = asyncio.create_task(wait_answering(owner, f"{accounts['worker'][0]}/late", 20))
     await asyncio.wait_for(refused.wait(), 5)  # not online yet: the first ping is refused
     app = make_app(resource="late")  # now the worker logs in
-    assert await asyncio.wait_for(waiting, 10) == {"pong": True}
+    assert await asyncio.wait_for(waiting, 10) == {"pong": True, "environment": "python"}
     assert pings == ["ping", "ping"]
     assert app.online

@@ -260,7 +260,7 @@ async def test_demo_once_pings_and_cleans_up():
             await proc.wait()
     lines = out.decode().splitlines(keepends=True)
     assert proc.returncode == 0, lines
-    assert any('{"pong": true}' in line for line in lines)
+    assert any('{"pong": true, "environment": "python"}' in line for line in lines)
     assert not any("Press Ctrl+C" in line for line in lines)
     _gone(lines)
 
@@ -275,7 +275,7 @@ async def test_demo_stops_worker_and_server_on_sigterm_and_exits_0(when: str):
     try:
         await _read_until(proc, "Press Ctrl+C" if when == "serving" else "data in ", lines)
         if when == "serving":
-            assert any('{"pong": true}' in line for line in lines)
+            assert any('{"pong": true, "environment": "python"}' in line for line in lines)
         proc.send_signal(signal.SIGTERM)
         try:  # the end of its output: the demo and every process it started (they share it) ended
             rest, _ = await asyncio.wait_for(proc.communicate(), 20)

@@ -44,7 +44,7 @@ async def test_sequential_calls_do_not_stall_on_a_stock_server(stock_prosody: De
             took = []
             for _ in range(CALLS):
                 started = time.perf_counter()
-                assert await client.call(app.jid, "ping", timeout=5) == {"pong": True}
+                assert await client.call(app.jid, "ping", timeout=5) == {"pong": True, "environment": "python"}
                 took.append((time.perf_counter() - started) * 1000)
     finally:
         await app.close(2)

@@ -282,7 +282,7 @@ async def _start_worker(env: Env, block: Block) -> WorkerProcess:
     except BaseException:
         await process.aclose()
         raise
-    assert pong == {"pong": True}, pong
+    assert pong == {"pong": True, "environment": "python"}, pong
     return process
 
 

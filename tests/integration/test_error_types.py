@@ -135,8 +135,12 @@ async def test_every_documented_error_has_its_condition_and_type_on_the_wire(pro
         await ask("expired", client, json.dumps({"cmd": "ping", "deadline": now_ms() - 1000}))
         held = client.send(api_iq('{"cmd": "hold"}', "held", app.jid), "held")  # QE_MAX_PER_CALLER=1: taken
         await ask("busy", client, '{"cmd": "ping"}')
-        await app.close(1.0)  # shutting down with `hold` still running: answered unavailable before leaving
-        got["unavailable"] = seen(await asyncio.wait_for(held, 10))
+        closing = asyncio.create_task(app.close(1.0))  # with `hold` still running
+        await asyncio.sleep(0)  # close() stops taking requests before its first wait
+        assert not app.dispatcher.accepting
+        await ask("unavailable", client, '{"cmd": "ping"}')  # refused: never started
+        await closing  # `hold` was cancelled at the end of the shutdown time: answered before leaving
+        got["interrupted"] = seen(await asyncio.wait_for(held, 10))
         from_server = seen(await asyncio.wait_for(client.send(api_iq('{"cmd": "ping"}', "gone", app.jid), "gone"), 10))
     finally:
         release.set()

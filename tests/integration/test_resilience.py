@@ -35,7 +35,7 @@ async def test_worker_comes_back_after_server_restart(fresh_prosody):
                 await asyncio.to_thread(fresh_prosody.restart)
             await app.transport.wait_sessions(before + 1, 20)
             async with Client(load_config(fresh_prosody.env("client", "cpw"))) as client:
-                assert await client.call(app.jid, "ping", timeout=5) == {"pong": True}
+                assert await client.call(app.jid, "ping", timeout=5) == {"pong": True, "environment": "python"}
     finally:
         await app.close(2)
 

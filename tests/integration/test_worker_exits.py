@@ -67,7 +67,7 @@ async def test_a_second_login_on_the_same_resource_ends_the_first_worker(fresh_p
         async with second:
             assert await first.wait(20) == EXIT_FATAL
             assert second.running
-            assert await client.call("worker@localhost/python", "ping", timeout=5) == {"pong": True}  # the newcomer
+            assert await client.call("worker@localhost/python", "ping", timeout=5) == {"pong": True, "environment": "python"}  # the newcomer
     took_over = _lines(first, "qe-worker: another client logged in as worker@localhost/python")
     assert len(took_over) == 1, first.log()
 

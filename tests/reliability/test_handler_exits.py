@@ -81,7 +81,7 @@ async def test_a_handler_cannot_end_the_worker_and_each_caller_gets_its_answer(p
                 assert info.value.code == "handler-error", (what, wait, worker.log())
                 assert says in info.value.remote_message, (what, wait, info.value.remote_message)
                 assert took[-1] < PROMPT_S, (what, wait, worker.log())
-        assert await client.call(jid, "ping", timeout=10) == {"pong": True}
+        assert await client.call(jid, "ping", timeout=10) == {"pong": True, "environment": "python"}
         assert worker.running
         worker.signal(signal.SIGTERM)
         code = await worker.wait(EXIT_S)

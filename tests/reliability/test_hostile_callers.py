@@ -302,8 +302,8 @@ async def test_a_duplicated_request_id_gets_each_caller_only_its_own_answer(pros
         await alice_got.wait(lambda items: any(i[0] == "req-1" for i in items))
         await bob_got.wait(lambda items: any(i[0] == "req-1" for i in items))
         # a round trip on each stream after both answers: a second answer would be ahead of it
-        assert await bob.call(app.jid, "ping", timeout=5) == {"pong": True}
-        assert await alice.call(app.jid, "ping", timeout=5) == {"pong": True}
+        assert await bob.call(app.jid, "ping", timeout=5) == {"pong": True, "environment": "python"}
+        assert await alice.call(app.jid, "ping", timeout=5) == {"pong": True, "environment": "python"}
         for client, got in ((alice, alice_got), (bob, bob_got)):
             answers = [(kind, decode_result(text), sender) for iq_id, kind, text, sender in got.items if iq_id == "req-1"]
             assert answers == [("result", {"for": bare_jid(client.transport.jid)}, app.jid)]

@@ -87,7 +87,7 @@ def _transport(app: App) -> XmppTransport:
 
 async def _ping(caller: Client, app: App, timeout: float) -> float:
     """Call ``ping``; return the loop time the answer arrived."""
-    assert await caller.call(app.jid, "ping", timeout=timeout) == {"pong": True}
+    assert await caller.call(app.jid, "ping", timeout=timeout) == {"pong": True, "environment": "python"}
     return asyncio.get_running_loop().time()
 
 
@@ -243,7 +243,7 @@ async def test_slow_link_is_kept_and_calls_succeed(start_worker, proxy, caller, 
     small: list[float] = []
     for _ in range(3):
         t0 = loop.time()
-        assert await caller.call(app.jid, "ping", timeout=10) == {"pong": True}
+        assert await caller.call(app.jid, "ping", timeout=10) == {"pong": True, "environment": "python"}
         small.append(loop.time() - t0)
     t0 = loop.time()
     assert await caller.call(app.jid, "echo", BIG_BODY, timeout=10) == BIG_BODY

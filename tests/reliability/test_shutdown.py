@@ -73,7 +73,7 @@ class Case:
 # 0.3-2 s each: all finish within the shutdown time and get their results
 FINISH = Case(shutdown_s=10, hold_s=lambda n: 0.3 + (n % 18) * 0.1, outcome="result")
 # 60 s each, 2 s to shut down: all are cancelled, and their callers told so
-CANCEL = Case(shutdown_s=2, hold_s=lambda n: 60.0, outcome="unavailable")
+CANCEL = Case(shutdown_s=2, hold_s=lambda n: 60.0, outcome="interrupted")
 
 
 def _lines_starting(prefix: str, lines: list[str]) -> int:

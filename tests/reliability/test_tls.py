@@ -68,7 +68,7 @@ async def test_private_ca_is_trusted_only_when_configured(tls_server, certs):
         app = App(resource="tls", config=trusted, exit_on_fatal=False, keepalive=0)
         try:
             await app.wait_online(10)
-            assert await client.call(app.jid, "ping", timeout=5) == {"pong": True}
+            assert await client.call(app.jid, "ping", timeout=5) == {"pong": True, "environment": "python"}
         finally:
             await app.close(2)
     with pytest.raises(NotConnected, match="not trusted.*QE_CA_FILE"):

@@ -82,10 +82,16 @@ def test_empty_sender_is_refused_even_when_public() -> None:
     assert policy(public=False).role_of("") is None
 
 
-def test_role_string_values() -> None:
-    assert (Role.OWNER.value, Role.ALLOWED.value, Role.PUBLIC.value) == ("owner", "allowed", "public")
+def test_role_string_values_are_qe_names() -> None:
+    assert (Role.OWNER.value, Role.PARTNER.value, Role.USER.value) == ("owner", "partner", "user")
     assert str(Role.OWNER) == "owner"
-    assert Role.PUBLIC == "public"  # str enum compares with plain strings
+    assert Role.PARTNER == "partner"  # str enum compares with plain strings
+    assert list(Role) == [Role.OWNER, Role.PARTNER, Role.USER]
+
+
+def test_old_role_names_are_aliases() -> None:
+    assert Role.ALLOWED is Role.PARTNER and Role.PUBLIC is Role.USER
+    assert Role("partner") is Role.ALLOWED
 
 
 # -- may_subscribe -------------------------------------------------------------------------

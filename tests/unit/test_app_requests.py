@@ -120,7 +120,7 @@ async def test_handler_that_does_not_wait_is_answered_within_the_stanzas_callbac
     second, ping = w.stanza("ping")
     assert await w.arrive(data, ping) == 2
     assert result_of(w.answers()[first]) == {"echo": 1}
-    assert result_of(w.answers()[second]) == {"pong": True}
+    assert result_of(w.answers()[second]) == {"pong": True, "environment": "python"}
     assert not w.app._tasks
 
 
@@ -187,7 +187,7 @@ async def test_shutdown_cancels_waiting_handlers_and_answers_unavailable(make_wo
     assert len(w.app._tasks) == 3
     await w.app.close(0.3)
     assert sorted(cancelled) == [0, 1, 2]
-    assert [error_of(w.answers()[i]) for i in ids] == ["unavailable"] * 3
+    assert [error_of(w.answers()[i]) for i in ids] == ["interrupted"] * 3
 
 
 async def test_exceptions_become_error_answers(make_worker: Any) -> None:
@@ -289,7 +289,7 @@ async def test_system_exit_keyboard_interrupt_and_own_cancelled_error_each_get_t
     assert "the handler was cancelled" in answer_text(answers["cancelled"])
     ping, data = w.stanza("ping")
     await w.arrive(data)
-    assert result_of(await w.answer(ping)) == {"pong": True}
+    assert result_of(await w.answer(ping)) == {"pong": True, "environment": "python"}
     await asyncio.sleep(0)
     assert not w.app._tasks
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
@@ -331,7 +331,7 @@ async def test_shutdown_is_still_unavailable_when_a_handler_swaps_the_cancelled_
     await w.arrive(data)
     await asyncio.wait_for(waiting.wait(), 2)
     await w.app.close(0.3)
-    assert error_of(w.answers()[iq_id]) == "unavailable"
+    assert error_of(w.answers()[iq_id]) == "interrupted"
 
 
 @pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt(), asyncio.CancelledError()],
@@ -353,7 +353,7 @@ async def test_a_msgreceiver_that_raises_does_not_end_the_worker(
         await asyncio.wait_for(got.wait(), 2)
         ping, data = w.stanza("ping")
         await w.arrive(data)
-        assert result_of(await w.answer(ping)) == {"pong": True}
+        assert result_of(await w.answer(ping)) == {"pong": True, "environment": "python"}
         for _ in range(3):
             await asyncio.sleep(0)
     assert not w.app._tasks

@@ -327,8 +327,21 @@ INVALID = {  # one invalid value per variable; the test below fails when a varia
     "QE_KEEPALIVE": "often",
     "QE_MAX_PER_CALLER": "1.5",
     "QE_AUTH_GRACE": "-3",
+    "QE_APP": "two words",
+    "QE_MUC_DOMAIN": "rooms@example.org",
+    "QE_WIRE": "xml",
+    "QE_ACCEPT_DELAYED": "perhaps",
     "RESOURCE": "a/b",
 }
+
+
+def test_service_settings() -> None:
+    config = load_config(env(QE_APP="resize", QE_WIRE="QE", QE_ACCEPT_DELAYED="on"))
+    assert (config.app, config.wire, config.accept_delayed) == ("resize", "qe", True)
+    assert config.rooms_domain == "conference." + config.domain  # the default
+    assert load_config(env(QE_MUC_DOMAIN="Rooms.Example.org")).rooms_domain == "rooms.example.org"
+    default = load_config(dict(MINIMAL))
+    assert (default.app, default.wire, default.accept_delayed) == (None, "api", False)
 
 
 def test_every_variable_has_an_invalid_case() -> None:

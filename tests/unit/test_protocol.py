@@ -529,7 +529,7 @@ def test_decode_error_our_payload_wins_over_condition() -> None:
 @pytest.mark.parametrize(("condition", "code"), [
     ("service-unavailable", "unavailable"),
     ("item-not-found", "unavailable"),
-    ("recipient-unavailable", "unavailable"),
+    ("recipient-unavailable", "interrupted"),
     ("forbidden", "forbidden"),
     ("not-authorized", "forbidden"),
     ("remote-server-timeout", "expired"),

