@@ -437,15 +437,10 @@ class App:
 
     async def _call_service(self, app: str, cmd: str, body: dict[str, Any] | None, timeout: float,
                             resource: str | None) -> dict[str, Any]:
-        transport = await self._transport()
+        await self._transport()
         assert self._finder is not None
-        end = self.loop.time() + timeout
-
-        async def call(jid: str) -> dict[str, Any]:
-            return await api_call(transport, jid, cmd, body, timeout=max(0.001, end - self.loop.time()),
-                                  max_payload=self.config.max_payload, app=self.app)
-
-        return await self._finder.call(app, call, timeout, resource)
+        return await self._finder.call(app, lambda jid, left: self.call(jid, cmd, body, timeout=left),
+                                       timeout, resource)
 
     def find(self, app: str, timeout: float = 10.0) -> FindResult:
         """QE's ``App.find(app=...)``: ``{"code": 0, "jids": [...]}``, the full JIDs of the

@@ -18,6 +18,7 @@ from .config import WorkerConfig, load_config
 from .errors import CallTimeout, RemoteError
 from .protocol import ProtocolError, decode_result, encode_request, now_ms
 from .serial import serial_generator
+from .services import ServiceFinder
 from .transport import Transport
 from .xmpp import XmppTransport
 
@@ -83,6 +84,8 @@ class Client:
         self.connect_timeout = connect_timeout
         self.transport: Transport = transport or XmppTransport(
             self.config, resource or random_resource(), keepalive=0, fail_fast=True)
+        self._finder = ServiceFinder(self.transport, self.config.rooms_domain, self.transport.jid)
+        self.transport.on_occupant = self._finder.occupant
 
     async def __aenter__(self) -> Client:
         self.transport.start()
@@ -101,6 +104,18 @@ class Client:
                    timeout: float = 10.0) -> dict[str, Any]:
         return await api_call(self.transport, jid, cmd, body, timeout=timeout,
                               max_payload=self.config.max_payload)
+
+    async def find(self, app: str, *, timeout: float = 10.0) -> list[str]:
+        """Full JIDs of the online workers of service ``app``, least loaded first."""
+        return await self._finder.find(app, timeout)
+
+    async def call_service(self, app: str, cmd: str, body: dict[str, Any] | None = None, *,
+                           timeout: float = 10.0, resource: str | None = None) -> dict[str, Any]:
+        """Call ``cmd`` on the least loaded worker of service ``app``; another worker only when
+        the first provably never started it (``unavailable``, ``busy``). Raises ``CallError``s,
+        and ``LookupError`` when the service has no worker online."""
+        return await self._finder.call(app, lambda jid, left: self.call(jid, cmd, body, timeout=left),
+                                       timeout, resource)
 
 
 async def call(jid: str, cmd: str, body: dict[str, Any] | None = None, *, timeout: float = 10.0,

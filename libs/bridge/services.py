@@ -16,6 +16,7 @@ started.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -146,7 +147,8 @@ class ServiceDirectory:
         return done
 
 
-Call = Callable[[str], Awaitable[dict[str, Any]]]
+Call = Callable[[str, float], Awaitable[dict[str, Any]]]
+"""``call(full_jid, timeout_s)``: one call to one worker."""
 
 
 class ServiceFinder:
@@ -192,10 +194,12 @@ class ServiceFinder:
         return self.directory.workers(await self.watch(app, timeout))
 
     async def call(self, app: str, call: Call, timeout: float, resource: str | None = None) -> dict[str, Any]:
-        """``call(jid)`` on the least loaded worker of ``app`` (with ``resource`` if given);
-        on an error that proves the request never started (``RETRY_ELSEWHERE``) the next
-        one, until none is left. Raises the last ``CallError``; ``LookupError`` when the
-        service has no worker at all."""
+        """``call(jid, time_left)`` on the least loaded worker of ``app`` (with ``resource`` if
+        given); on an error that proves the request never started (``RETRY_ELSEWHERE``) the
+        next one, until none is left; all within ``timeout``. Raises the last ``CallError``;
+        ``LookupError`` when the service has no worker at all."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
         room = await self.watch(app, timeout)
         tried: set[str] = set()
         last: CallError | None = None
@@ -209,7 +213,7 @@ class ServiceFinder:
             jid = candidates[0]
             done = self.directory.sending(jid)
             try:
-                return await call(jid)
+                return await call(jid, max(0.001, end - loop.time()))
             except RemoteError as exc:
                 if exc.code not in RETRY_ELSEWHERE:
                     raise
