@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .errors import CallError, RemoteError
+from .errors import CallError, CallTimeout, RemoteError
 from .transport import Transport
 
 __all__ = [
@@ -108,18 +108,26 @@ class ServiceDirectory:
     A worker's load is what it last announced plus the calls this process has sent it and
     that are still running: the announcement lags (it is coalesced), and without the second
     part every caller would send its whole burst to the one worker that was idle.
+
+    A worker that let one of our calls time out goes to the back of the list until it
+    answers again: a worker killed without warning stays an occupant while the server keeps
+    its session for resumption (XEP-0198 hibernation, minutes on a stock Prosody), and
+    without this every caller would keep choosing the dead one, idle as it looks.
     """
 
     def __init__(self, rand: Callable[[], float] = random.random) -> None:
         self._rooms: dict[str, dict[str, tuple[str, int]]] = {}  # room -> nick -> (full JID, load)
         self._sent: dict[str, int] = {}  # full JID -> our calls running there
+        self._suspect: set[str] = set()  # full JIDs that let a call of ours time out
         self._rand = rand
 
     def occupant(self, room: str, nick: str, jid: str | None, payload: str | None, present: bool) -> None:
         workers = self._rooms.setdefault(room, {})
         announcement = Announcement.decode(payload) if present else None
         if announcement is None or jid is None or "/" not in jid:
-            workers.pop(nick, None)  # left, or a caller, or a room that hides real JIDs
+            gone = workers.pop(nick, None)  # left, or a caller, or a room that hides real JIDs
+            if gone is not None and not present:
+                self._suspect.discard(gone[0])
         else:
             workers[nick] = (jid, announcement.load)
 
@@ -129,9 +137,16 @@ class ServiceDirectory:
     def workers(self, room: str, exclude: frozenset[str] | set[str] = frozenset()) -> list[str]:
         """Full JIDs of the room's workers, least loaded first (ties in random order, so that
         callers do not all pick the same one)."""
-        found = [(load + self._sent.get(jid, 0), self._rand(), jid)
+        found = [(jid in self._suspect, load + self._sent.get(jid, 0), self._rand(), jid)
                  for jid, load in self._rooms.get(room, {}).values() if jid not in exclude]
-        return [jid for _load, _tie, jid in sorted(found)]
+        return [jid for _suspect, _load, _tie, jid in sorted(found)]
+
+    def answered(self, jid: str, in_time: bool) -> None:
+        """Record whether ``jid`` answered a call of ours before its timeout."""
+        if in_time:
+            self._suspect.discard(jid)
+        else:
+            self._suspect.add(jid)
 
     def sending(self, jid: str) -> Callable[[], None]:
         """Count one call to ``jid`` as running until the returned function is called."""
@@ -213,8 +228,14 @@ class ServiceFinder:
             jid = candidates[0]
             done = self.directory.sending(jid)
             try:
-                return await call(jid, max(0.001, end - loop.time()))
+                result = await call(jid, max(0.001, end - loop.time()))
+                self.directory.answered(jid, True)
+                return result
+            except CallTimeout:
+                self.directory.answered(jid, False)
+                raise
             except RemoteError as exc:
+                self.directory.answered(jid, True)
                 if exc.code not in RETRY_ELSEWHERE:
                     raise
                 log.info("%s refused a call of service %r before running it (%s); trying another worker",
