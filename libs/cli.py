@@ -2,7 +2,9 @@
 start a private Prosody, run the demo.
 
 Exit codes (``call``/``ping``/``schedule``/``jobs``/``cancel``): 0 success, 2 bad usage or configuration, 3 timeout,
-4 the worker answered with an error, 5 cannot connect or log in.
+4 the worker answered with an error, 5 cannot connect or log in, 6 the worker answered with a
+negative ``code`` (QE's way to report an error in a normal answer, e.g. ``{"code": -1000, "msg":
+"no api handler"}``; the answer is printed as any other).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 __all__ = ["WORKERS_GROUP", "RunOptions", "add_run_arguments", "main"]
 
-EXIT_OK, EXIT_USAGE, EXIT_TIMEOUT, EXIT_REMOTE, EXIT_CONNECT = 0, 2, 3, 4, 5
+EXIT_OK, EXIT_USAGE, EXIT_TIMEOUT, EXIT_REMOTE, EXIT_CONNECT, EXIT_NEGATIVE = 0, 2, 3, 4, 5, 6
 
 # `qe-worker run` starts the worker registered under this entry-point group and name
 # (pyproject.toml: `python = "workers.python:run"`): the library never imports the application.
@@ -40,7 +42,8 @@ configuration (environment):
   QE_LOG_LEVEL            DEBUG | INFO (default) | WARNING | ERROR
 see README.md for the full table.
 
-exit codes of call/ping/schedule/jobs/cancel: 0 ok, 2 usage/config, 3 timeout, 4 error from the worker, 5 connection/login
+exit codes of call/ping/schedule/jobs/cancel: 0 ok, 2 usage/config, 3 timeout, 4 error from the worker, 5 connection/login,
+  6 the worker answered with a negative "code" (QE-style error reply, printed as any answer)
 """
 
 
@@ -104,7 +107,14 @@ def _with_client(args: argparse.Namespace, work: Callable[[Any], Awaitable[Any]]
     except CallError as exc:
         return _call_exit(exc)
     print(json.dumps(result, ensure_ascii=False))
-    return EXIT_OK
+    return EXIT_NEGATIVE if _negative_code(result) else EXIT_OK
+
+
+def _negative_code(result: Any) -> bool:
+    """True for a QE-style error answer: a JSON object whose ``code`` is a negative number
+    (QE handlers answer ``{"code": 0, ...}`` on success, ``{"code": -1000, "msg": ...}`` on error)."""
+    code = result.get("code") if isinstance(result, dict) else None
+    return isinstance(code, (int, float)) and not isinstance(code, bool) and code < 0
 
 
 def _cmd_call(args: argparse.Namespace) -> int:

@@ -43,6 +43,8 @@ async def worker(prosody, accounts):
         if specs.cmd == "slow":
             await asyncio.sleep(30)
             return {}
+        if specs.cmd == "qe":  # QE handlers answer errors as a normal reply with a negative code
+            return {"code": specs.body.get("code", 0), "msg": "no api handler"}
         return None
 
     app.xmpp.onapi = onapi
@@ -78,6 +80,17 @@ async def test_exit_codes(worker, owner_env, prosody, accounts):
     assert code == 5 and "QE_PASSWORD" in err and err.count("\n") == 1
     code, _, err = await qe("ping", worker.jid, "--timeout", "2", env={**owner_env, "QE_PORT": str(_closed_port())})
     assert code == 5 and "cannot reach" in err and err.count("\n") == 1
+
+
+async def test_a_negative_code_in_an_answer_is_printed_unchanged_and_exit_6(worker, owner_env):
+    """QE's error convention (``{"code": -1000, "msg": "no api handler"}`` is a normal answer):
+    shell scripts tell it apart by the exit status; the answer is printed as any other."""
+    assert await qe("call", worker.jid, "qe", '{"code": -1000}', env=owner_env) == \
+        (6, '{"code": -1000, "msg": "no api handler"}\n', "")
+    assert await qe("call", worker.jid, "qe", '{"code": 0}', env=owner_env) == \
+        (0, '{"code": 0, "msg": "no api handler"}\n', "")
+    for code, status in (("-1.5", 6), ("1", 0), ("true", 0), ('"-1"', 0), ("null", 0)):
+        assert (await qe("call", worker.jid, "qe", f'{{"code": {code}}}', env=owner_env))[0] == status, code
 
 
 async def test_a_call_leaves_nothing_bounced_on_the_worker(worker, owner_env, login):
