@@ -35,6 +35,7 @@ __all__ = [
     "current_config",
     "executor",
     "fail",
+    "has_shutdown_hooks",
     "install_signal_handlers",
     "is_async",
     "main_loop",
@@ -43,6 +44,9 @@ __all__ = [
     "set_config",
     "set_main_loop",
     "shutdown",
+    "shutting_down",
+    "startup_loop",
+    "stop_pending",
     "to_thread",
 ]
 
@@ -63,7 +67,9 @@ class _Runtime:
     loop: asyncio.AbstractEventLoop | None = None
     hooks: list[ShutdownHook] = field(default_factory=list)
     signals_installed_on: asyncio.AbstractEventLoop | None = None
+    from_startup: asyncio.AbstractEventLoop | None = None  # the loop startup() made
     shutting_down: bool = False
+    stop_pending: bool = False  # a shutdown runs and will stop the loop (or exit) when done
     config: Any = None
     executor: ThreadPoolExecutor | None = None
 
@@ -108,11 +114,23 @@ async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     return await loop.run_in_executor(executor(), functools.partial(func, *args, **kwargs))
 
 
-def set_main_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Make ``loop`` the worker's main loop (``startup()`` calls this)."""
+def set_main_loop(loop: asyncio.AbstractEventLoop, *, from_startup: bool = False) -> None:
+    """Make ``loop`` the worker's main loop (``startup()`` calls this, with ``from_startup``)."""
     with _RT.lock:
         _RT.loop = loop
-        _RT.shutting_down = False
+        _RT.from_startup = loop if from_startup else None
+        _RT.shutting_down = _RT.stop_pending = False
+
+
+def startup_loop() -> asyncio.AbstractEventLoop | None:
+    """The main loop if an earlier ``startup()`` made it and it can still be set up again (not
+    closed, not running); else None. ``startup()`` keeps such a loop rather than making a second
+    one: a script run by ``qe-worker run SCRIPT`` (already set up) may call ``startup()`` too."""
+    with _RT.lock:
+        loop = _RT.from_startup
+        if loop is None or loop is not _RT.loop or loop.is_closed() or loop.is_running():
+            return None
+        return loop
 
 
 def set_config(config: Any) -> None:
@@ -145,10 +163,30 @@ def main_loop() -> asyncio.AbstractEventLoop:
         return _RT.loop
 
 
+def shutting_down() -> bool:
+    """True once a graceful shutdown began (a signal, ``request_stop()``, ``fail()``) on the
+    current main loop."""
+    return _RT.shutting_down
+
+
+def stop_pending() -> bool:
+    """True while a graceful shutdown runs that will end by stopping the main loop (signal,
+    ``request_stop()``) or by raising ``SystemExit`` from it (``fail()``): running the loop
+    (``run_forever()``) then returns or raises once it is done. False before, after, and
+    after a second signal abandoned it."""
+    return _RT.stop_pending
+
+
 def add_shutdown_hook(hook: ShutdownHook) -> None:
     """Run ``hook(timeout)`` on graceful shutdown (in reverse order of registration)."""
     with _RT.lock:
         _RT.hooks.append(hook)
+
+
+def has_shutdown_hooks() -> bool:
+    """True if a hook waits for the shutdown (e.g. an ``App`` that started)."""
+    with _RT.lock:
+        return bool(_RT.hooks)
 
 
 def remove_shutdown_hook(hook: ShutdownHook) -> None:
@@ -198,6 +236,7 @@ def install_signal_handlers(
     def _on_signal(signame: str) -> None:
         if _RT.shutting_down:
             log.warning("%s again: stopping now", signame)
+            _RT.stop_pending = False
             loop.stop()
             return
         _begin_stop(loop, timeout_getter(), f"{signame} received")
@@ -228,7 +267,7 @@ def request_stop(loop: asyncio.AbstractEventLoop, timeout: float, why: str) -> b
 
 
 def _begin_stop(loop: asyncio.AbstractEventLoop, timeout: float, why: str) -> None:
-    _RT.shutting_down = True
+    _RT.shutting_down = _RT.stop_pending = True
     log.info("%s: shutting down", why)
     loop.create_task(_shutdown_then_stop(loop, timeout))
 
@@ -237,6 +276,7 @@ async def _shutdown_then_stop(loop: asyncio.AbstractEventLoop, timeout: float) -
     try:
         await shutdown(timeout)
     finally:
+        _RT.stop_pending = False
         loop.stop()
 
 
@@ -250,6 +290,7 @@ def fail(reason: str, timeout: float = 2.0) -> None:
     loop = asyncio.get_running_loop()
 
     def _exit() -> None:
+        _RT.stop_pending = False
         raise SystemExit(f"qe-worker: {reason}")
 
     async def _run() -> None:
@@ -261,5 +302,5 @@ def fail(reason: str, timeout: float = 2.0) -> None:
     with _RT.lock:
         if _RT.shutting_down:
             return
-        _RT.shutting_down = True
+        _RT.shutting_down = _RT.stop_pending = True
     loop.create_task(_run())

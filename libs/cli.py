@@ -1,8 +1,10 @@
-"""``qe-worker``: run the default worker, call workers, schedule jobs, start a private
-Prosody, run the demo.
+"""``qe-worker``: run a worker script or the default worker, call workers, schedule jobs,
+start a private Prosody, run the demo.
 
 Exit codes (``call``/``ping``/``schedule``/``jobs``/``cancel``): 0 success, 2 bad usage or configuration, 3 timeout,
-4 the worker answered with an error, 5 cannot connect or log in.
+4 the worker answered with an error, 5 cannot connect or log in, 6 the worker answered with a
+negative ``code`` (QE's way to report an error in a normal answer, e.g. ``{"code": -1000, "msg":
+"no api handler"}``; the answer is printed as any other).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from typing import Any
 
 __all__ = ["WORKERS_GROUP", "RunOptions", "add_run_arguments", "main"]
 
-EXIT_OK, EXIT_USAGE, EXIT_TIMEOUT, EXIT_REMOTE, EXIT_CONNECT = 0, 2, 3, 4, 5
+EXIT_OK, EXIT_USAGE, EXIT_TIMEOUT, EXIT_REMOTE, EXIT_CONNECT, EXIT_NEGATIVE = 0, 2, 3, 4, 5, 6
 
 # `qe-worker run` starts the worker registered under this entry-point group and name
 # (pyproject.toml: `python = "workers.python:run"`): the library never imports the application.
 WORKERS_GROUP = "qe_worker.workers"
 DEFAULT_WORKER = "python"
+DEFAULT_RESOURCE = "python"
 
 _EPILOG = """\
 configuration (environment):
@@ -39,7 +42,8 @@ configuration (environment):
   QE_LOG_LEVEL            DEBUG | INFO (default) | WARNING | ERROR
 see README.md for the full table.
 
-exit codes of call/ping/schedule/jobs/cancel: 0 ok, 2 usage/config, 3 timeout, 4 error from the worker, 5 connection/login
+exit codes of call/ping/schedule/jobs/cancel: 0 ok, 2 usage/config, 3 timeout, 4 error from the worker, 5 connection/login,
+  6 the worker answered with a negative "code" (QE-style error reply, printed as any answer)
 """
 
 
@@ -103,7 +107,14 @@ def _with_client(args: argparse.Namespace, work: Callable[[Any], Awaitable[Any]]
     except CallError as exc:
         return _call_exit(exc)
     print(json.dumps(result, ensure_ascii=False))
-    return EXIT_OK
+    return EXIT_NEGATIVE if _negative_code(result) else EXIT_OK
+
+
+def _negative_code(result: Any) -> bool:
+    """True for a QE-style error answer: a JSON object whose ``code`` is a negative number
+    (QE handlers answer ``{"code": 0, ...}`` on success, ``{"code": -1000, "msg": ...}`` on error)."""
+    code = result.get("code") if isinstance(result, dict) else None
+    return isinstance(code, (int, float)) and not isinstance(code, bool) and code < 0
 
 
 def _cmd_call(args: argparse.Namespace) -> int:
@@ -177,7 +188,7 @@ class RunOptions:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of a worker run on ``parser``; their dests are the fields of
     :class:`RunOptions`."""
-    parser.add_argument("--resource", default="python", type=_resource_arg,
+    parser.add_argument("--resource", default=DEFAULT_RESOURCE, type=_resource_arg,
                         help="XMPP resource (default: python; env RESOURCE wins)")
     parser.add_argument("--public", action="store_true",
                         help="answer any caller, not only the own account and QE_ALLOW")
@@ -206,6 +217,18 @@ def _load_worker(name: str) -> Callable[[RunOptions], int]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.script is not None:
+        given = [flag for flag, value in (("--resource", args.resource is not None), ("--public", args.public),
+                                          ("--maintenance", args.maintenance)) if value]
+        if given:
+            _err(f"{', '.join(given)}: options of the default worker, not of a script (the script's "
+                 "App(...) sets them; RESOURCE=... overrides its resource)")
+            return EXIT_USAGE
+        from libs._script import run_script
+
+        return run_script(args.script, args.script_args)
+    if args.resource is None:  # not given (None only tells a script's options apart)
+        args.resource = DEFAULT_RESOURCE
     try:
         run = _load_worker(DEFAULT_WORKER)
     except LookupError as exc:
@@ -369,14 +392,26 @@ def _parser() -> argparse.ArgumentParser:
     p = worker_command("cancel", "cancel a scheduled job", _cmd_cancel)
     p.add_argument("job", metavar="JOB", help="the id printed by `qe-worker schedule`")
 
-    p = sub.add_parser("run", help="run the default worker until Ctrl+C (ping, info, echo, stats, health, "
-                                   "schedule, cancel, jobs)",
-                       description="Run the default worker (ping, info, echo, stats, health, schedule, cancel, "
-                                   "jobs) as\nQE_JID/RESOURCE until Ctrl+C or SIGTERM: the worker installed as "
-                                   f"entry point\n{DEFAULT_WORKER!r} of group {WORKERS_GROUP!r}.",
+    p = sub.add_parser("run", help="run a worker script, or the default worker, until Ctrl+C",
+                       description="Run a worker until Ctrl+C or SIGTERM.\n\n"
+                                   "qe-worker run SCRIPT [ARGS...]: run SCRIPT as `python SCRIPT ARGS...` would, "
+                                   "after setting up\nthe QE_* configuration, logging and the event loop (as "
+                                   "startup() does), with top-level\n`await` allowed: each top-level statement "
+                                   "that awaits runs on the event loop, the others\nwith no loop running, so the "
+                                   "script's own run_forever() works. Exit status: the script's\n(0 at its end or "
+                                   "after Ctrl+C/SIGTERM/App.stop(), n for sys.exit(n), 1 for an uncaught\n"
+                                   "exception, 2 if it cannot be read or compiled).\n\n"
+                                   "qe-worker run [OPTIONS]: run the default worker (ping, info, echo, stats, "
+                                   "health, schedule,\ncancel, jobs) as QE_JID/RESOURCE: the worker installed as "
+                                   f"entry point {DEFAULT_WORKER!r} of group\n{WORKERS_GROUP!r}. The options are "
+                                   "the default worker's.",
                        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p)
-    p.set_defaults(func=_cmd_run)
+    p.add_argument("script", metavar="SCRIPT", nargs="?",
+                   help="a worker script (.py) to run instead of the default worker")
+    p.add_argument("script_args", metavar="ARGS", nargs=argparse.REMAINDER,
+                   help="the script's arguments (its sys.argv[1:]), options included")
+    p.set_defaults(func=_cmd_run, resource=None)  # None: not given (refused with a SCRIPT)
 
     p = sub.add_parser("server", help="run a private Prosody on 127.0.0.1 for development")
     from libs import devserver

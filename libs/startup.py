@@ -5,6 +5,8 @@ configuration from ``QE_*`` variables (a bad one ends the script with one clear 
 logging with secrets redacted, and the worker's event loop, created and set as current so the
 script's later ``asyncio.get_event_loop().run_forever()`` runs it on Python 3.11-3.14 without
 deprecation warnings. SIGINT/SIGTERM then shut the worker down cleanly (exit 0).
+Called again (a script that ``qe-worker run SCRIPT`` already set up calls it too), it reloads
+the configuration and keeps the loop it made (unless that loop is running or closed).
 """
 
 from __future__ import annotations
@@ -68,9 +70,9 @@ def startup(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         print(f"qe-worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(config.log_level, (config.password,))
-    loop = asyncio.new_event_loop()
+    loop = _runtime.startup_loop() or asyncio.new_event_loop()  # called twice: one loop
     asyncio.set_event_loop(loop)
-    _runtime.set_main_loop(loop)
+    _runtime.set_main_loop(loop, from_startup=True)
     _runtime.set_config(config)
     _runtime.install_signal_handlers(loop, lambda: config.shutdown_timeout)
     return config

@@ -43,6 +43,8 @@ async def worker(prosody, accounts):
         if specs.cmd == "slow":
             await asyncio.sleep(30)
             return {}
+        if specs.cmd == "qe":  # QE handlers answer errors as a normal reply with a negative code
+            return {"code": specs.body.get("code", 0), "msg": "no api handler"}
         return None
 
     app.xmpp.onapi = onapi
@@ -78,6 +80,17 @@ async def test_exit_codes(worker, owner_env, prosody, accounts):
     assert code == 5 and "QE_PASSWORD" in err and err.count("\n") == 1
     code, _, err = await qe("ping", worker.jid, "--timeout", "2", env={**owner_env, "QE_PORT": str(_closed_port())})
     assert code == 5 and "cannot reach" in err and err.count("\n") == 1
+
+
+async def test_a_negative_code_in_an_answer_is_printed_unchanged_and_exit_6(worker, owner_env):
+    """QE's error convention (``{"code": -1000, "msg": "no api handler"}`` is a normal answer):
+    shell scripts tell it apart by the exit status; the answer is printed as any other."""
+    assert await qe("call", worker.jid, "qe", '{"code": -1000}', env=owner_env) == \
+        (6, '{"code": -1000, "msg": "no api handler"}\n', "")
+    assert await qe("call", worker.jid, "qe", '{"code": 0}', env=owner_env) == \
+        (0, '{"code": 0, "msg": "no api handler"}\n', "")
+    for code, status in (("-1.5", 6), ("1", 0), ("true", 0), ('"-1"', 0), ("null", 0)):
+        assert (await qe("call", worker.jid, "qe", f'{{"code": {code}}}', env=owner_env))[0] == status, code
 
 
 async def test_a_call_leaves_nothing_bounced_on_the_worker(worker, owner_env, login):
@@ -289,3 +302,53 @@ async def test_demo_stops_worker_and_server_on_sigterm_and_exits_0(when: str):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+_SCRIPT = """\
+import asyncio
+import sys
+from libs.bridge import App as AppClass
+
+App = AppClass(public=False, rest=False)     # QE's docs: no startup(), no resource (RESOURCE sets it)
+res = await App.api(jid=App.jid, cmd="ping", timeout=10)
+print("self-ping", res, sys.argv[1:], flush=True)
+loop = asyncio.get_event_loop()
+loop.run_forever()
+print("run_forever returned", flush=True)
+"""
+
+
+async def test_run_a_script_with_top_level_await_then_sigterm(prosody, accounts, tmp_path, login):
+    """``qe-worker run SCRIPT ARGS``: a QE-docs-style script awaits at top level (the worker
+    calls itself, so the loop ran and the worker was online), then runs the loop itself; it
+    answers callers, and SIGTERM shuts it down with exit 0."""
+    from tests.support.workers import WorkerProcess
+
+    script = tmp_path / "worker.py"
+    script.write_text(_SCRIPT)
+    env = {**prosody.env("worker", accounts["worker"][1]), "RESOURCE": "cliscript", "QE_STATE_DIR": str(tmp_path)}
+    jid = f"{accounts['worker'][0]}/cliscript"
+    owner = await login("worker")
+    async with WorkerProcess(["-m", "libs.cli", "run", str(script), "one", "--two"], env,
+                             tmp_path / "script.log") as process:
+        await process.wait_lines(lambda lines: bool(lines), 20)
+        assert process.lines == ["self-ping {'pong': True} ['one', '--two']"], process.log()
+        assert await owner.call(jid, "ping", timeout=5) == {"pong": True}
+        process.signal(signal.SIGTERM)
+        assert await process.wait(15) == 0, process.log()
+    assert process.lines[-1] == "run_forever returned"
+    assert "Traceback" not in process.log() and " ERROR " not in process.log()
+
+
+async def test_run_a_script_with_a_syntax_error_or_a_bug(tmp_path, owner_env):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import asyncio\nawait asyncio.sleep(0)\ndef f(:\n")
+    assert await qe("run", str(bad), env=owner_env) == (2, "", f"qe-worker: {bad}:3: SyntaxError: invalid syntax\n")
+    buggy = tmp_path / "buggy.py"
+    buggy.write_text("import asyncio\nawait asyncio.sleep(0)\n{}['missing']\n")
+    code, out, err = await qe("run", str(buggy), env=owner_env)
+    assert code == 1 and out == ""
+    assert err.startswith(f'Traceback (most recent call last):\n  File "{buggy}", line 3, in <module>\n'), err
+    assert err.endswith("KeyError: 'missing'\n")
+    assert await qe("run", str(tmp_path / "nope.py"), env=owner_env) == \
+        (2, "", f"qe-worker: cannot run {str(tmp_path / 'nope.py')!r}: No such file or directory\n")

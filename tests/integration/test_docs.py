@@ -17,7 +17,8 @@ on GitHub), never guessed:
     A worker script (it ends in ``run_forever()``), run as ``python FILE`` with the
     ``QE_*`` variables of the ``worker`` account and ``QE_ALLOW=client@localhost``. It must
     answer ``ping`` as ``worker@localhost/python`` (and ``CMD`` with ``body`` by ``expect``,
-    JSON without spaces), then exit 0 on SIGTERM.
+    JSON without spaces), then exit 0 on SIGTERM. With ``run=qe-worker`` it is run as
+    ``qe-worker run FILE`` instead (a script with top-level ``await``).
 ``<!-- doctest: skip reason="why" -->``
     Not run. The reason is required; keep skips rare.
 
@@ -51,7 +52,7 @@ from tests.support.workers import ROOT, WorkerProcess, default_worker
 
 DOCS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 
-KINDS = {"exec": set(), "script": {"worker"}, "worker": {"name", "call", "body", "expect"}, "skip": {"reason"}}
+KINDS = {"exec": set(), "script": {"worker"}, "worker": {"name", "call", "body", "expect", "run"}, "skip": {"reason"}}
 WORKER_RESOURCE = "python"  # every worker in the docs joins as worker@localhost/python
 BLOCK_TIMEOUT = 30.0  # seconds one script may run; pytest-timeout bounds the whole test
 
@@ -91,6 +92,8 @@ def _parse_marker(text: str) -> tuple[str, dict[str, str], str | None]:
         return kind, options, f"unknown option(s) {sorted(unknown)} for {kind!r}"
     if kind == "skip" and not options.get("reason"):
         return kind, options, 'a skip needs a reason: <!-- doctest: skip reason="..." -->'
+    if options.get("run", "qe-worker") != "qe-worker":
+        return kind, options, "run= can only be qe-worker (run the block with `qe-worker run FILE`)"
     for key in ("body", "expect"):
         if key in options:
             try:
@@ -269,7 +272,8 @@ def _run_in_process(block: Block) -> None:
 async def _start_worker(env: Env, block: Block) -> WorkerProcess:
     """Start the worker script ``block`` and wait until it answers ``ping``."""
     log = env.tmp / "worker.log"
-    process = WorkerProcess([str(env.write(block))], env.worker_env(), log)
+    runner = ["-m", "libs.cli", "run"] if block.options.get("run") == "qe-worker" else []
+    process = WorkerProcess([*runner, str(env.write(block))], env.worker_env(), log)
     process.env = {**_base_environ(), **env.worker_env()}
     await process.start()
     try:

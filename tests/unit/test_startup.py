@@ -240,3 +240,17 @@ def test_request_stop_does_what_sigterm_does_but_only_on_a_loop_whose_signals_we
     handle.cancel()
     assert not timed_out
     assert len(ran) == 1
+
+
+def test_startup_twice_keeps_its_loop_and_its_signal_handlers(process_state: None) -> None:
+    """``qe-worker run SCRIPT`` calls ``startup()`` and so may the script: one loop, which the
+    signal handlers are on (a second loop would leave the first one's handlers behind)."""
+    startup(dict(GOOD_ENV))
+    loop = asyncio.get_event_loop()
+    config = startup({**GOOD_ENV, "QE_LOG_LEVEL": "warning"})
+    assert asyncio.get_event_loop() is loop is _runtime.main_loop()
+    assert _runtime.current_config() is config and config.log_level == "WARNING"
+    assert loop.remove_signal_handler(signal.SIGTERM) is True
+    loop.close()
+    startup(dict(GOOD_ENV))  # a closed loop is not reused
+    assert asyncio.get_event_loop() is not loop and not _runtime.main_loop().is_closed()
