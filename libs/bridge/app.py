@@ -35,9 +35,10 @@ from .config import ConfigError, WorkerConfig, load_config
 from .dispatch import ApiHandler, Dispatcher, MessageHandler
 from .errors import CallError
 from .nexus import Nexus
-from .protocol import ApiError, ApiResult, xml_safe
+from .protocol import ApiError, ApiResult, ProtocolError, decode_result, encode_request, xml_safe
 from .services import ServiceFinder, channel_room, check_service, service_room
 from .specs import APISpecs, MessageSpecs
+from . import qewire
 from .transport import Message, Transport
 from .xmpp import XmppTransport
 
@@ -326,6 +327,8 @@ class App:
                 return  # a service room (no chat there), a room we left, or history
             handler = self.nexus.channels.get(channel) or self.xmpp.msgreceiver
         else:
+            if self.config.wire == "qe" and not message.delayed and self._qe_call(message):
+                return
             if message.delayed and not self.accept_delayed:
                 log.debug("message from %s dropped: stored while we were offline (QE_ACCEPT_DELAYED=on takes it)",
                           message.sender)
@@ -339,6 +342,48 @@ class App:
                       f"channel {channel!r}" if channel else "direct messages")
             return
         self._spawn(self._deliver(handler, specs))
+
+    def _qe_call(self, message: Message) -> bool:
+        """Whether ``message`` is a call in QE's chat wire format (``QE_WIRE=qe``); if so it
+        is served through the same dispatch as IQ calls and answered the same way it came."""
+        transport = self.transport
+        assert transport is not None  # messages come from it
+        try:
+            call = qewire.decode(message.text, max_payload=self.config.max_payload)
+        except qewire.QeWireError as exc:
+            if exc.mid is not None:
+                transport.send_message(message.sender, qewire.encode_error(exc.mid, exc.code, exc.message))
+            else:
+                log.info("ignored a malformed QE-format call from %s: %s", message.sender, exc.message)
+            return True
+        if call is None:
+            return False
+        self._spawn(self._serve_qe(message.sender, call))
+        return True
+
+    async def _serve_qe(self, sender: str, call: qewire.QeCall) -> None:
+        try:
+            text = encode_request(call.cmd, call.body, max_payload=self.config.max_payload)
+        except (ValueError, ProtocolError) as exc:
+            reply = qewire.encode_error(call.mid, getattr(exc, "code", "bad-request"), str(exc))
+        else:
+            try:
+                answer = await self.dispatcher.handle(f"qe-{call.mid}", sender, text, "set")
+            except asyncio.CancelledError:
+                if self.transport is not None:  # close() gave up on it: say so, as _serve does
+                    self.transport.send_message(sender, qewire.encode_error(
+                        call.mid, "interrupted", "the worker shut down before the call finished"))
+                raise
+            if isinstance(answer, ApiResult):
+                try:
+                    reply = qewire.encode_reply(call.mid, decode_result(answer.payload),
+                                                max_payload=self.config.max_payload)
+                except qewire.QeWireError as exc:
+                    reply = qewire.encode_error(call.mid, exc.code, exc.message)
+            else:
+                reply = qewire.encode_error(call.mid, answer.code, answer.message)
+        if self.transport is not None:
+            self.transport.send_message(sender, reply)
 
     async def _deliver(self, receiver: MessageHandler, specs: MessageSpecs) -> None:
         # As for requests (Dispatcher._handler_error, _serve): nothing the receiver raises

@@ -54,6 +54,7 @@ QE_CODES: Final[dict[str, int]] = {
     "expired": -1007,
     "unavailable": -1008,
     "busy": -1009,
+    "interrupted": -1010,
 }
 """The ``code`` of a QE-style error reply for each of our error codes (the keys of
 ``protocol.CONDITIONS``, all of them). QE answers an unknown command with -1000 "no api
