@@ -33,7 +33,7 @@ from .access import AccessPolicy, check_resource
 from .client import api_call
 from .config import ConfigError, WorkerConfig, load_config
 from .dispatch import ApiHandler, Dispatcher, MessageHandler
-from .errors import CallError
+from .errors import CallError, RemoteError
 from .nexus import Nexus
 from .protocol import ApiError, ApiResult, xml_safe
 from .services import ServiceFinder, channel_room, check_service, service_room
@@ -428,6 +428,8 @@ class App:
             if resource is not None:
                 return await self.call(f"{self.config.jid}/{resource}", cmd, body, timeout=timeout)
             return {"error": "no worker found", "message": "App.api needs app=, jid= (full JID) or resource="}
+        except RemoteError as exc:  # its message is "code: text"; the code has a key of its own
+            return {"error": exc.code, "message": exc.remote_message}
         except CallError as exc:
             return {"error": exc.code, "message": exc.message}
         except LookupError as exc:
