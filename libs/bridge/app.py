@@ -324,7 +324,7 @@ class App:
             channel = self._channels.get(message.room)
             if channel is None or message.delayed:
                 return  # a service room (no chat there), a room we left, or history
-            handler = self.nexus.channels.get(channel) or self.xmpp.msgreceiver
+            handler = self.nexus.channels.get(message.room) or self.xmpp.msgreceiver
         else:
             if message.delayed and not self.accept_delayed:
                 log.debug("message from %s dropped: stored while we were offline (QE_ACCEPT_DELAYED=on takes it)",
