@@ -479,7 +479,8 @@ class App:
 
     def sendtojid(self, jid: str, body: str | dict[str, Any] | list[Any]) -> None:
         """Send a chat message to ``jid``; a dict or list is sent as JSON text. Returns at
-        once; before the worker has started (the loop not running yet) it is queued."""
+        once, from any thread; before the worker has started (the loop not running yet) it
+        is queued."""
         text = xml_safe(body) if isinstance(body, str) else json.dumps(body)
         self._when_started(lambda transport: transport.send_message(jid, text))
 
@@ -515,7 +516,8 @@ class App:
 
     def sendtochannel(self, channel: str, body: str | dict[str, Any] | list[Any]) -> None:
         """Send ``body`` to a channel we subscribed to (a dict or list as JSON text); queued
-        until we are in it. The sender's own copy is not delivered back to it."""
+        until we are in it. Returns at once, from any thread. The sender's own copy is not
+        delivered back to it."""
         room = channel_room(channel, self.config.rooms_domain)
         if room not in self._channels:
             raise ValueError(f"not subscribed to channel {channel!r}: call App.subscribe({channel!r}) first")
@@ -535,6 +537,16 @@ class App:
         self._spawn(send())
 
     def _when_started(self, action: Callable[[Transport], None]) -> None:
+        """Run ``action(transport)`` on the main loop once the worker has started. From
+        another thread (a plain ``SetInterval`` callback) it is handed to the loop: the
+        transport is not thread-safe."""
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is not self.loop and self.loop.is_running():
+            self.loop.call_soon_threadsafe(self._when_started, action)
+            return
         if self.transport is not None:
             action(self.transport)
         else:
