@@ -228,7 +228,7 @@ class App:
     async def close(self, timeout: float | None = None) -> None:
         """Leave within ``timeout`` s (default ``QE_SHUTDOWN_TIMEOUT``): stop taking requests
         and stop what feeds us work (``on_close`` hooks), let running requests finish,
-        cancel those still running near the end (their callers get ``unavailable``), then
+        cancel those still running near the end (their callers get ``interrupted``), then
         leave the server (unavailable presence, end of stream)."""
         timeout = self.config.shutdown_timeout if timeout is None else timeout
         end = self.loop.time() + timeout
