@@ -184,6 +184,29 @@ async def test_a_command_nobody_takes_is_unknown(make_app, connect) -> None:
                                                              "message": "unknown command 'nosuch'"}
 
 
+async def test_app_api_returns_errors_as_dicts_never_raises(make_app) -> None:
+    worker = make_app("worker@localhost/w")
+    caller = make_app("worker@localhost/c")
+    release = asyncio.Event()
+
+    @worker.nexus.API("slow")
+    async def slow(specs):
+        await release.wait()
+
+    @worker.nexus.API("boom")
+    async def boom(specs):
+        raise RuntimeError("detail")
+
+    await online(worker, caller)
+    assert (await caller.api(jid=worker.jid, cmd="slow", timeout=0.05))["error"] == "timeout"
+    assert await caller.api(jid=worker.jid, cmd="boom") == {"error": "handler-error",
+                                                            "message": "'boom' failed: RuntimeError: detail"}
+    assert (await caller.api(jid="worker@localhost/offline", cmd="ping"))["error"] == "unavailable"
+    assert (await caller.api(jid="worker@localhost", cmd="ping"))["error"] == "bad-request"  # a bare JID
+    assert await caller.api(cmd="ping", resource="w") == PONG  # a sibling on our own account
+    release.set()
+
+
 async def test_specs_app_is_the_calling_apps_service(make_app, connect) -> None:
     worker = make_app("worker@localhost/w")
     caller = make_app("worker@localhost/c", app="caller")
@@ -237,6 +260,21 @@ async def test_a_direct_handler_takes_direct_messages_before_msgreceiver(make_ap
     sender.sendtojid(receiver.jid, "hello")
     assert (await direct.next()).body == "hello"
     assert fallback.empty()  # delivered in the same loop pass as to `direct`
+
+
+async def test_the_msgreceiver_decorator_is_the_legacy_slot(make_app) -> None:
+    receiver = make_app("worker@localhost/r")
+    sender = make_app("worker@localhost/s")
+    inbox = Inbox()
+    assert receiver.nexus.MsgReceiver()(inbox.handler) is inbox.handler
+    assert receiver.xmpp.msgreceiver is inbox.handler
+    receiver.subscribe("news")
+    sender.subscribe("news")
+    await online(receiver, sender)
+    sender.sendtojid(receiver.jid, "direct")
+    assert (await inbox.next()).channel is None
+    sender.sendtochannel("news", "in a channel")
+    assert (await inbox.next()).channel == "news"
 
 
 async def test_a_strangers_message_reaches_only_a_public_worker(net, make_app) -> None:
