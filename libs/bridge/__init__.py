@@ -16,7 +16,7 @@ from ..timers import (
     timer_stats,
 )
 from .access import Role
-from .app import App, version
+from .app import App, OutOfScope, version
 from .client import Client, call, wait_answering
 from .config import ConfigError, WorkerConfig, load_config
 from .errors import (
@@ -27,6 +27,7 @@ from .errors import (
     RemoteError,
 )
 from .memory import MemoryNetwork, MemoryTransport
+from .nexus import NexusAPISpecs, NexusMessageSpecs
 from .protocol import ProtocolError
 from .serial import serial_generator
 from .specs import APISpecs, MessageSpecs
@@ -43,7 +44,10 @@ __all__ = [
     "MemoryNetwork",
     "MemoryTransport",
     "MessageSpecs",
+    "NexusAPISpecs",
+    "NexusMessageSpecs",
     "NotConnected",
+    "OutOfScope",
     "ProtocolError",
     "RemoteError",
     "Role",

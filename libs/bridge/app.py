@@ -33,7 +33,7 @@ from .access import AccessPolicy, check_resource
 from .client import api_call
 from .config import ConfigError, WorkerConfig, load_config
 from .dispatch import ApiHandler, Dispatcher, MessageHandler
-from .errors import CallError
+from .errors import CallError, RemoteError
 from .nexus import Nexus
 from .protocol import ApiError, ApiResult, ProtocolError, decode_result, encode_request, xml_safe
 from .services import ServiceFinder, channel_room, check_service, service_room
@@ -229,7 +229,7 @@ class App:
     async def close(self, timeout: float | None = None) -> None:
         """Leave within ``timeout`` s (default ``QE_SHUTDOWN_TIMEOUT``): stop taking requests
         and stop what feeds us work (``on_close`` hooks), let running requests finish,
-        cancel those still running near the end (their callers get ``unavailable``), then
+        cancel those still running near the end (their callers get ``interrupted``), then
         leave the server (unavailable presence, end of stream)."""
         timeout = self.config.shutdown_timeout if timeout is None else timeout
         end = self.loop.time() + timeout
@@ -325,7 +325,7 @@ class App:
             channel = self._channels.get(message.room)
             if channel is None or message.delayed:
                 return  # a service room (no chat there), a room we left, or history
-            handler = self.nexus.channels.get(channel) or self.xmpp.msgreceiver
+            handler = self.nexus.channels.get(message.room) or self.xmpp.msgreceiver
         else:
             if self.config.wire == "qe" and not message.delayed and self._qe_call(message):
                 return
@@ -473,6 +473,8 @@ class App:
             if resource is not None:
                 return await self.call(f"{self.config.jid}/{resource}", cmd, body, timeout=timeout)
             return {"error": "no worker found", "message": "App.api needs app=, jid= (full JID) or resource="}
+        except RemoteError as exc:  # its message is "code: text"; the code has a key of its own
+            return {"error": exc.code, "message": exc.remote_message}
         except CallError as exc:
             return {"error": exc.code, "message": exc.message}
         except LookupError as exc:
@@ -517,7 +519,8 @@ class App:
 
     def sendtojid(self, jid: str, body: str | dict[str, Any] | list[Any]) -> None:
         """Send a chat message to ``jid``; a dict or list is sent as JSON text. Returns at
-        once; before the worker has started (the loop not running yet) it is queued."""
+        once, from any thread; before the worker has started (the loop not running yet) it
+        is queued."""
         text = xml_safe(body) if isinstance(body, str) else json.dumps(body)
         self._when_started(lambda transport: transport.send_message(jid, text))
 
@@ -553,7 +556,8 @@ class App:
 
     def sendtochannel(self, channel: str, body: str | dict[str, Any] | list[Any]) -> None:
         """Send ``body`` to a channel we subscribed to (a dict or list as JSON text); queued
-        until we are in it. The sender's own copy is not delivered back to it."""
+        until we are in it. Returns at once, from any thread. The sender's own copy is not
+        delivered back to it."""
         room = channel_room(channel, self.config.rooms_domain)
         if room not in self._channels:
             raise ValueError(f"not subscribed to channel {channel!r}: call App.subscribe({channel!r}) first")
@@ -573,6 +577,16 @@ class App:
         self._spawn(send())
 
     def _when_started(self, action: Callable[[Transport], None]) -> None:
+        """Run ``action(transport)`` on the main loop once the worker has started. From
+        another thread (a plain ``SetInterval`` callback) it is handed to the loop: the
+        transport is not thread-safe."""
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is not self.loop and self.loop.is_running():
+            self.loop.call_soon_threadsafe(self._when_started, action)
+            return
         if self.transport is not None:
             action(self.transport)
         else:

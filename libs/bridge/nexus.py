@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .services import channel_room
 from .specs import APISpecs, MessageSpecs
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class Nexus:
     def __init__(self, app: App) -> None:
         self._app = app
         self.direct: MessageHandler | None = None
-        self.channels: dict[str, MessageHandler] = {}  # channel name as subscribed -> handler
+        self.channels: dict[str, MessageHandler] = {}  # room JID (as App.subscribe names it) -> handler
 
     def API(self, cmd: str) -> Callable[[_H], _H]:  # noqa: N802 - QE's name
         """``@App.nexus.API("resize")``: the handler of command ``resize``."""
@@ -64,12 +65,14 @@ class Nexus:
 
     def Channel(self, name: str) -> Callable[[_H], _H]:  # noqa: N802 - QE's name
         """``@App.nexus.Channel("news")``: the handler of messages in channel ``news``; the
-        worker subscribes to it (as ``App.subscribe("news")`` would)."""
+        worker subscribes to it (as ``App.subscribe("news")`` would). Keyed by the room, as
+        subscriptions are: ``Channel("news")`` serves a channel subscribed as ``"News"``."""
         self._app.subscribe(name)
+        room = channel_room(name, self._app.config.rooms_domain)
 
         def decorate(handler: _H) -> _H:
             _async(handler, f"@App.nexus.Channel({name!r})")
-            self.channels[name] = handler
+            self.channels[room] = handler
             return handler
 
         return decorate

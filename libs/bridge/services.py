@@ -64,14 +64,17 @@ def service_room(app: str, muc_domain: str) -> str:
 
 def channel_room(channel: str, muc_domain: str) -> str:
     """The room of channel ``channel``: ``channel@<muc domain>``, or ``channel`` itself when it
-    is already a room JID (``name@conference.example.org``)."""
+    is already a room JID (``name@conference.example.org``). Service rooms are refused in
+    both spellings: an occupant that joins one without announcing replaces its own
+    announcement there (its worker drops out of the service), and chat in it is noise."""
     if not isinstance(channel, str) or not channel or "/" in channel or any(c.isspace() for c in channel):
         raise ValueError(f"{channel!r} is not a channel name (no spaces or '/')")
-    if "@" in channel:
-        return channel.lower()
-    if channel.lower().startswith(SERVICE_ROOM_PREFIX):
+    name, at, domain = channel.lower().partition("@")
+    if at and (not name or not domain or "@" in domain):
+        raise ValueError(f"{channel!r} is not a channel name (a room JID is name@domain)")
+    if name.startswith(SERVICE_ROOM_PREFIX):
         raise ValueError(f"channel names starting with {SERVICE_ROOM_PREFIX!r} are reserved for services")
-    return f"{channel.lower()}@{muc_domain}"
+    return f"{name}@{domain if at else muc_domain}"
 
 
 @dataclass(frozen=True, slots=True)
