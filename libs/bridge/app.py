@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 from .. import _runtime
 from ..timers import timer_stats
+from . import qewire
 from ._eager import start_eager
 from .access import AccessPolicy, check_resource
 from .client import api_call
@@ -38,7 +39,6 @@ from .nexus import Nexus
 from .protocol import ApiError, ApiResult, ProtocolError, decode_result, encode_request, xml_safe
 from .services import ServiceFinder, channel_room, check_service, service_room
 from .specs import APISpecs, MessageSpecs
-from . import qewire
 from .transport import Message, Transport
 from .xmpp import XmppTransport
 

@@ -211,9 +211,11 @@ class Calls:
         self.outcomes = outcomes
         self.asked: list[str] = []
         self.in_flight: list[int] = []
+        self.time_left: list[float] = []
 
-    async def __call__(self, jid: str) -> dict[str, Any]:
+    async def __call__(self, jid: str, time_left: float) -> dict[str, Any]:
         self.asked.append(jid)
+        self.time_left.append(time_left)
         self.in_flight.append(self.finder.directory._sent.get(jid, 0))
         outcome = self.outcomes[jid]
         if isinstance(outcome, BaseException):
