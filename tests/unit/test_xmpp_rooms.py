@@ -485,3 +485,29 @@ def test_a_refused_nick_change_leaves_the_room() -> None:
     rooms.join(ROOM, "taken", None, 1.0)
     assert rooms.presence(error_presence("conflict", nick="taken"), 1.0) == [
         SendLeave(ROOM, ME), Refused(ROOM, "conflict", "the nick is taken in the room")]
+
+
+def test_a_refused_rejoin_is_tried_again_with_the_next_session() -> None:
+    """Prosody shutting down puts every occupant out (333) while we are still connected and
+    refuses the rejoin that follows: the room stays wanted."""
+    rooms = joined("p", ("a", "a@localhost/x"))
+    assert rooms.presence(me("333", kind="unavailable"), 1.0)[1:] == [SendJoin(ROOM, ME, "p")]
+    actions = rooms.presence(error_presence("item-not-found"), 1.0)
+    assert isinstance(actions[0], Note)
+    assert actions[1:] == [Occupant(ROOM, "a", "a@localhost/x", None, False),
+                           Refused(ROOM, "not-found", "the room does not exist or is locked")]
+    state = rooms.get(ROOM)
+    assert state is not None and state.phase is Phase.PENDING and state.error is not None
+    assert rooms.join(ROOM, ME, "p2", 1.5) == []  # payload updates meanwhile send nothing
+    rooms.went_offline()
+    assert rooms.went_online(False, 2.0) == [SendJoin(ROOM, ME, "p2")]
+    assert rooms.presence(me(), 2.0) == [Joined(ROOM)]
+    assert state.error is None
+
+
+def test_a_refused_join_after_a_new_session_is_tried_again_too() -> None:
+    rooms = joined()
+    rooms.went_offline()
+    rooms.went_online(False, 1.0)
+    assert rooms.presence(error_presence("conflict"), 1.0)[-1] == Refused(ROOM, "conflict", "the nick is taken in the room")
+    assert phase(rooms) is Phase.PENDING

@@ -24,6 +24,12 @@ the occupants it knew until the room has listed them again, then reports only th
 are gone, so a reconnect does not flap every occupant. A resumed session (XEP-0198) keeps
 its rooms: nothing is sent then, except what was asked for while offline.
 
+A refusal is final (``FAILED``) only for a join the owner asked for (the first one, or a
+nick change): ``wait_joined`` tells the owner. A refused rejoin goes back to ``PENDING``
+and is tried again with the next session: a server that shuts down puts every occupant out
+(Prosody: status 333) while we are still connected, and refuses the rejoin that follows,
+which must not end a room the owner still wants.
+
 Occupant payloads are announced in our presence as ``<service xmlns=SERVICE_NS>`` text;
 updates are coalesced to at most one presence per ``UPDATE_INTERVAL`` s per room, the last
 one always carrying the latest payload.
@@ -334,7 +340,7 @@ _INFO, _WARNING = 20, 30  # logging levels, without importing logging into a pur
 
 
 class Phase(enum.Enum):
-    PENDING = "pending"  # wanted; the join goes out when we are online
+    PENDING = "pending"  # wanted; the join goes out with the next session (at once if asked while online)
     JOINING = "joining"  # join sent; waiting for our own presence from the room
     CONFIGURING = "configuring"  # we created it; waiting for the answer to the configuration form
     JOINED = "joined"
@@ -353,6 +359,7 @@ class Room:
     error: tuple[str, str] | None = None  # (code, message) of a refusal
     entered: bool = False  # a join went out in this session: the room may have us
     _in_as: str | None = None  # the nick the room knows us by, once it took us in this session
+    _asked: bool = True  # the owner asked for this join (not a rejoin): a refusal is final
     _stale: set[str] = field(default_factory=set)  # occupants from before a rejoin not listed again yet
     _sent_payload: str | None = None  # what our last presence to the room carried
     _sent_at: float = -math.inf  # loop time of that presence
@@ -398,13 +405,13 @@ class Rooms:
         r.payload = payload
         if nick != r.nick:  # a join presence to the new nick: the room takes it as a nick change
             r.nick = nick
+            r._asked = True
             if self.online:
                 return self._send_join(r, now)
             r.phase = Phase.PENDING
             return []
-        if r.phase is Phase.PENDING and self.online:  # not reachable through the adapter; kept total
-            return self._send_join(r, now)
-        return self._update(r, now)  # while joining, the payload goes out once joined
+        # joining: the payload goes out once joined; pending: with the next session's join
+        return self._update(r, now)
 
     def leave(self, room: str) -> list[Action]:
         """Stop wanting ``room``; tell it when it may have us (on resumption if offline now)."""
@@ -533,6 +540,7 @@ class Rooms:
         r.phase = Phase.JOINED
         r.error = None
         r._in_as = r.nick
+        r._asked = False
         actions: list[Action] = [Occupant(r.jid, nick, r.occupants.pop(nick, None), None, False)
                                  for nick in sorted(r._stale)]
         r._stale = set()
@@ -543,7 +551,10 @@ class Rooms:
         if p.nick and p.nick != r.nick:
             return []  # about another nick: not an answer to our presence
         if r.phase in (Phase.JOINING, Phase.CONFIGURING):
-            return self._fail(r, *room_error(p.condition, p.text))
+            code, message = room_error(p.condition, p.text)
+            if r._asked:
+                return self._fail(r, code, message)
+            return self._refused_rejoin(r, code, message)
         if r.phase is Phase.JOINED and p.condition in _VANISHED:
             return self._lost(r, now, f"it answered our presence with {p.condition}")
         return [Note(_WARNING, f"{r.jid} answered our presence with an error ({p.condition}: {p.text or '-'})")]
@@ -557,6 +568,19 @@ class Rooms:
         r.phase = Phase.FAILED
         r.error = (code, message)
         r.entered, r._in_as = False, None
+        actions += [Occupant(r.jid, nick, jid, None, False) for nick, jid in r.occupants.items()]
+        r.occupants.clear()
+        r._stale = set()
+        return [*actions, Refused(r.jid, code, message)]
+
+    def _refused_rejoin(self, r: Room, code: str, message: str) -> list[Action]:
+        """A rejoin was refused: we are out (the occupants are reported gone), and still want
+        the room; the next session tries again."""
+        r.phase = Phase.PENDING
+        r.error = (code, message)
+        r.entered, r._in_as = False, None
+        actions: list[Action] = [Note(_WARNING, f"{r.jid} refused our rejoin ({code}: {message}); "
+                                                "trying again with the next session")]
         actions += [Occupant(r.jid, nick, jid, None, False) for nick, jid in r.occupants.items()]
         r.occupants.clear()
         r._stale = set()
