@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -282,3 +283,27 @@ async def test_rooms_come_back_after_a_server_restart(start_peer: StartPeer, fre
     a.transport.send_group(room, "after the restart")
     await b.until(lambda p: p.got("after the restart"))
     assert b.got("after the restart") == Message(a.jid, "after the restart", room=room, delayed=False)
+
+
+async def test_an_occupant_the_room_put_out_joins_again(start_peer: StartPeer, prosody: DevServer) -> None:
+    """A kick (status 307 with 110) is not a leave: the kicked transport still wants the room
+    and joins again at once (a ban, 301, would be final: tests/unit/test_xmpp_rooms.py)."""
+    room = new_room(prosody)
+    a = await start_peer(join=(room, "alpha", None))  # the creator: owner, may kick
+    await a.transport.wait_joined(room, STEP)
+    b = await start_peer(join=(room, "beta", "pb"))
+    await b.transport.wait_joined(room, STEP)
+    await a.until(lambda p: p.saw(room, "beta"))
+
+    client = a.transport._client
+    assert client is not None
+    kick = client.make_iq_set(ito=room)
+    query = ET.SubElement(kick.xml, "{http://jabber.org/protocol/muc#admin}query")
+    ET.SubElement(query, "{http://jabber.org/protocol/muc#admin}item", {"nick": "beta", "role": "none"})
+    await kick.send(timeout=STEP)
+
+    await a.until(lambda p: p.saw(room, "beta", present=False))
+    await a.until(lambda p: p.occupants[-1] == (room, "beta", b.jid, "pb", True))  # back
+    await b.transport.wait_joined(room, STEP)
+    a.transport.send_group(room, "welcome back")
+    await b.until(lambda p: p.got("welcome back"))
