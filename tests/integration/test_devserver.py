@@ -117,6 +117,22 @@ def test_no_starttls_offered(prosody: DevServer) -> None:
     assert b"<mechanism>SCRAM-SHA-1</mechanism>" in data
 
 
+def test_group_chat_rooms_are_unlocked_non_anonymous_and_temporary(tmp_path: Path) -> None:
+    """The MUC component's options (what tests/integration/test_rooms_transport.py relies on:
+    rooms open at once, real JIDs shown, nothing kept or replayed); none without ``muc``."""
+    config = DevServer(workdir=tmp_path / "a").config_text()
+    component = config.split('Component "conference.localhost" "muc"', 1)[1].split()
+    options = [" ".join(component[i:i + 3]) for i in range(0, len(component), 3)]
+    assert options == [
+        "muc_room_locking = false",
+        "muc_room_default_public_jids = true",
+        "muc_room_default_persistent = false",
+        "muc_room_default_history_length = 0",
+        'restrict_room_creation = "local"',
+    ]
+    assert "Component" not in DevServer(workdir=tmp_path / "b", muc=False).config_text()
+
+
 def test_env(prosody: DevServer, accounts: dict[str, tuple[str, str]]) -> None:
     jid, password = accounts["client"]
     assert prosody.env("client", password) == {

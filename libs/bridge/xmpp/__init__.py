@@ -16,6 +16,9 @@ the session alive, which slixmpp alone does not do:
 - no stall on servers with Nagle's algorithm on (their default): each read is ACKed at once
   and XEP-0198 acks never wait on a timer the server would wait on;
 - presence subscriptions: only the owner's account and the allowlist are accepted;
+- group-chat rooms (XEP-0045) without slixmpp's plugin: the rules are ``_rooms.Rooms``
+  (joined again after every new session, not after a resumption), the stanzas from rooms
+  we are in are taken by the same incoming filter as API requests;
 - TLS per ``QE_TLS``: ``required`` refuses a session that is not encrypted.
 
 Requests sent while offline are not queued: ``request()`` waits for the session (within the
@@ -39,8 +42,8 @@ from ..access import AccessPolicy, bare_jid
 from ..config import WorkerConfig, is_loopback
 from ..errors import CallTimeout, NotConnected, RemoteError
 from ..protocol import NS, ApiError, ApiResult, decode_error, xml_safe
-from ..transport import Backoff, Message, OnFatal, OnMessage, OnRequest, Transport
-from . import _compat
+from ..transport import Backoff, Message, OnFatal, OnMessage, OnOccupant, OnRequest, Transport
+from . import _compat, _rooms
 from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Retry, Session
 
 __all__ = ["XmppTransport"]
@@ -55,6 +58,7 @@ _DELAY_TAG = "{urn:xmpp:delay}delay"
 # where each read is ACKed at once by the kernel (_compat.ack_each_read); elsewhere at the end
 # of the loop pass (see XmppTransport._enable_stream_management).
 _ACK_DELAY = 0.02 if _compat.QUICKACK is not None else 0.0
+_CONFIGURE_TIMEOUT = 10.0  # s for a room we created to answer its configuration form
 _ERROR_TYPES = {
     "bad-request": "modify",
     "not-acceptable": "modify",
@@ -63,6 +67,15 @@ _ERROR_TYPES = {
     "resource-constraint": "wait",
     "recipient-unavailable": "wait",
 }
+
+
+def _room_jid(room: str) -> str:
+    """A room's bare JID as the server spells it (lower-case node and domain): the key of
+    ``XmppTransport.rooms``. ``ValueError`` for anything else than a bare ``room@service``."""
+    jid = JID(room)
+    if not jid.user or jid.resource:
+        raise ValueError(f"{room!r} is not a room's bare JID (room@conference.example.org)")
+    return str(jid.bare)
 
 
 def _api_text(stanza: Any) -> str | None:
@@ -107,6 +120,7 @@ class XmppTransport(Transport):
         on_request: OnRequest | None = None,
         on_message: OnMessage | None = None,
         on_fatal: OnFatal | None = None,
+        on_occupant: OnOccupant | None = None,
         keepalive: float = 30.0,
         keepalive_timeout: float = 10.0,
         backoff: Backoff | None = None,
@@ -118,6 +132,7 @@ class XmppTransport(Transport):
         self.on_request = on_request
         self.on_message = on_message
         self.on_fatal = on_fatal
+        self.on_occupant = on_occupant
         self.keepalive = keepalive
         self.keepalive_timeout = keepalive_timeout
         # the reconnect / resume / give-up rules: a pure table (_session.py); we report
@@ -138,6 +153,10 @@ class XmppTransport(Transport):
         self._log_limit = LogLimit()  # lines that other people's traffic causes
         self._ack_due = False
         self._ack_delay = _ACK_DELAY
+        # group chat: the rules (_rooms.py, pure); here the waiters and timers they ask for
+        self.rooms = _rooms.Rooms()
+        self._room_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._room_timers: dict[str, asyncio.TimerHandle] = {}
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -201,6 +220,8 @@ class XmppTransport(Transport):
         # and answers to our own calls are taken here, before slixmpp tests the stanza
         # against every handler it has.
         self._iq_tag = f"{{{client.default_ns}}}iq"
+        self._presence_tag = f"{{{client.default_ns}}}presence"
+        self._message_tag = f"{{{client.default_ns}}}message"
         client.add_filter("in", self._take_ours)
         _compat.ack_each_read(client)
         self._writer = _compat.FastWriter(client)
@@ -240,6 +261,8 @@ class XmppTransport(Transport):
         elif isinstance(action, Online):
             if not action.resumed and client is not None:
                 client.send_presence()
+            # a new session has lost every room server-side; a resumed one kept them
+            self._do_rooms(self.rooms.went_online(action.resumed, asyncio.get_running_loop().time()))
             self._online.set()
             self._spawn(self._notify_session())
             if action.resumed:
@@ -248,6 +271,7 @@ class XmppTransport(Transport):
                 log.info("%s online (session %d)", self.jid, self.sessions)
         elif isinstance(action, Offline):
             self._online.clear()
+            self.rooms.went_offline()
         elif isinstance(action, Abort):
             if client is not None:
                 client.abort()
@@ -281,6 +305,12 @@ class XmppTransport(Transport):
             self._retry.cancel()
         for task in list(self._tasks):
             task.cancel()
+        self.rooms.went_offline()
+        for timer in self._room_timers.values():
+            timer.cancel()
+        self._room_timers.clear()
+        for room in list(self._room_waiters):
+            self._wake_room_waiters(room, lambda: NotConnected(f"{self.jid} closed"))
         client = self._client
         if client is None:
             return
@@ -424,7 +454,7 @@ class XmppTransport(Transport):
         flight, 100 more matcher calls per incoming stanza.)"""
         xml = stanza.xml
         if xml.tag != self._iq_tag:
-            return stanza
+            return self._take_room_stanza(stanza) if self.rooms else stanza
         kind = xml.get("type")
         api = None
         if kind == "set" or kind == "get":
@@ -559,17 +589,163 @@ class XmppTransport(Transport):
         if self._client is not None:
             self._client.send_message(mto=JID(to), mbody=body, mtype="chat")
 
+    # -- rooms (XEP-0045) ------------------------------------------------------------------
+
     def join(self, room: str, nick: str, payload: str | None = None) -> None:
-        pass  # placeholder until rooms land
+        """See ``Transport.join``. Returns at once: the join presence goes out now when
+        online, else when the session comes up. Calling it often to change ``payload`` is
+        fine: updates are coalesced (``_rooms.UPDATE_INTERVAL``). ``ValueError`` for a room
+        address that is not a bare JID or a nick that cannot be a JID's resource. Call on
+        the loop."""
+        room = _room_jid(room)
+        if not nick or JID(f"{room}/{nick}").resource != nick:
+            raise ValueError(f"{nick!r} cannot be a nick (empty, or changed by XMPP's resourceprep)")
+        self._do_rooms(self.rooms.join(room, nick, payload, asyncio.get_running_loop().time()))
 
     async def wait_joined(self, room: str, timeout: float) -> None:
-        raise NotConnected("rooms are not supported yet")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        room = _room_jid(room)
+        if self._closed:
+            raise NotConnected(f"{self.jid} is closed")
+        await self.wait_online(timeout)
+        state = self.rooms.get(room)
+        if state is None:
+            raise NotConnected(f"{self.jid} is not joining {room}")
+        if state.phase is _rooms.Phase.FAILED or (state.phase is _rooms.Phase.PENDING and state.error is not None):
+            assert state.error is not None  # refused; for good, or until the next session
+            raise RemoteError(*state.error)
+        if state.phase is _rooms.Phase.JOINED:
+            return
+        waiter: asyncio.Future[None] = loop.create_future()
+        waiters = self._room_waiters.setdefault(room, [])
+        waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, max(0.001, end - loop.time()))
+        except TimeoutError:
+            raise CallTimeout(f"{room} did not take us in within {timeout:g} s") from None
+        finally:
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._room_waiters.pop(room, None)
 
     def leave(self, room: str) -> None:
-        pass
+        room = _room_jid(room)
+        self._do_rooms(self.rooms.leave(room))
+        timer = self._room_timers.pop(room, None)
+        if timer is not None:
+            timer.cancel()
+        self._wake_room_waiters(room, lambda: NotConnected(f"{self.jid} left {room}"))
 
     def send_group(self, room: str, body: str) -> None:
-        pass
+        """A group-chat message to ``room``; like ``send_message``, slixmpp queues it while
+        offline and sends it after the next connect."""
+        if self._client is not None:
+            self._client.send_message(mto=JID(room), mbody=xml_safe(body), mtype="groupchat")
+
+    def _take_room_stanza(self, stanza: Any) -> Any:
+        """Incoming filter, for presences and messages: those from a room we want (its
+        occupants, its errors, its group chat) go to the room rules and no further; anything
+        else (a private message through a room included) passes on."""
+        xml = stanza.xml
+        room = xml.get("from", "").partition("/")[0].lower()
+        if room not in self.rooms:
+            return stanza
+        ns = self._client.default_ns if self._client is not None else _rooms.CLIENT_NS
+        now = asyncio.get_running_loop().time()
+        if xml.tag == self._presence_tag:
+            presence = _rooms.parse_presence(xml, ns)
+            if presence is None:
+                return stanza
+            actions = self.rooms.presence(presence, now)
+        elif xml.tag == self._message_tag:
+            message = _rooms.parse_message(xml, ns)
+            if message is None:
+                return stanza
+            actions = self.rooms.message(message, now)
+        else:
+            return stanza
+        if _slixmpp_log.isEnabledFor(logging.DEBUG):
+            _slixmpp_log.debug("RECV: %s", stanza)
+        self._do_rooms(actions)
+        return None
+
+    def _do_rooms(self, actions: list[_rooms.Action]) -> None:
+        """Carry out what the room rules asked for, in order. A callback that raises is
+        logged and the rest still happens (the rules have moved on already)."""
+        for action in actions:
+            try:
+                self._do_room(action)
+            except Exception:
+                log.exception("%s: %s failed", self.jid, type(action).__name__)
+
+    def _do_room(self, action: _rooms.Action) -> None:
+        client = self._client
+        if isinstance(action, _rooms.Occupant):
+            if self.on_occupant is not None:
+                self.on_occupant(action.room, action.nick, action.real_jid, action.payload, action.present)
+        elif isinstance(action, _rooms.Deliver):
+            if self.on_message is not None:
+                self.on_message(action.message)
+        elif isinstance(action, _rooms.SendJoin | _rooms.SendUpdate | _rooms.SendLeave):
+            if client is None:
+                return
+            to = f"{action.room}/{action.nick}"
+            if isinstance(action, _rooms.SendLeave):
+                self._send_now(client.make_presence(pto=to, ptype="unavailable"))
+                return
+            presence = client.make_presence(pto=to)
+            join = isinstance(action, _rooms.SendJoin)
+            presence.xml.extend((_rooms.join_children if join else _rooms.update_children)(action.payload))
+            self._send_now(presence)
+        elif isinstance(action, _rooms.FlushAt):
+            previous = self._room_timers.pop(action.room, None)
+            if previous is not None:
+                previous.cancel()
+            self._room_timers[action.room] = asyncio.get_running_loop().call_at(
+                action.when, self._room_flush_due, action.room)
+        elif isinstance(action, _rooms.Configure):
+            self._spawn(self._configure_room(action.room))
+        elif isinstance(action, _rooms.Joined):
+            log.info("%s joined %s", self.jid, action.room)
+            self._wake_room_waiters(action.room, None)
+        elif isinstance(action, _rooms.Refused):
+            log.warning("%s: %s refused us: %s (%s)", self.jid, action.room, action.message, action.code)
+            self._wake_room_waiters(action.room, lambda: RemoteError(action.code, action.message))
+        elif isinstance(action, _rooms.Note):
+            log.log(action.level, "%s: %s", self.jid, action.text)
+
+    def _room_flush_due(self, room: str) -> None:
+        self._room_timers.pop(room, None)
+        self._do_rooms(self.rooms.flush(room, asyncio.get_running_loop().time()))
+
+    async def _configure_room(self, room: str) -> None:
+        """We created ``room``: accept its configuration with real JIDs shown to everyone
+        (a locked room opens then), and count it joined whatever the answer."""
+        assert self._client is not None
+        iq = self._client.make_iq_set(ito=room)
+        iq.xml.append(_rooms.instant_config())
+        try:
+            answer = await self._send_iq(iq, room, _CONFIGURE_TIMEOUT)
+        except TimeoutError:
+            log.warning("%s: %s did not answer its configuration form in %g s", self.jid, room, _CONFIGURE_TIMEOUT)
+        else:
+            if answer.xml.get("type") == "error":
+                log.warning("%s: %s refused its configuration form (%s); occupants may not see real JIDs",
+                            self.jid, room, answer["error"]["condition"])
+        self._do_rooms(self.rooms.configured(room, asyncio.get_running_loop().time()))
+
+    def _wake_room_waiters(self, room: str, error: Callable[[], Exception] | None) -> None:
+        """End every ``wait_joined`` on ``room``: returned (``error`` None) or raising a fresh
+        ``error()`` each."""
+        for waiter in self._room_waiters.pop(room, []):
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error())
 
     def stats(self) -> dict[str, int]:
         return {"sessions": self.sessions, "resumptions": self.resumptions,
