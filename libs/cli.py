@@ -2,7 +2,7 @@
 start a private Prosody, run the demo.
 
 Exit codes (``call``/``ping``/``schedule``/``jobs``/``cancel``): 0 success, 2 bad usage or configuration, 3 timeout,
-4 the worker answered with an error, 5 cannot connect or log in, 6 the worker answered with a
+4 the worker answered with an error (or, for ``call --app``, no worker of the service is online), 5 cannot connect or log in, 6 the worker answered with a
 negative ``code`` (QE's way to report an error in a normal answer, e.g. ``{"code": -1000, "msg":
 "no api handler"}``; the answer is printed as any other).
 """
@@ -42,7 +42,8 @@ configuration (environment):
   QE_LOG_LEVEL            DEBUG | INFO (default) | WARNING | ERROR
 see README.md for the full table.
 
-exit codes of call/ping/schedule/jobs/cancel: 0 ok, 2 usage/config, 3 timeout, 4 error from the worker, 5 connection/login,
+exit codes of call/ping/schedule/jobs/cancel: 0 ok, 2 usage/config, 3 timeout, 4 error from the worker (call --app:
+  or no worker of the service online), 5 connection/login,
   6 the worker answered with a negative "code" (QE-style error reply, printed as any answer)
 """
 
@@ -106,6 +107,9 @@ def _with_client(args: argparse.Namespace, work: Callable[[Any], Awaitable[Any]]
         return EXIT_USAGE
     except CallError as exc:
         return _call_exit(exc)
+    except LookupError as exc:  # call --app: the service has no worker online
+        _err(f"no worker found: {exc}")
+        return EXIT_REMOTE
     print(json.dumps(result, ensure_ascii=False))
     return EXIT_NEGATIVE if _negative_code(result) else EXIT_OK
 
@@ -118,12 +122,25 @@ def _negative_code(result: Any) -> bool:
 
 
 def _cmd_call(args: argparse.Namespace) -> int:
+    service = getattr(args, "app", None)
+    if service is not None:  # call --app NAME CMD [JSON_BODY]: the positionals shift by one
+        if args.body is not None:
+            _err("with --app, give CMD and JSON_BODY only: qe-worker call --app NAME CMD [JSON_BODY]")
+            return EXIT_USAGE
+        cmd, raw = args.jid, args.cmd
+    else:
+        if args.cmd is None:
+            _err("give FULL_JID and CMD (or --app NAME CMD): qe-worker call FULL_JID CMD [JSON_BODY]")
+            return EXIT_USAGE
+        cmd, raw = args.cmd, args.body
     try:
-        body = _json_body(args.body)
+        body = _json_body(raw)
     except ValueError as exc:
         _err(str(exc))
         return EXIT_USAGE
-    return _with_client(args, lambda client: client.call(args.jid, args.cmd, body, timeout=args.timeout))
+    if service is not None:
+        return _with_client(args, lambda client: client.call_service(service, cmd, body, timeout=args.timeout))
+    return _with_client(args, lambda client: client.call(args.jid, cmd, body, timeout=args.timeout))
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
@@ -365,10 +382,18 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = worker_command("call", "call CMD on a worker and print its JSON answer", _cmd_call,
-                       "Call CMD on the worker at FULL_JID and print the JSON result on stdout.")
-    p.add_argument("cmd", metavar="CMD", help="command name, e.g. ping")
+    p = worker_command("call", "call CMD on a worker (or on a service: --app NAME) and print its JSON answer",
+                       _cmd_call,
+                       "Call CMD on the worker at FULL_JID and print the JSON result on stdout.\n\n"
+                       "  qe-worker call FULL_JID CMD [JSON_BODY]\n"
+                       "  qe-worker call --app NAME CMD [JSON_BODY]\n\n"
+                       "With --app, the least loaded online worker of service NAME answers; another one\n"
+                       "is asked only when the first refused before starting (unavailable, busy), so the\n"
+                       "command never runs twice.")
+    p.add_argument("cmd", metavar="CMD", nargs="?", help="command name, e.g. ping")
     p.add_argument("body", metavar="JSON_BODY", nargs="?", help="arguments as a JSON object (default {})")
+    p.add_argument("--app", metavar="NAME", help="call a worker of service NAME instead of FULL_JID "
+                                                 "(the first positional is then CMD)")
 
     worker_command("ping", "shorthand for: call FULL_JID ping", _cmd_call).set_defaults(cmd="ping", body=None)
 

@@ -200,7 +200,10 @@ class ServiceFinder:
         """Be a worker of ``app`` (joining its room, or changing our announced load)."""
         room = service_room(app, self.muc_domain)
         self._watching.add(room)
-        self.transport.join(room, self.nick, Announcement(app, load).encode())
+        payload = Announcement(app, load).encode()
+        self.transport.join(room, self.nick, payload)
+        # rooms do not report us to ourselves; we are a worker of the service all the same
+        self.directory.occupant(room, self.nick, self.transport.jid, payload, True)
 
     def withdraw(self, app: str) -> None:
         room = service_room(app, self.muc_domain)

@@ -58,8 +58,20 @@ def owner_env(prosody, accounts):
     return prosody.env("worker", accounts["worker"][1])
 
 
+async def test_call_app_calls_a_worker_of_the_service(worker, owner_env):
+    """``call --app NAME CMD``: the worker's service is its resource unless it says otherwise."""
+    code, out, err = await qe("call", "--app", "cli", "echo", '{"a": 1}', env=owner_env)
+    assert (code, json.loads(out), err) == (0, {"a": 1}, "")
+    code, out, err = await qe("call", "--app", "nosuchservice", "ping", env=owner_env)
+    assert (code, out) == (4, "") and err.startswith("qe-worker: no worker found: "), err
+    code, _out, err = await qe("call", "--app", "cli", "echo", "{}", "extra", env=owner_env)
+    assert code == 2 and "--app" in err
+    code, _out, err = await qe("call", worker.jid, env=owner_env)  # no CMD
+    assert code == 2 and "CMD" in err
+
+
 async def test_ping_and_call_print_json(worker, owner_env):
-    assert await qe("ping", worker.jid, env=owner_env) == (0, '{"pong": true}\n', "")
+    assert await qe("ping", worker.jid, env=owner_env) == (0, '{"pong": true, "environment": "python"}\n', "")
     code, out, _ = await qe("call", worker.jid, "echo", '{"a": [1, "é"]}', env=owner_env)
     assert code == 0 and json.loads(out) == {"a": [1, "é"]}
 
