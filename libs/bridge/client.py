@@ -151,7 +151,9 @@ async def wait_answering(client: Client, jid: str, timeout: float) -> dict[str, 
             try:
                 return await client.call(jid, "ping", timeout=max(0.5, end - loop.time()))
             except RemoteError as exc:
-                if exc.code != "unavailable" or loop.time() > end:
+                # interrupted: a ping queued for the session a restarted worker left behind,
+                # bounced when the new one took the resource (a ping is safe to repeat)
+                if exc.code not in ("unavailable", "interrupted") or loop.time() > end:
                     raise
             wait = min(_RETRY_OWN_ACCOUNT_S if own_account else _RETRY_S, max(0.0, end - loop.time()))
             with contextlib.suppress(TimeoutError):
