@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import secrets
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 
 import pytest
 
 from libs.bridge import App, MessageSpecs, load_config
-from tests.support.accounts import account_env, new_account
+from tests.support.accounts import account_env, new_account, xmpp_of
 from tests.support.scripts import EXAMPLES, Script, qe_worker_run, start_script
 
 NEXUS = EXAMPLES / "qe_nexus_worker.py"
@@ -71,6 +72,16 @@ async def test_nexus_script_as_in_qes_docs(prosody, accounts, scripts, peer):
     echo = await asyncio.wait_for(inbox.get(), 10)
     assert (echo.fromjid, echo.body, echo.channel, echo.role) == (worker_jid, {"echo": {"hi": 1}}, None, "partner")
 
+    # a message the server stored while the worker was away (<delay/>) is old news: dropped, as
+    # QE drops it; the live one sent after it is the next one the script sees
+    raw = xmpp_of(app)
+    stored = raw.make_message(mto=worker_jid, mbody="stored long ago", mtype="chat")
+    stored.xml.append(ET.fromstring('<delay xmlns="urn:xmpp:delay" stamp="2026-01-01T00:00:00Z"/>'))
+    stored.send()
+    raw.make_message(mto=worker_jid, mbody="live", mtype="chat").send()
+    await script.line_matching(rf"^direct from {app.jid}: live$", 10)
+    assert not any("stored long ago" in line for line in script.lines)
+
     # a channel message reaches @App.nexus.Channel("mychannel") with the sender's real JID
     app.subscribe("mychannel")
     app.sendtochannel("mychannel", "hello all")
@@ -114,7 +125,20 @@ async def test_legacy_channel_between_three_workers_across_a_server_restart(fres
         finally:
             await caller.close(2)
 
-    await say_until_heard("l1", 30)
+    await say_until_heard("l1", 30)  # all three are in the room now
+
+    # a stranger's message in the channel: these workers are not public, so none of them takes it
+    outsider = new_account(fresh_prosody, "outsider")
+    stranger = App(resource="s", config=load_config(account_env(fresh_prosody, outsider)), exit_on_fatal=False,
+                   keepalive=0)
+    stranger.subscribe("news")
+    stranger.sendtochannel("news", {"n": 0, "from": "stranger"})
+    await stranger.wait_online(10)
+    assert stranger.transport is not None
+    await stranger.transport.wait_joined(f"news@{load_config(caller_env).rooms_domain}", 10)
+
+    await say_until_heard("l3", 30)  # after the stranger's message in the room's order
+    await stranger.close(2)
     fresh_prosody.restart()
     await say_until_heard("l2", 30)
     # nobody hears itself: stop them all and read everything they printed
@@ -122,6 +146,7 @@ async def test_legacy_channel_between_three_workers_across_a_server_restart(fres
         assert await script.stop() == 0
         lines = await script.rest(5)
         assert not any(f"got news {jid[w]} " in line for line in lines), (w, lines)
+        assert not any(outsider.jid in line or "stranger" in line for line in lines), (w, lines)
 
 
 async def test_pool_of_one_service_loses_a_worker_mid_run(prosody, accounts, scripts, peer):
