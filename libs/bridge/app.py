@@ -127,7 +127,8 @@ class App:
         transport: Transport | None = None,
     ) -> None:
         if rest:
-            raise NotImplementedError("App(rest=...) is not supported by qe-worker yet; use rest=False")
+            raise NotImplementedError(f"App(rest=...) is not supported by qe-worker yet (see {_COMPAT_PAGE}); "
+                                      "use rest=False")
         self.config = config or (transport.config if transport is not None else _load_config())
         # an injected transport has its JID already; else RESOURCE (config) wins over the argument
         self.resource = check_resource(transport.jid.partition("/")[2] if transport is not None

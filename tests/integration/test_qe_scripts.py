@@ -71,6 +71,9 @@ async def test_nexus_script_as_in_qes_docs(prosody, accounts, scripts, peer):
     await script.line_matching(rf"^direct from {app.jid}: {{'hi': 1}}$", 10)
     echo = await asyncio.wait_for(inbox.get(), 10)
     assert (echo.fromjid, echo.body, echo.channel, echo.role) == (worker_jid, {"echo": {"hi": 1}}, None, "partner")
+    assert await app.direct(app=service, body=[1, 2]) == {"code": 0, "jid": worker_jid}  # to a worker of the service
+    await script.line_matching(rf"^direct from {app.jid}: \[1, 2\]$", 10)
+    assert (await asyncio.wait_for(inbox.get(), 10)).body == {"echo": [1, 2]}
 
     # a message the server stored while the worker was away (<delay/>) is old news: dropped, as
     # QE drops it; the live one sent after it is the next one the script sees

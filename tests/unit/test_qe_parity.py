@@ -661,7 +661,7 @@ async def test_hosted_platform_names_say_where_to_read_why(make_app) -> None:
 
 
 async def test_rest_is_not_supported_yet(net) -> None:
-    with pytest.raises(NotImplementedError, match="rest"):
+    with pytest.raises(NotImplementedError, match="rest.*docs/compat.md"):
         App(transport=net.transport("worker@localhost/python"), rest=True)
     with pytest.raises(NotImplementedError):
         App(transport=net.transport("worker@localhost/python"), rest=3000)
