@@ -31,15 +31,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_bridge import latencies, pct, throughput  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from libs.bridge import App, MessageSpecs, load_config  # noqa: E402
 from libs.devserver import DevServer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
 async def start_workers(server: DevServer, password: str, service: str, n: int) -> list[asyncio.subprocess.Process]:
@@ -69,31 +66,13 @@ async def until_found(caller: App, service: str, n: int, timeout: float = 30) ->
         await asyncio.sleep(0.1)  # workers still logging in (a bench, not a test)
 
 
-async def sequential(calls: dict[str, Callable[[], Awaitable[Any]]], seq: int, block: int = 50) -> dict[str, list[float]]:
-    for call in calls.values():
-        for _ in range(100):
-            await call()
-    lat: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(max(1, seq // block)):
-        for name, call in calls.items():
-            for _ in range(block):
-                t = time.perf_counter()
-                await call()
-                lat[name].append((time.perf_counter() - t) * 1000)
-    return lat
+def no_error(call: Callable[[], Awaitable[dict[str, Any]]]) -> Callable[[], Awaitable[dict[str, Any]]]:
+    async def checked() -> dict[str, Any]:
+        result = await call()
+        assert "error" not in result, result
+        return result
 
-
-async def throughput(call: Callable[[], Awaitable[Any]], par: int, inflight: int) -> float:
-    sem = asyncio.Semaphore(inflight)
-
-    async def one() -> None:
-        async with sem:
-            result = await call()
-            assert "error" not in result, result
-
-    t = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(par)))
-    return par / (time.perf_counter() - t)
+    return checked
 
 
 async def fan_out(server: DevServer, password: str, rounds: int) -> dict[str, list[float]]:
@@ -155,7 +134,7 @@ async def main(args: argparse.Namespace) -> int:
         service = f"one{secrets.token_hex(2)}"
         procs = await start_workers(server, password, service, 1)
         [jid] = await until_found(caller, service, 1)
-        lat = await sequential({
+        lat = await latencies({
             "App.api(jid=...)": lambda: caller.api(jid=jid, cmd="ping"),
             "App.api(app=...)": lambda: caller.api(app=service, cmd="ping"),
         }, args.seq)
@@ -176,9 +155,9 @@ async def main(args: argparse.Namespace) -> int:
             service = f"pool{n}{secrets.token_hex(2)}"
             procs = await start_workers(server, password, service, n)
             await until_found(caller, service, n)
-            await throughput(lambda s=service: caller.api(app=s, cmd="work", body={"ms": args.work_ms}), 300, 100)
-            rate = await throughput(lambda s=service: caller.api(app=s, cmd="work", body={"ms": args.work_ms}),
-                                    args.par, 100)
+            work = no_error(lambda s=service: caller.api(app=s, cmd="work", body={"ms": args.work_ms}))
+            await throughput(work, 300, 100)  # warm-up
+            rate = await throughput(work, args.par, 100)
             await stop(procs)
             base = base or rate
             print(f"{n} worker(s): {rate:8.0f} calls/s  {rate / base:.2f}x one worker")

@@ -197,6 +197,8 @@ def _await_statement(loop: asyncio.AbstractEventLoop, coro: Any) -> None:
             task.cancel()
             with contextlib.suppress(RuntimeError):  # a second signal stops this wait too
                 loop.run_until_complete(asyncio.wait({task}, timeout=_DRAIN_S))
+        elif not task.cancelled():
+            task.exception()  # seen: a SystemExit the loop re-raised must not be logged again when the task is freed
 
 
 def _finish(loop: asyncio.AbstractEventLoop, timeout: float) -> None:

@@ -7,29 +7,11 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from libs.bridge import Client, load_config, wait_answering
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
-
-
-class Script:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-
-    async def next_line(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-        if not raw:
-            raise EOFError("the script ended")
-        line = raw.decode().rstrip("\n")
-        self.lines.append(line)
-        return line
+from tests.support.scripts import EXAMPLES, ROOT, Script
 
 
 @pytest.fixture

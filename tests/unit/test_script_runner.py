@@ -5,8 +5,6 @@ runs one with an ``App``)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import signal
 import sys
 import textwrap
@@ -17,6 +15,7 @@ import pytest
 
 from libs import _runtime, cli
 from libs._script import ScriptError, load_script, run_script
+from tests.support.runtime import restored_process
 
 ENV = {"QE_JID": "worker@example.org", "QE_PASSWORD": "pw-unit", "QE_LOG_LEVEL": "WARNING"}
 
@@ -27,32 +26,8 @@ def process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     (current loop, signal handlers, root logger, ``libs._runtime``)."""
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
-    rt = _runtime._RT
-    saved = (rt.loop, rt.config, rt.signals_installed_on, rt.shutting_down, rt.stop_pending, rt.from_startup,
-             list(rt.hooks))
-    saved_signals = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    root = logging.getLogger()
-    saved_root = (root.level, list(root.handlers))
-    saved_slixmpp = logging.getLogger("slixmpp").level
-    try:
+    with restored_process():
         yield
-    finally:
-        loop = rt.loop
-        if loop is not None and loop is not saved[0] and not loop.is_closed():
-            loop.remove_signal_handler(signal.SIGINT)
-            loop.remove_signal_handler(signal.SIGTERM)
-            loop.close()
-        asyncio.set_event_loop(None)
-        for sig, handler in saved_signals.items():
-            signal.signal(sig, handler)
-        for h in list(root.handlers):
-            if h not in saved_root[1]:
-                root.removeHandler(h)
-        root.setLevel(saved_root[0])
-        logging.getLogger("slixmpp").setLevel(saved_slixmpp)
-        (rt.loop, rt.config, rt.signals_installed_on, rt.shutting_down, rt.stop_pending,
-         rt.from_startup) = saved[:6]
-        rt.hooks[:] = saved[6]
 
 
 def script(tmp_path: Path, source: str, name: str = "worker.py") -> str:
@@ -337,7 +312,9 @@ def test_a_fatal_login_exits_1_with_its_reason(process, tmp_path, capsys, then) 
     """)
     assert run(path) == 1
     out, err = capsys.readouterr()
-    assert out in ("left the server\n", "the end\nleft the server\n")
+    # the shutdown may finish before or after a last statement that does not wait (it does
+    # on 3.12+ at times): the worker left the server either way
+    assert sorted(out.splitlines()) in (["left the server"], ["left the server", "the end"])
     assert err.endswith("qe-worker: the server refused the password\n")
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from libs import _runtime
 from libs.startup import RedactSecrets, configure_logging, startup
+from tests.support.runtime import restored_process
 
 PASSWORD = "hunter2-Secret"
 GOOD_ENV = {"QE_JID": "worker@example.org", "QE_PASSWORD": PASSWORD, "QE_LOG_LEVEL": "info"}
@@ -107,31 +108,8 @@ def test_filter_on_a_handler_redacts_what_it_emits() -> None:
 
 @pytest.fixture
 def process_state() -> Iterator[None]:
-    rt = _runtime._RT
-    saved = (rt.loop, rt.config, rt.signals_installed_on, rt.shutting_down, list(rt.hooks))
-    saved_signals = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    root = logging.getLogger()
-    saved_root = (root.level, list(root.handlers))
-    slix = logging.getLogger("slixmpp")
-    saved_slix = slix.level
-    try:
+    with restored_process():
         yield
-    finally:
-        loop = rt.loop
-        if loop is not None and loop is not saved[0] and not loop.is_closed():
-            loop.remove_signal_handler(signal.SIGINT)
-            loop.remove_signal_handler(signal.SIGTERM)
-            loop.close()
-        asyncio.set_event_loop(None)
-        for sig, handler in saved_signals.items():
-            signal.signal(sig, handler)
-        for h in list(root.handlers):
-            if h not in saved_root[1]:
-                root.removeHandler(h)
-        root.setLevel(saved_root[0])
-        slix.setLevel(saved_slix)
-        rt.loop, rt.config, rt.signals_installed_on, rt.shutting_down = saved[:4]
-        rt.hooks[:] = saved[4]
 
 
 def our_handlers() -> list[logging.Handler]:
