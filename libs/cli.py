@@ -94,7 +94,7 @@ def _with_client(args: argparse.Namespace, work: Callable[[Any], Awaitable[Any]]
         _err(str(exc))
         return EXIT_USAGE
     # the outcome is printed as one line; logs only when asked for with QE_LOG_LEVEL
-    configure_logging(config.log_level if os.environ.get("QE_LOG_LEVEL") else "CRITICAL", (config.password,))
+    configure_logging(config.log_level if os.environ.get("QE_LOG_LEVEL") else "CRITICAL", config.secrets)
 
     async def session() -> Any:
         async with Client(config, connect_timeout=args.timeout) as client:

@@ -69,7 +69,7 @@ def startup(environ: Mapping[str, str] | None = None) -> WorkerConfig:
     except ConfigError as exc:
         print(f"qe-worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(config.log_level, (config.password,))
+    configure_logging(config.log_level, config.secrets)
     loop = _runtime.startup_loop() or asyncio.new_event_loop()  # called twice: one loop
     asyncio.set_event_loop(loop)
     _runtime.set_main_loop(loop, from_startup=True)

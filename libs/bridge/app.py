@@ -24,7 +24,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from importlib import metadata
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 from .. import _runtime
 from ..timers import timer_stats
@@ -39,6 +42,7 @@ from .nexus import Nexus
 from .protocol import ApiError, ApiResult, ProtocolError, decode_result, encode_request, xml_safe
 from .services import ServiceFinder, channel_room, check_service, service_room
 from .specs import APISpecs, MessageSpecs
+from .rest import DEFAULT_PORT, RestServer
 from .transport import Message, Transport
 from .xmpp import XmppTransport
 
@@ -126,9 +130,6 @@ class App:
         handle_signals: bool | None = None,
         transport: Transport | None = None,
     ) -> None:
-        if rest:
-            raise NotImplementedError(f"App(rest=...) is not supported by qe-worker yet (see {_COMPAT_PAGE}); "
-                                      "use rest=False")
         self.config = config or (transport.config if transport is not None else _load_config())
         # an injected transport has its JID already; else RESOURCE (config) wins over the argument
         self.resource = check_resource(transport.jid.partition("/")[2] if transport is not None
@@ -167,6 +168,21 @@ class App:
         self._given_transport = transport
         self._started = asyncio.Event()
         self.loop = _runtime.main_loop()
+        self._rest: RestServer | None = None
+        if rest:
+            if rest is True:
+                port = DEFAULT_PORT
+            elif type(rest) is int and 0 < rest < 65536:
+                port = rest
+            else:
+                raise ValueError(f"App(rest=...) takes True (port {DEFAULT_PORT}) or a port number 1-65535, "
+                                 f"not {rest!r}")
+            try:
+                self._rest = RestServer(self, port)
+            except ConfigError as exc:
+                print(f"qe-worker: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
+            self.on_close(self._rest.close)
         # Script style (App at import time, then run_forever): we own SIGINT/SIGTERM.
         # Inside a running loop the program around us decides, unless asked.
         self._handle_signals = not self.loop.is_running() if handle_signals is None else handle_signals
@@ -175,8 +191,8 @@ class App:
     # -- life cycle ---------------------------------------------------------------------
 
     def _start(self) -> None:
-        if self.transport is not None:
-            return
+        if self.transport is not None or self._closing:
+            return  # started already, or closed before the loop ran
         transport = self._given_transport or XmppTransport(self.config, self.resource, policy=self.policy,
                                                            keepalive=self._keepalive)
         transport.on_request = self._on_request
@@ -190,6 +206,8 @@ class App:
             transport.join(room, self.jid)
         if self.app is not None:
             self._announce()
+        if self._rest is not None:
+            self._rest.start()
         _runtime.add_shutdown_hook(self.close)
         if self._handle_signals:
             _runtime.install_signal_handlers(self.loop, lambda: self.config.shutdown_timeout)
@@ -435,6 +453,15 @@ class App:
         }
 
     # -- public API -----------------------------------------------------------------------
+
+    @property
+    def rest(self) -> FastAPI:
+        """QE's ``App.rest``: the worker's FastAPI application (``@App.rest.get("/x")``),
+        served inside the worker's loop when the worker was made with ``rest=True`` (port
+        3000) or ``rest=<port>``."""
+        if self._rest is None:
+            raise RuntimeError("App.rest needs App(rest=True) (port 3000) or App(rest=<port>)")
+        return self._rest.fastapi
 
     def command(self, name: str) -> Callable[[ApiHandler], ApiHandler]:
         """Register ``async def f(specs) -> dict`` as the handler of ``name`` (wins over

@@ -45,7 +45,11 @@ _FILE_KEYS: Final = {
     "muc_domain": "QE_MUC_DOMAIN",
     "wire": "QE_WIRE",
     "accept_delayed": "QE_ACCEPT_DELAYED",
+    "rest_host": "QE_REST_HOST",
+    "rest_token": "QE_REST_TOKEN",
+    "rest_cors": "QE_REST_CORS",
 }
+_ROLE_NAMES: Final = ("owner", "partner", "user")
 WIRE_MODES: Final = ("api", "qe")
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -82,6 +86,14 @@ class WorkerConfig:
     muc_domain: str | None = None
     wire: str = "api"
     accept_delayed: bool = False
+    rest_host: str = "127.0.0.1"
+    rest_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (token, role)
+    rest_cors: tuple[str, ...] = ()
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What must never reach a log line: the password and the HTTP tokens."""
+        return (self.password, *(token for token, _role in self.rest_tokens))
 
     @property
     def domain(self) -> str:
@@ -229,6 +241,27 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         raise ConfigError("QE_WIRE", f"{wire!r} is not one of {', '.join(WIRE_MODES)} (qe: also accept QE's "
                                      "chat-message calls)")
 
+    rest_host = values.get("QE_REST_HOST", "").strip() or "127.0.0.1"
+    if any(c.isspace() or c in "/@" for c in rest_host):
+        raise ConfigError("QE_REST_HOST", f"{rest_host!r} is not a host name or IP address")
+    rest_tokens = []
+    for item in values.get("QE_REST_TOKEN", "").split(","):
+        token, _, role = item.strip().partition(":")
+        if not token:
+            continue
+        role = role.strip().lower() or "owner"
+        if role not in _ROLE_NAMES:
+            raise ConfigError("QE_REST_TOKEN", f"a token's role must be one of {', '.join(_ROLE_NAMES)} "
+                                               "(TOKEN or TOKEN:ROLE, comma-separated)")
+        if len(token) < 16:
+            raise ConfigError("QE_REST_TOKEN", "a token must have at least 16 characters (e.g. from "
+                                               "`python -c 'import secrets; print(secrets.token_urlsafe())'`)")
+        rest_tokens.append((token, role))
+    rest_cors = tuple(o.strip() for o in values.get("QE_REST_CORS", "").split(",") if o.strip())
+    for origin in rest_cors:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError("QE_REST_CORS", f"{origin!r} is not an origin like https://example.org")
+
     return WorkerConfig(
         jid=jid,
         password=password,
@@ -250,4 +283,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         muc_domain=muc_domain,
         wire=wire,
         accept_delayed=_flag(values, "QE_ACCEPT_DELAYED", False),
+        rest_host=rest_host,
+        rest_tokens=tuple(rest_tokens),
+        rest_cors=rest_cors,
     )

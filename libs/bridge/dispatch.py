@@ -131,6 +131,17 @@ class Dispatcher:
                 log.warning("refused %r from %s: not the owner and not in QE_ALLOW%s", request.cmd, sender,
                             suppressed_note(dropped))
             return ApiError(iq_id, sender, "forbidden", "this worker is not public and you are not allowed")
+        return await self._admit(request, role)
+
+    async def serve(self, request: ApiRequest, role: Role) -> ApiResult | ApiError:
+        """Serve a request from another front-end (HTTP) that authenticated its caller itself
+        and gives its role: from there on, the life cycle of a request that came over XMPP
+        (shutdown, deadline, per-caller limit, routing, the same answers), counted alike."""
+        self.stats.received += 1
+        return self._count(await self._admit(request, role))
+
+    async def _admit(self, request: ApiRequest, role: Role) -> ApiResult | ApiError:
+        iq_id, sender = request.id, request.sender
         if not self.accepting:
             return ApiError(iq_id, sender, "unavailable", "the worker is shutting down")
         if request.expired():

@@ -331,8 +331,23 @@ INVALID = {  # one invalid value per variable; the test below fails when a varia
     "QE_MUC_DOMAIN": "rooms@example.org",
     "QE_WIRE": "xml",
     "QE_ACCEPT_DELAYED": "perhaps",
+    "QE_REST_HOST": "a b",
+    "QE_REST_TOKEN": "short",
+    "QE_REST_CORS": "ui.example",
     "RESOURCE": "a/b",
 }
+
+
+def test_rest_settings_and_tokens_stay_secret() -> None:
+    token = "t" * 20
+    config = load_config(env(QE_REST_HOST="0.0.0.0", QE_REST_TOKEN=f"{token}, {'u' * 20}:user",
+                             QE_REST_CORS="https://ui.example"))
+    assert config.rest_host == "0.0.0.0" and config.rest_cors == ("https://ui.example",)
+    assert config.rest_tokens == ((token, "owner"), ("u" * 20, "user"))
+    assert token not in repr(config) and token in config.secrets and config.password in config.secrets
+    assert_names(env(QE_REST_TOKEN=f"{token}:admin"), "QE_REST_TOKEN")
+    default = load_config(dict(MINIMAL))
+    assert (default.rest_host, default.rest_tokens, default.rest_cors) == ("127.0.0.1", (), ())
 
 
 def test_service_settings() -> None:

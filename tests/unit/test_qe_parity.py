@@ -660,11 +660,20 @@ async def test_hosted_platform_names_say_where_to_read_why(make_app) -> None:
     assert not hasattr(app, "udb")
 
 
-async def test_rest_is_not_supported_yet(net) -> None:
-    with pytest.raises(NotImplementedError, match="rest.*docs/compat.md"):
-        App(transport=net.transport("worker@localhost/python"), rest=True)
-    with pytest.raises(NotImplementedError):
-        App(transport=net.transport("worker@localhost/python"), rest=3000)
+async def test_rest_is_a_fastapi_app_only_when_asked_for(net) -> None:
+    from fastapi import FastAPI
+
+    plain = App(transport=net.transport("worker@localhost/plain"))
+    with pytest.raises(RuntimeError, match=r"App\(rest=True\)"):
+        plain.rest.get("/x")
+    served = App(transport=net.transport("worker@localhost/served"), rest=3999)
+    assert isinstance(served.rest, FastAPI)
+    await served.close(1)  # before it started: it never will (no socket in a unit test)
+    await asyncio.sleep(0)  # the start scheduled by the constructor runs, and does nothing
+    assert served.transport is None
+    for bad in (-1, 70000, "3000", 3.5):
+        with pytest.raises(ValueError, match="port number"):
+            App(transport=net.transport("worker@localhost/bad"), rest=bad)
 
 
 # -- before the loop runs ----------------------------------------------------------------------

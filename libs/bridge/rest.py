@@ -1,0 +1,228 @@
+"""``App.rest``: the worker's HTTP face, as QE's ``App.rest`` (a FastAPI application).
+
+Why inside the worker's event loop and not in a thread: handlers, timers and XMPP already run
+on that loop; an HTTP request that calls a handler must be the same kind of request as one
+that came over XMPP (same ``Dispatcher``, access, deadlines, limits, answers), and a second
+loop in a thread would make every handler thread-unsafe. uvicorn runs as a task of the loop,
+with its signal handling switched off: the worker keeps its own (graceful SIGTERM).
+
+Safer than QE: bound to 127.0.0.1 unless ``QE_REST_HOST`` says otherwise, a bearer token
+(``QE_REST_TOKEN``) mandatory when not on loopback, no CORS unless ``QE_REST_CORS`` lists
+origins. Built in: ``POST /api/{cmd}`` (the same dispatch; errors mapped to HTTP statuses),
+``GET /health``, ``GET /commands``, and FastAPI's OpenAPI docs (``/docs``).
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the route functions'
+# annotations at run time, and fastapi is imported only when a worker serves HTTP.
+import asyncio
+import contextlib
+import hmac
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+from .access import Role
+from .config import ConfigError, WorkerConfig, is_loopback
+from .protocol import ApiError, ApiRequest, now_ms
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+
+    from .app import App
+
+__all__ = ["DEFAULT_PORT", "HTTP_STATUS", "RestServer"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT: Final = 3000  # QE's
+
+HTTP_STATUS: Final[dict[str, int]] = {
+    "bad-request": 400,
+    "forbidden": 403,
+    "unknown-command": 404,
+    "not-found": 404,
+    "too-large": 413,
+    "busy": 429,
+    "handler-error": 500,
+    "bad-result": 500,
+    "unavailable": 503,
+    "interrupted": 503,
+    "expired": 504,
+}
+"""The HTTP status of each error code (docs/protocol.md); the body is the same JSON error."""
+
+_LOCAL_ROLE: Final = Role.OWNER
+"""The role of a request without a token on a loopback-only server: only processes of this
+machine can reach it, as they could read the worker's configuration."""
+
+
+def check_rest_config(config: WorkerConfig) -> None:
+    """``ConfigError`` when the HTTP server would be exposed without a token."""
+    if not is_loopback(config.rest_host) and not config.rest_tokens:
+        raise ConfigError("QE_REST_TOKEN", f"required when QE_REST_HOST is not a loopback address "
+                                           f"({config.rest_host!r}): anyone who can reach the port could call the worker")
+
+
+class RestServer:
+    """The FastAPI application and the uvicorn server that serves it for one ``App``."""
+
+    def __init__(self, app: "App", port: int) -> None:
+        from fastapi import FastAPI
+
+        check_rest_config(app.config)
+        self.worker = app
+        self.host = app.config.rest_host
+        self.port = port
+        self.tokens = tuple((token.encode(), Role(role)) for token, role in app.config.rest_tokens)
+        self.fastapi: "FastAPI" = FastAPI(title=f"qe-worker {app.jid}", version="1")
+        self._server: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self.started = asyncio.Event()
+        if app.config.rest_cors:
+            from fastapi.middleware.cors import CORSMiddleware
+
+            self.fastapi.add_middleware(CORSMiddleware, allow_origins=list(app.config.rest_cors),
+                                        allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+        self._routes()
+
+    # -- routes -----------------------------------------------------------------------------
+
+    def role_of(self, request: "Request") -> Role | None:
+        """The caller's role from its bearer token; None when it has none that we know.
+        Without tokens configured (loopback only), every caller is the owner."""
+        if not self.tokens:
+            return _LOCAL_ROLE
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return None
+        raw = given.strip().encode()
+        found = None
+        for token, role in self.tokens:  # compare with every token: no timing hint which one matched
+            if hmac.compare_digest(token, raw):
+                found = role
+        return found
+
+    def _routes(self) -> None:
+        from fastapi import Request
+        from fastapi.responses import JSONResponse, Response
+
+        api = self.fastapi
+        worker = self.worker
+
+        def refused() -> JSONResponse:
+            return JSONResponse({"error": {"code": "forbidden", "message": "a valid bearer token is required"}},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+        @api.post("/api/{cmd}", summary="Run a command, as an XMPP call would")
+        async def run(cmd: str, request: Request, timeout: float | None = None) -> Response:
+            """The JSON body is the command's arguments (``{}`` when empty). ``timeout``
+            (seconds) is the request's deadline, as over XMPP."""
+            role = self.role_of(request)
+            if role is None:
+                return refused()
+            raw = await request.body()
+            answer = await self.dispatch(cmd, raw, role, timeout)
+            if isinstance(answer, ApiError):
+                return Response(answer.payload, status_code=HTTP_STATUS.get(answer.code, 500),
+                                media_type="application/json")
+            return Response(answer.payload or "{}", media_type="application/json")
+
+        @api.get("/health", summary="Is the worker up and online on XMPP")
+        async def health() -> dict[str, Any]:
+            return {"status": "ok", "online": worker.online, "jid": worker.jid, "accepting": worker.dispatcher.accepting}
+
+        @api.get("/commands", summary="The commands this caller may run")
+        async def commands(request: Request) -> Response:
+            role = self.role_of(request)
+            if role is None:
+                return refused()
+            answer = await self.dispatch("commands", b"", role, None)
+            if isinstance(answer, ApiError):
+                return Response(answer.payload, status_code=HTTP_STATUS.get(answer.code, 500),
+                                media_type="application/json")
+            return Response(answer.payload or "{}", media_type="application/json")
+
+    async def dispatch(self, cmd: str, raw: bytes, role: Role, timeout: float | None) -> Any:
+        """One HTTP call through the worker's dispatcher, as the caller ``rest:<role>``."""
+        from .protocol import ProtocolError, decode_request, encode_request
+
+        request_id = f"http-{uuid.uuid4().hex}"
+        sender = f"rest:{role.value}"
+        dispatcher = self.worker.dispatcher
+        try:
+            body = _body(raw, dispatcher.max_payload)
+            deadline = None if timeout is None else now_ms() + int(timeout * 1000)
+            text = encode_request(cmd, body, deadline_ms=deadline, max_payload=dispatcher.max_payload)
+            request: ApiRequest = decode_request(request_id, sender, text, max_payload=dispatcher.max_payload)
+        except ProtocolError as exc:
+            return ApiError(request_id, sender, exc.code, exc.message)
+        except ValueError as exc:
+            return ApiError(request_id, sender, "bad-request", str(exc))
+        return await dispatcher.serve(request, role)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Serve on the running loop (a task); called when the worker starts."""
+        import uvicorn
+
+        rest = self
+
+        class _Server(uvicorn.Server):
+            # the worker owns SIGINT/SIGTERM: uvicorn must neither install nor re-raise them
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
+
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets)
+                if self.started:
+                    rest._started()
+
+        config = uvicorn.Config(self.fastapi, host=self.host, port=self.port, log_level="warning",
+                                lifespan="off", access_log=False, server_header=False)
+        self._server = _Server(config)
+        self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"rest {self.host}:{self.port}")
+
+    async def _serve(self) -> None:
+        try:
+            await self._server.serve()
+        except SystemExit:  # uvicorn's way to say it could not bind
+            reason = f"App.rest cannot listen on {self.host}:{self.port} (in use, or not allowed)"
+            log.error("%s", reason)
+            self.worker._on_fatal(reason)
+
+    def _started(self) -> None:
+        log.info("App.rest serving on http://%s:%d (token %s)", self.host, self.port,
+                 "required" if self.tokens else "not required: loopback only")
+        self.started.set()
+
+    async def close(self, timeout: float) -> None:
+        """Stop taking connections and let running HTTP requests finish within ``timeout``."""
+        if self._server is None or self._task is None:
+            return
+        self._server.config.timeout_graceful_shutdown = max(0.1, timeout)
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._task), timeout + 0.5)
+        if not self._task.done():
+            self._task.cancel()
+
+
+def _body(raw: bytes, max_payload: int) -> dict[str, Any]:
+    import json
+
+    from .protocol import ProtocolError
+
+    if len(raw) > max_payload:
+        raise ProtocolError("too-large", f"the body is {len(raw)} bytes, the limit is {max_payload}")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad-request", f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("bad-request", "the body must be a JSON object (the command's arguments)")
+    return body
