@@ -40,9 +40,9 @@ from .dispatch import ApiHandler, Dispatcher, MessageHandler
 from .errors import CallError, RemoteError
 from .nexus import Nexus
 from .protocol import ApiError, ApiResult, ProtocolError, decode_result, encode_request, xml_safe
+from .rest import DEFAULT_PORT, RestServer
 from .services import ServiceFinder, channel_room, check_service, service_room
 from .specs import APISpecs, MessageSpecs
-from .rest import DEFAULT_PORT, RestServer
 from .transport import Message, Transport
 from .xmpp import XmppTransport
 
