@@ -28,7 +28,7 @@ from .errors import (
 )
 from .memory import MemoryNetwork, MemoryTransport
 from .nexus import NexusAPISpecs, NexusMessageSpecs
-from .protocol import ProtocolError
+from .protocol import Progress, ProtocolError
 from .serial import serial_generator
 from .specs import APISpecs, MessageSpecs
 from .transport import Transport
@@ -48,6 +48,7 @@ __all__ = [
     "NexusMessageSpecs",
     "NotConnected",
     "OutOfScope",
+    "Progress",
     "ProtocolError",
     "RemoteError",
     "Role",

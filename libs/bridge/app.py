@@ -39,7 +39,7 @@ from .config import ConfigError, WorkerConfig, load_config
 from .dispatch import ApiHandler, Dispatcher, MessageHandler
 from .errors import CallError, RemoteError
 from .nexus import Nexus
-from .protocol import ApiError, ApiResult, ProtocolError, decode_result, encode_request, xml_safe
+from .protocol import ApiError, ApiResult, Progress, ProtocolError, decode_result, encode_request, xml_safe
 from .rest import DEFAULT_PORT, RestServer
 from .services import ServiceFinder, channel_room, check_service, service_room
 from .specs import APISpecs, MessageSpecs
@@ -160,6 +160,8 @@ class App:
         self._keepalive = self.config.keepalive if keepalive is None else keepalive
         self._exit_on_fatal = exit_on_fatal
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}  # (caller, request id) -> its task
+        self._cancelled_by_caller: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._stopping: asyncio.Task[None] | None = None
         self._on_start: list[Callable[[], object]] = []
@@ -198,6 +200,8 @@ class App:
         transport.on_request = self._on_request
         transport.on_message = self._on_message
         transport.on_fatal = self._on_fatal
+        transport.on_cancel = self._on_cancel
+        self.dispatcher.progress_sink = transport.send_progress
         self._finder = ServiceFinder(transport, self.config.rooms_domain, self.jid)
         transport.on_occupant = self._finder.occupant
         self.transport = transport
@@ -302,18 +306,34 @@ class App:
 
     # -- incoming -----------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any] | None:
         # Run the request at once, inside this stanza's callback, up to its first real wait
         # (as an eager task; emulated on Python 3.11): a handler that never waits is answered
-        # without another pass through the event loop.
+        # without another pass through the event loop. The task, if it is still running.
         task, running = start_eager(self.loop, coro)
         if not running:
-            return
+            return None
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _on_request(self, iq_id: str, sender: str, text: str | None, iq_type: str) -> None:
-        self._spawn(self._serve(iq_id, sender, text, iq_type))
+        task = self._spawn(self._serve(iq_id, sender, text, iq_type))
+        if task is not None:  # still running: its caller may cancel it
+            key = (sender, iq_id)
+            self._running[key] = task
+            task.add_done_callback(lambda _t: self._running.pop(key, None))
+
+    def _on_cancel(self, sender: str, iq_id: str) -> None:
+        """The caller of ``iq_id`` gave up (``task.cancel()``, Ctrl+C): stop its handler. Only
+        the very caller (full JID) can; anyone else's cancel is ignored."""
+        task = self._running.get((sender, iq_id))
+        if task is None or task.done():
+            return
+        log.info("request %s: cancelled by its caller %s", iq_id, sender)
+        self._cancelled_by_caller.add(task)
+        task.add_done_callback(self._cancelled_by_caller.discard)
+        task.cancel()
 
     async def _serve(self, iq_id: str, sender: str, text: str | None, iq_type: str) -> None:
         try:
@@ -328,6 +348,12 @@ class App:
                 if self.transport is not None:
                     self.transport.send_answer(answer)
                 raise
+            if asyncio.current_task() in self._cancelled_by_caller:
+                self.dispatcher.stats.failed += 1
+                answer = ApiError(iq_id, sender, "interrupted", "cancelled by its caller")
+                if self.transport is not None:
+                    self.transport.send_answer(answer)  # the IQ wants an answer, even if nobody waits
+                return
             log.error("request %s from %s: its task was cancelled while the worker runs, not by the worker",
                       iq_id, sender, exc_info=True)
             self.dispatcher.stats.failed += 1
@@ -476,10 +502,11 @@ class App:
         return register
 
     async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
-                   timeout: float = 10.0) -> dict[str, Any]:
-        """Call another worker (full JID) and return its dict; raises ``CallError``s."""
+                   timeout: float = 10.0, on_progress: Callable[[Progress], object] | None = None) -> dict[str, Any]:
+        """Call another worker (full JID) and return its dict; raises ``CallError``s.
+        ``on_progress(Progress)`` is called for each progress report the worker sends."""
         return await api_call(await self._transport(), jid, cmd, body, timeout=timeout,
-                              max_payload=self.config.max_payload, app=self.app)
+                              max_payload=self.config.max_payload, app=self.app, on_progress=on_progress)
 
     async def api(self, app: str | None = None, cmd: str = "", body: dict[str, Any] | None = None,
                   jid: str | None = None, resource: str | None = None, timeout: float = 10.0,

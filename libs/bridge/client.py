@@ -10,13 +10,14 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from .access import bare_jid
 from .config import WorkerConfig, load_config
 from .errors import CallTimeout, RemoteError
-from .protocol import ProtocolError, decode_result, encode_request, now_ms
+from .protocol import Progress, ProtocolError, decode_progress, decode_result, encode_request, now_ms
 from .serial import serial_generator
 from .services import ServiceFinder
 from .transport import Transport
@@ -40,6 +41,7 @@ async def api_call(
     timeout: float = 10.0,
     max_payload: int | None = None,
     app: str | None = None,
+    on_progress: Callable[[Progress], object] | None = None,
 ) -> dict[str, Any]:
     """Call ``cmd`` on the worker at full JID ``jid`` over an existing transport.
 
@@ -60,7 +62,7 @@ async def api_call(
     except ProtocolError as exc:
         raise ValueError(exc.message) from None
     try:
-        answer = await transport.request(jid, text, timeout)
+        answer = await transport.request(jid, text, timeout, _progress_callback(jid, on_progress))
     except RemoteError as exc:
         if exc.code == "expired":  # the worker gave up at our deadline: for us, a timeout
             raise CallTimeout(f"{jid} did not finish {cmd!r} within {timeout:g} s") from None
@@ -69,6 +71,22 @@ async def api_call(
         return decode_result(answer)
     except ProtocolError as exc:
         raise RemoteError(exc.code, exc.message) from None
+
+
+def _progress_callback(jid: str, on_progress: Callable[[Progress], object] | None) -> Callable[[str], None] | None:
+    if on_progress is None:
+        return None
+
+    def received(payload: str) -> None:
+        progress = decode_progress(payload)
+        if progress is None:
+            return  # a peer's malformed report: ignored
+        try:
+            on_progress(progress)
+        except Exception:
+            log.exception("on_progress failed on a report from %s", jid)
+
+    return received
 
 
 class Client:
@@ -101,9 +119,12 @@ class Client:
         await self.transport.close(2.0)
 
     async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
-                   timeout: float = 10.0) -> dict[str, Any]:
+                   timeout: float = 10.0, on_progress: Callable[[Progress], object] | None = None) -> dict[str, Any]:
+        """Call ``cmd`` on the worker at full JID ``jid``. ``on_progress(Progress)`` is called
+        for each progress report the handler sends (``await specs.progress(...)``).
+        Cancelling the task that awaits this tells the worker, which cancels the handler."""
         return await api_call(self.transport, jid, cmd, body, timeout=timeout,
-                              max_payload=self.config.max_payload)
+                              max_payload=self.config.max_payload, on_progress=on_progress)
 
     async def find(self, app: str, *, timeout: float = 10.0) -> list[str]:
         """Full JIDs of the online workers of service ``app``, least loaded first."""

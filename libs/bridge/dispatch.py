@@ -22,6 +22,7 @@ from typing import Any
 from ._eager import Resumed
 from ._log_limit import LogLimit, suppressed_note
 from .access import AccessPolicy, Role, bare_jid, resource_of
+from .progress import RequestProgress
 from .protocol import (
     DEFAULT_MAX_PAYLOAD,
     ApiError,
@@ -86,6 +87,8 @@ class Dispatcher:
         self.onapi: ApiHandler | None = None
         self.fallbacks: dict[str, ApiHandler] = {}
         self.accepting = True
+        self.progress_sink: Callable[[str, str, str], None] | None = None
+        """``(caller, request_id, progress_json)``: where ``specs.progress`` reports go."""
         self.stats = DispatchStats()
         self._log_limit = LogLimit()  # lines that other people's traffic causes
 
@@ -131,7 +134,7 @@ class Dispatcher:
                 log.warning("refused %r from %s: not the owner and not in QE_ALLOW%s", request.cmd, sender,
                             suppressed_note(dropped))
             return ApiError(iq_id, sender, "forbidden", "this worker is not public and you are not allowed")
-        return await self._admit(request, role)
+        return await self._admit(request, role, reports=True)
 
     async def serve(self, request: ApiRequest, role: Role) -> ApiResult | ApiError:
         """Serve a request from another front-end (HTTP) that authenticated its caller itself
@@ -140,7 +143,8 @@ class Dispatcher:
         self.stats.received += 1
         return self._count(await self._admit(request, role))
 
-    async def _admit(self, request: ApiRequest, role: Role) -> ApiResult | ApiError:
+    async def _admit(self, request: ApiRequest, role: Role, reports: bool = False) -> ApiResult | ApiError:
+        """``reports``: the caller is an XMPP entity that ``specs.progress`` can reach."""
         iq_id, sender = request.id, request.sender
         if not self.accepting:
             return ApiError(iq_id, sender, "unavailable", "the worker is shutting down")
@@ -157,7 +161,7 @@ class Dispatcher:
         self._per_caller[caller] = running + 1
         self.stats.in_flight += 1
         try:
-            return await self._run(request, role)
+            return await self._run(request, role, reports)
         finally:
             self.stats.in_flight -= 1
             left = self._per_caller[caller] - 1
@@ -166,7 +170,17 @@ class Dispatcher:
             else:
                 del self._per_caller[caller]
 
-    async def _run(self, request: ApiRequest, role: Role) -> ApiResult | ApiError:
+    async def _run(self, request: ApiRequest, role: Role, reports: bool = False) -> ApiResult | ApiError:
+        sink = self.progress_sink
+        if sink is None or not reports:
+            return await self._run_specs(request, role, None)
+        progress = RequestProgress(sink, request.sender, request.id)
+        try:
+            return await self._run_specs(request, role, progress)
+        finally:
+            progress.close()
+
+    async def _run_specs(self, request: ApiRequest, role: Role, progress: RequestProgress | None) -> ApiResult | ApiError:
         specs = APISpecs(
             cmd=request.cmd,
             body=request.body,
@@ -177,6 +191,7 @@ class Dispatcher:
             resource=resource_of(request.sender),
             deadline_ms=request.deadline_ms,
             app=request.app,
+            _progress=progress,
         )
         handler = self.commands.get(request.cmd)
         deadline: asyncio.Timeout | None = None

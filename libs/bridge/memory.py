@@ -26,7 +26,7 @@ from .config import WorkerConfig
 from .errors import CallTimeout, NotConnected, RemoteError
 from .protocol import DEFAULT_MAX_PAYLOAD, ApiError, ApiResult, decode_error
 from .serial import serial_generator
-from .transport import Message, Transport
+from .transport import Message, OnProgress, Transport
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
 
@@ -133,12 +133,14 @@ class MemoryTransport(Transport):
         self.on_message = None
         self.on_fatal = None
         self.on_occupant = None
+        self.on_cancel = None
         self.fatal: str | None = None
         self._rooms: dict[str, tuple[str, str | None]] = {}  # room -> (nick, payload)
         self._refused: dict[str, RemoteError] = {}
         self._online = False
         self._sessions = 0
         self._pending: dict[str, tuple[str, asyncio.Future[str | None]]] = {}
+        self._progress: dict[str, OnProgress] = {}
 
     def start(self) -> None:
         if self._sessions:
@@ -163,21 +165,44 @@ class MemoryTransport(Transport):
 
     # -- calls ---------------------------------------------------------------------------
 
-    async def request(self, to: str, text: str, timeout: float) -> str | None:
+    async def request(self, to: str, text: str, timeout: float, on_progress: OnProgress | None = None) -> str | None:
         await self.wait_online(timeout)
         peer = self.network._route(to)
         if peer is None:  # what the server answers for an offline full JID: at once
             raise RemoteError("unavailable", f"{to} is not online")
         iq_id = uuid.uuid4().hex
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str | None] = loop.create_future()
         self._pending[iq_id] = (to, future)
-        asyncio.get_running_loop().call_soon(peer._receive_request, iq_id, self.jid, text)
+        if on_progress is not None:
+            self._progress[iq_id] = on_progress
+        loop.call_soon(peer._receive_request, iq_id, self.jid, text)
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise CallTimeout(f"no answer from {to} within {timeout:g} s") from None
+        except asyncio.CancelledError:
+            if (target := self.network._route(to)) is not None and self._online:
+                loop.call_soon(target._receive_cancel, self.jid, iq_id)
+            raise
         finally:
             self._pending.pop(iq_id, None)
+            self._progress.pop(iq_id, None)
+
+    def send_progress(self, to: str, iq_id: str, payload: str) -> None:
+        caller = self.network._route(to)
+        if caller is not None and self._online:
+            asyncio.get_running_loop().call_soon(caller._receive_progress, self.jid, iq_id, payload)
+
+    def _receive_progress(self, sender: str, iq_id: str, payload: str) -> None:
+        entry = self._pending.get(iq_id)
+        callback = self._progress.get(iq_id)
+        if entry is not None and entry[0] == sender and callback is not None:
+            callback(payload)
+
+    def _receive_cancel(self, sender: str, iq_id: str) -> None:
+        if self._online and self.on_cancel is not None:
+            self.on_cancel(sender, iq_id)
 
     def _receive_request(self, iq_id: str, sender: str, text: str) -> None:
         caller = self.network._route(sender)

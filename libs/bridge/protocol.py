@@ -30,11 +30,14 @@ __all__ = [
     "ApiError",
     "ApiRequest",
     "ApiResult",
+    "Progress",
     "ProtocolError",
     "decode_error",
+    "decode_progress",
     "decode_request",
     "decode_result",
     "encode_error",
+    "encode_progress",
     "encode_request",
     "encode_result",
     "now_ms",
@@ -384,3 +387,48 @@ def decode_error(condition: str, text: str | None) -> ProtocolError:
     }
     code, message = by_condition.get(condition, ("handler-error", f"XMPP error: {condition}"))
     return ProtocolError(code, message)
+
+
+# -- progress (worker -> caller, while a request runs) ----------------------------------------
+
+MAX_PROGRESS_TEXT: Final = 1000
+"""Longest progress text sent (longer ones are cut): a progress line, not a payload."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a running request is: ``fraction`` in [0, 1] (None when unknown) and a line
+    of ``text``. Sent by ``await specs.progress(...)``; seen by ``Client.call(on_progress=)``."""
+
+    fraction: float | None
+    text: str = ""
+
+
+def encode_progress(fraction: float | None, text: str = "") -> str:
+    """The JSON of a ``<progress/>`` element. ``ValueError`` for a fraction outside [0, 1]
+    or not a number; the text is cut to ``MAX_PROGRESS_TEXT`` characters."""
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be a number from 0 to 1 (or None), not {fraction!r}")
+        fraction = float(fraction)
+    return _dumps({"fraction": fraction, "text": str(text)[:MAX_PROGRESS_TEXT]})
+
+
+def decode_progress(text: str | None) -> Progress | None:
+    """The ``Progress`` a ``<progress/>`` element carries, or None when it carries nothing
+    usable (a peer's bad progress is ignored, never an error of the call)."""
+    if not text or len(text) > 4 * MAX_PROGRESS_TEXT + 100:
+        return None
+    try:
+        doc = _loads(text, "progress")
+    except ProtocolError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    fraction, line = doc.get("fraction"), doc.get("text", "")
+    if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                 or not 0.0 <= fraction <= 1.0):
+        return None
+    if not isinstance(line, str):
+        return None
+    return Progress(None if fraction is None else float(fraction), line[:MAX_PROGRESS_TEXT])

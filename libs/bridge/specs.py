@@ -6,7 +6,7 @@ handler cannot change what other handlers (or our logging) see.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,14 @@ class APISpecs:
     app: str | None = None
     servid: str | None = None
     servsecret: str | None = field(default=None, repr=False)
+    _progress: Callable[[float | None, str], Awaitable[None]] | None = field(default=None, repr=False, compare=False)
+
+    async def progress(self, fraction: float | None = None, text: str = "") -> None:
+        """Tell the caller how far this request is (``fraction`` from 0 to 1, or None, and a
+        line of text). Callers that ignore progress lose nothing; reports are coalesced to
+        a few per second. A no-op for requests that cannot carry progress (e.g. scheduled)."""
+        if self._progress is not None:
+            await self._progress(fraction, text)
 
 
 @dataclass(frozen=True, slots=True)

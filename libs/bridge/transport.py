@@ -20,7 +20,8 @@ from .protocol import ApiError, ApiResult
 if TYPE_CHECKING:
     from .config import WorkerConfig
 
-__all__ = ["Backoff", "Message", "OnFatal", "OnMessage", "OnOccupant", "OnRequest", "Transport"]
+__all__ = ["Backoff", "Message", "OnCancel", "OnFatal", "OnMessage", "OnOccupant", "OnProgress", "OnRequest",
+           "Transport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,10 @@ OnOccupant = Callable[[str, str, "str | None", "str | None", bool], None]
 """``(room, nick, real_jid, payload, present)``: an occupant of a room we joined came,
 changed its presence (``payload`` is the text it announces with, see ``join``) or left
 (``present`` False). ``real_jid`` is None when the room does not show it."""
+OnCancel = Callable[[str, str], None]
+"""``(sender_full_jid, iq_id)``: the caller of request ``iq_id`` gave up waiting for it."""
+OnProgress = Callable[[str], None]
+"""``(progress_json)``: the worker reported progress on our request (see ``request``)."""
 OnFatal = Callable[[str], None]
 """``(reason)``: the connection cannot be made to work by retrying (bad password, conflict)."""
 
@@ -65,6 +70,7 @@ class Transport(ABC):
     on_message: OnMessage | None = None
     on_fatal: OnFatal | None = None
     on_occupant: OnOccupant | None = None
+    on_cancel: OnCancel | None = None
     """Set by the owner (``App``) before ``start()``."""
 
     @abstractmethod
@@ -84,8 +90,15 @@ class Transport(ABC):
         """Send the answer to a request delivered through ``OnRequest``."""
 
     @abstractmethod
-    async def request(self, to: str, text: str, timeout: float) -> str | None:
-        """Send an API call and return the result's ``<api/>`` text; raises ``CallError``s."""
+    async def request(self, to: str, text: str, timeout: float, on_progress: OnProgress | None = None) -> str | None:
+        """Send an API call and return the result's ``<api/>`` text; raises ``CallError``s.
+        ``on_progress`` gets the JSON of each progress report the worker sends meanwhile. If
+        the task awaiting this is cancelled, the worker is told (it cancels the handler)."""
+
+    @abstractmethod
+    def send_progress(self, to: str, iq_id: str, payload: str) -> None:
+        """Report progress (``payload``: the JSON of ``encode_progress``) on request ``iq_id``
+        to its caller ``to``; fire and forget."""
 
     @abstractmethod
     def send_message(self, to: str, body: str) -> None:

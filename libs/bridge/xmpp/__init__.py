@@ -42,7 +42,7 @@ from ..access import AccessPolicy, bare_jid
 from ..config import WorkerConfig, is_loopback
 from ..errors import CallTimeout, NotConnected, RemoteError
 from ..protocol import NS, ApiError, ApiResult, decode_error, xml_safe
-from ..transport import Backoff, Message, OnFatal, OnMessage, OnOccupant, OnRequest, Transport
+from ..transport import Backoff, Message, OnFatal, OnMessage, OnOccupant, OnProgress, OnRequest, Transport
 from . import _compat, _rooms
 from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Retry, Session
 
@@ -54,6 +54,10 @@ _slixmpp_log = logging.getLogger("slixmpp.xmlstream.xmlstream")
 _API_TAG = f"{{{NS}}}api"
 _PING_TAG = "{urn:xmpp:ping}ping"
 _DELAY_TAG = "{urn:xmpp:delay}delay"
+_PROGRESS_TAG = f"{{{NS}}}progress"
+_CANCEL_TAG = f"{{{NS}}}cancel"
+_CONTROL_TAGS = frozenset({_PROGRESS_TAG, _CANCEL_TAG})
+_NO_STORE_TAG = "{urn:xmpp:hints}no-store"  # XEP-0334: not for offline storage or archives
 # How long an XEP-0198 ack may wait, to cover every <r/> of that time with one <a/>. Only
 # where each read is ACKed at once by the kernel (_compat.ack_each_read); elsewhere at the end
 # of the loop pass (see XmppTransport._enable_stream_management).
@@ -133,6 +137,8 @@ class XmppTransport(Transport):
         self.on_message = on_message
         self.on_fatal = on_fatal
         self.on_occupant = on_occupant
+        self.on_cancel = None
+        self._progress: dict[str, OnProgress] = {}  # our request id -> its progress callback
         self.keepalive = keepalive
         self.keepalive_timeout = keepalive_timeout
         # the reconnect / resume / give-up rules: a pure table (_session.py); we report
@@ -454,6 +460,10 @@ class XmppTransport(Transport):
         flight, 100 more matcher calls per incoming stanza.)"""
         xml = stanza.xml
         if xml.tag != self._iq_tag:
+            # progress and cancel have no body: slixmpp's "message" event (bodies only) never sees them
+            if xml.tag == self._message_tag and any(child.tag in _CONTROL_TAGS for child in xml):
+                self._control(xml)
+                return None
             return self._take_room_stanza(stanza) if self.rooms else stanza
         kind = xml.get("type")
         api = None
@@ -513,6 +523,39 @@ class XmppTransport(Transport):
         if body:
             self.on_message(Message(str(msg["from"]), body, delayed=msg.xml.find(_DELAY_TAG) is not None))
 
+    def _control(self, xml: ET.Element) -> bool:
+        """A progress report on one of our requests, or a caller cancelling its request here:
+        handled, True. Progress counts only from the worker we asked; a cancel is passed on
+        with its sender, whom the owner checks against the request's caller."""
+        progress = xml.find(_PROGRESS_TAG)
+        if progress is not None:
+            iq_id = progress.get("id", "")
+            entry = self._pending.get(iq_id)
+            callback = self._progress.get(iq_id)
+            if entry is not None and callback is not None and JID(xml.get("from", "")) == JID(entry[0]):
+                callback(progress.text or "")
+            return True
+        cancel = xml.find(_CANCEL_TAG)
+        if cancel is not None:
+            if self.on_cancel is not None:
+                self.on_cancel(str(JID(xml.get("from", ""))), cancel.get("id", ""))
+            return True
+        return False
+
+    def _send_control(self, to: str, element: ET.Element) -> None:
+        client = self._client
+        if client is None:
+            return
+        msg = client.make_message(mto=JID(to), mtype="normal")
+        msg.xml.append(element)
+        msg.xml.append(ET.Element(_NO_STORE_TAG))
+        self._send_now(msg)
+
+    def send_progress(self, to: str, iq_id: str, payload: str) -> None:
+        element = ET.Element(_PROGRESS_TAG, {"id": iq_id})
+        element.text = payload
+        self._send_control(to, element)
+
     def _on_subscribe(self, presence: Any) -> None:
         assert self._client is not None
         sender = bare_jid(str(presence["from"]))
@@ -569,17 +612,26 @@ class XmppTransport(Transport):
         finally:
             self._pending.pop(iq_id, None)
 
-    async def request(self, to: str, text: str, timeout: float) -> str | None:
+    async def request(self, to: str, text: str, timeout: float, on_progress: OnProgress | None = None) -> str | None:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         await self.wait_online(timeout)
         assert self._client is not None
         iq = self._client.make_iq_set(ito=to)
         _with_api(iq, text)
+        iq_id = iq["id"]
+        if on_progress is not None:
+            self._progress[iq_id] = on_progress
         try:
             answer = await self._send_iq(iq, to, max(0.001, end - loop.time()))
         except TimeoutError:
             raise CallTimeout(f"no answer from {to} within {timeout:g} s") from None
+        except asyncio.CancelledError:
+            self._send_control(to, ET.Element(_CANCEL_TAG, {"id": iq_id}))  # the worker stops the handler
+            raise
+        finally:
+            if on_progress is not None:
+                del self._progress[iq_id]
         if answer.xml.get("type") == "error":
             err = decode_error(answer["error"]["condition"], _api_text(answer))
             raise RemoteError(err.code, err.message)

@@ -1,0 +1,58 @@
+"""Progress and cancellation over a real Prosody: reports reach the caller before the answer,
+a caller that ignores them is unaffected, and a cancelled call stops the handler."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from libs.bridge import APISpecs, App, Progress, load_config
+
+
+async def test_progress_and_cancel_over_xmpp(prosody, accounts, login) -> None:
+    env = {**prosody.env("worker", accounts["worker"][1]), "QE_ALLOW": accounts["client"][0]}
+    app = App(resource="progress", config=load_config(env), exit_on_fatal=False, keepalive=0)
+    entered, cancelled, step = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    @app.command("resize")
+    async def resize(specs: APISpecs) -> dict[str, Any]:
+        await specs.progress(0.5, "half")
+        await step.wait()  # the caller saw "half" while we still run
+        await specs.progress(1.0, "all")
+        return {"done": True}
+
+    @app.command("forever")
+    async def forever(specs: APISpecs) -> dict[str, Any]:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {}
+
+    try:
+        await app.wait_online(10)
+        client = await login("client")
+        seen: list[Progress] = []
+
+        def on_progress(progress: Progress) -> None:
+            seen.append(progress)
+            step.set()
+
+        answer = await client.call(app.jid, "resize", timeout=10, on_progress=on_progress)
+        assert answer == {"done": True}
+        assert seen == [Progress(0.5, "half"), Progress(1.0, "all")]  # both, in order, before the answer
+
+        step.clear()
+        step.set()
+        assert await client.call(app.jid, "resize", timeout=10) == {"done": True}  # progress ignored: same answer
+
+        call = asyncio.create_task(client.call(app.jid, "forever", timeout=30))
+        await asyncio.wait_for(entered.wait(), 10)
+        call.cancel()
+        await asyncio.wait_for(cancelled.wait(), 10)  # the worker stopped the handler
+        assert call.cancelled()
+        assert await client.call(app.jid, "ping", timeout=5) == {"pong": True, "environment": "python"}
+    finally:
+        await app.close(2)
