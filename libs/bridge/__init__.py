@@ -4,6 +4,7 @@ Everything public is re-exported here; import from ``libs.bridge``, not from its
 """
 
 from ..timers import (
+    RepeatingTaskRunner,
     SetInterval,
     SetIntervalSafe,
     SetTimeout,
@@ -50,6 +51,7 @@ __all__ = [
     "OutOfScope",
     "ProtocolError",
     "RemoteError",
+    "RepeatingTaskRunner",
     "Role",
     "SetInterval",
     "SetIntervalSafe",
