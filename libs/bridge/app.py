@@ -24,14 +24,14 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from importlib import metadata
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar, overload
 
 from .. import _runtime
 from ..timers import timer_stats
 from . import qewire
 from ._eager import start_eager
 from .access import AccessPolicy, check_resource
-from .client import api_call
+from .client import ExecModifier, api_call
 from .config import ConfigError, WorkerConfig, load_config
 from .dispatch import ApiHandler, Dispatcher, MessageHandler
 from .errors import CallError, RemoteError
@@ -54,6 +54,9 @@ _OUT_OF_SCOPE = {
     "sync": "QE's cloud library sync",
 }
 _ANNOUNCE_EVERY_S = 1.0  # how often a changed load is announced in the service room
+
+
+_Handle = TypeVar("_Handle")  # what an exec_modifier returns (PERIOD: a ScheduledTask)
 
 
 class OutOfScope(AttributeError):
@@ -448,15 +451,32 @@ class App:
 
         return register
 
+    @overload
     async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
-                   timeout: float = 10.0) -> dict[str, Any]:
-        """Call another worker (full JID) and return its dict; raises ``CallError``s."""
+                   timeout: float = 10.0, exec_modifier: None = None) -> dict[str, Any]: ...
+    @overload
+    async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
+                   timeout: float = 10.0, exec_modifier: ExecModifier[_Handle]) -> _Handle: ...
+    async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
+                   timeout: float = 10.0, exec_modifier: ExecModifier[Any] | None = None) -> Any:
+        """Call another worker (full JID) and return its dict; raises ``CallError``s. With
+        ``exec_modifier=PERIOD(...)``: the job's ``ScheduledTask`` (see ``api``)."""
+        if exec_modifier is not None:
+            return await exec_modifier.submit(self, jid, cmd, body, timeout=timeout)
         return await api_call(await self._transport(), jid, cmd, body, timeout=timeout,
                               max_payload=self.config.max_payload, app=self.app)
 
+    @overload
     async def api(self, app: str | None = None, cmd: str = "", body: dict[str, Any] | None = None,
-                  jid: str | None = None, resource: str | None = None, timeout: float = 10.0,
-                  **_qe_extra: Any) -> dict[str, Any]:
+                  jid: str | None = None, resource: str | None = None, timeout: float = 10.0, *,
+                  exec_modifier: None = None, **_qe_extra: Any) -> dict[str, Any]: ...
+    @overload
+    async def api(self, app: str | None = None, cmd: str = "", body: dict[str, Any] | None = None,
+                  jid: str | None = None, resource: str | None = None, timeout: float = 10.0, *,
+                  exec_modifier: ExecModifier[_Handle], **_qe_extra: Any) -> _Handle | dict[str, Any]: ...
+    async def api(self, app: str | None = None, cmd: str = "", body: dict[str, Any] | None = None,
+                  jid: str | None = None, resource: str | None = None, timeout: float = 10.0, *,
+                  exec_modifier: ExecModifier[Any] | None = None, **_qe_extra: Any) -> Any:
         """QE's caller API: never raises for a failed call, returns ``{"error": code,
         "message": ...}`` instead (``code`` is ``timeout``, ``not-connected``, ``no worker
         found`` or the worker's error code).
@@ -465,14 +485,21 @@ class App:
         ``resource=`` too: the one with that resource), and another one only when the first
         provably never started the request (``unavailable``, ``busy``): a request never runs
         twice. ``resource=`` alone calls a sibling on our own account.
+
+        ``exec_modifier=PERIOD(interval="5s")`` or ``PERIOD(at_time=[...])`` (daffi's words,
+        ``from libs.bridge import PERIOD``): the worker runs ``cmd`` on that schedule instead
+        of once (it needs a ``JobScheduler``; without one the answer is ``unknown-command``),
+        and this returns the job's ``ScheduledTask``; ``task.cancel()`` cancels every
+        remaining run. Failures are the same error dicts.
         """
         try:
             if jid is not None:
-                return await self.call(jid, cmd, body, timeout=timeout)
+                return await self.call(jid, cmd, body, timeout=timeout, exec_modifier=exec_modifier)
             if app is not None:
-                return await self._call_service(app, cmd, body, timeout, resource)
+                return await self._call_service(app, cmd, body, timeout, resource, exec_modifier)
             if resource is not None:
-                return await self.call(f"{self.config.jid}/{resource}", cmd, body, timeout=timeout)
+                return await self.call(f"{self.config.jid}/{resource}", cmd, body, timeout=timeout,
+                                       exec_modifier=exec_modifier)
             return {"error": "no worker found", "message": "App.api needs app=, jid= (full JID) or resource="}
         except RemoteError as exc:  # its message is "code: text"; the code has a key of its own
             return {"error": exc.code, "message": exc.remote_message}
@@ -484,11 +511,14 @@ class App:
             return {"error": "bad-request", "message": str(exc)}
 
     async def _call_service(self, app: str, cmd: str, body: dict[str, Any] | None, timeout: float,
-                            resource: str | None) -> dict[str, Any]:
+                            resource: str | None, exec_modifier: ExecModifier[Any] | None = None) -> Any:
         await self._transport()
         assert self._finder is not None
-        return await self._finder.call(app, lambda jid, left: self.call(jid, cmd, body, timeout=left),
-                                       timeout, resource)
+
+        async def call(jid: str, left: float) -> Any:  # a dict, or exec_modifier's handle
+            return await self.call(jid, cmd, body, timeout=left, exec_modifier=exec_modifier)
+
+        return await self._finder.call(app, call, timeout, resource)
 
     def find(self, app: str, timeout: float = 10.0) -> FindResult:
         """QE's ``App.find(app=...)``: ``{"code": 0, "jids": [...]}``, the full JIDs of the

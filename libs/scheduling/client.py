@@ -6,18 +6,26 @@
     await handle.cancel()
 
 The triggers are checked locally first (``ValueError`` before anything is sent); the worker
-checks them again, since other clients may not.
+checks them again, since other clients may not. ``PERIOD`` (period.py) is daffi's way of
+saying the same through ``exec_modifier=``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from libs.bridge.errors import RemoteError
 
 from .._enums import MisfirePolicy
 from .triggers import format_duration, parse_duration, trigger_from_spec
 
-__all__ = ["JobHandle", "RemoteWorker"]
+__all__ = ["Cancellation", "JobHandle", "RemoteWorker"]
+
+log = logging.getLogger(__name__)
 
 
 class _Caller(Protocol):
@@ -34,15 +42,52 @@ class JobHandle:
     next_run: str
     trigger: str
 
-    async def cancel(self) -> None:
-        """Cancel all remaining runs (``RemoteError`` if the job is gone or not ours)."""
-        await self.worker.cancel(self.id)
+    def cancel(self) -> Cancellation:
+        """Cancel all remaining runs. The request starts at once, as a task on the running
+        loop (so call this on the loop): ``await handle.cancel()`` waits for the worker's answer and raises
+        what it says (``RemoteError`` if the job is gone or not ours, ``CallTimeout``...);
+        ``handle.cancel()`` without ``await``, as daffi's scripts write it, cancels too, and
+        a failure is then logged as a warning instead of raised."""
+        return Cancellation(self.id, self.worker.cancel(self.id))
 
     async def info(self) -> dict[str, Any]:
         for job in await self.worker.jobs():
             if job["job"] == self.id:
                 return job
         raise LookupError(f"job {self.id} is not listed by {self.worker.jid}")
+
+
+class Cancellation:
+    """A cancel request already under way (what ``JobHandle.cancel()`` returns); awaitable.
+
+    Why not a plain coroutine: daffi's ``task.cancel()`` is a statement of its own, and a
+    coroutine that nobody awaits never runs, leaving a stored job running forever. This
+    starts at once as a task (which holds it until it ends) and reports a failure nobody
+    awaited in the log.
+    """
+
+    __slots__ = ("_awaited", "_task", "job")
+
+    def __init__(self, job: str, request: Coroutine[Any, Any, None]) -> None:
+        self.job = job
+        self._awaited = False
+        self._task = asyncio.get_running_loop().create_task(request)
+        self._task.add_done_callback(self._done)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        self._awaited = True
+        return self._task.__await__()
+
+    def done(self) -> bool:
+        """True once the worker answered (or the request failed)."""
+        return self._task.done()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved here, so that asyncio does not call it "never retrieved"
+        if exc is not None and not self._awaited:
+            log.warning("job %s: cancel failed: %s (await the cancel() to handle it)", self.job, exc)
 
 
 @dataclass(frozen=True)
@@ -54,9 +99,20 @@ class _Plan:
                    misfire: MisfirePolicy | str = MisfirePolicy.COALESCE,
                    notify: bool = False) -> JobHandle:
         """Schedule ``cmd(body)``; ``notify`` sends each run's result to us as a chat message."""
-        answer = await self.worker.caller.call(self.worker.jid, "schedule", {
-            "cmd": cmd, "body": body or {}, "trigger": self.trigger, "misfire": misfire, "notify": notify,
-        }, timeout=self.worker.timeout)
+        jid = self.worker.jid
+        no_scheduler = (f"{jid} has no job scheduler, so it cannot run {cmd!r} on a schedule "
+                        "(a worker schedules jobs once it has JobScheduler(App), as the default worker does)")
+        try:
+            answer = await self.worker.caller.call(jid, "schedule", {
+                "cmd": cmd, "body": body or {}, "trigger": self.trigger, "misfire": misfire, "notify": notify,
+            }, timeout=self.worker.timeout)
+        except RemoteError as exc:
+            if exc.code == "unknown-command":  # nothing takes 'schedule' there
+                raise RemoteError("unknown-command", no_scheduler) from None
+            raise
+        if not all(isinstance(answer.get(key), str) for key in ("job", "next_run", "trigger")):
+            # an onapi handler took 'schedule' and answered something else (QE: {} for a command it ignores)
+            raise RemoteError("unknown-command", f"{no_scheduler}; it answered 'schedule' with {answer!r:.200}")
         return JobHandle(self.worker, answer["job"], answer["next_run"], answer["trigger"])
 
 
