@@ -13,11 +13,13 @@ saying the same through ``exec_modifier=``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Coroutine, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from libs import _runtime
 from libs.bridge.errors import RemoteError
 
 from .._enums import MisfirePolicy
@@ -41,14 +43,16 @@ class JobHandle:
     id: str
     next_run: str
     trigger: str
+    loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False, compare=False)
+    """The loop the handle was made on, which its connection belongs to."""
 
     def cancel(self) -> Cancellation:
-        """Cancel all remaining runs. The request starts at once, as a task on the running
-        loop (so call this on the loop): ``await handle.cancel()`` waits for the worker's answer and raises
-        what it says (``RemoteError`` if the job is gone or not ours, ``CallTimeout``...);
+        """Cancel all remaining runs. The request starts at once (see ``Cancellation``):
+        ``await handle.cancel()`` waits for the worker's answer and raises what it says
+        (``RemoteError`` if the job is gone or not ours, ``CallTimeout``...);
         ``handle.cancel()`` without ``await``, as daffi's scripts write it, cancels too, and
         a failure is then logged as a warning instead of raised."""
-        return Cancellation(self.id, self.worker.cancel(self.id))
+        return Cancellation(self.id, self.worker.cancel(self.id), self.loop)
 
     async def info(self) -> dict[str, Any]:
         for job in await self.worker.jobs():
@@ -62,30 +66,47 @@ class Cancellation:
 
     Why not a plain coroutine: daffi's ``task.cancel()`` is a statement of its own, and a
     coroutine that nobody awaits never runs, leaving a stored job running forever. This
-    starts at once as a task (which holds it until it ends) and reports a failure nobody
-    awaited in the log.
+    starts the request as a task and reports a failure nobody awaited in the log. Where:
+
+    * on the running loop, when called on one (a coroutine, an ``async`` callback);
+    * else on ``loop``, the handle's (else the worker's main loop): from another thread (a
+      plain ``SetInterval`` callback) it is handed over to it; from a QE script's top-level
+      statement under ``qe-worker run``, where no loop runs between statements, it starts
+      as soon as the loop runs again (the script's next ``await``, or its shutdown).
     """
 
-    __slots__ = ("_awaited", "_task", "job")
+    __slots__ = ("_awaited", "_future", "job")
 
-    def __init__(self, job: str, request: Coroutine[Any, Any, None]) -> None:
+    def __init__(self, job: str, request: Coroutine[Any, Any, None],
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.job = job
         self._awaited = False
-        self._task = asyncio.get_running_loop().create_task(request)
-        self._task.add_done_callback(self._done)
+        self._future: asyncio.Future[None] | concurrent.futures.Future[None]
+        try:
+            self._future = asyncio.get_running_loop().create_task(request)
+        except RuntimeError:  # no loop runs in this thread
+            loop = loop or _runtime.main_loop()
+            if loop.is_running():
+                self._future = asyncio.run_coroutine_threadsafe(request, loop)
+            else:
+                self._future = loop.create_task(request)
+        self._future.add_done_callback(self._done)
 
     def __await__(self) -> Generator[Any, None, None]:
         self._awaited = True
-        return self._task.__await__()
+        future = self._future
+        if isinstance(future, concurrent.futures.Future):
+            return asyncio.wrap_future(future).__await__()
+        return future.__await__()
 
     def done(self) -> bool:
         """True once the worker answered (or the request failed)."""
-        return self._task.done()
+        return self._future.done()
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
+    def _done(self, future: asyncio.Future[None] | concurrent.futures.Future[None]) -> None:
+        if future.cancelled():
             return
-        exc = task.exception()  # retrieved here, so that asyncio does not call it "never retrieved"
+        exc = future.exception()  # retrieved here, so that asyncio does not call it "never retrieved"
         if exc is not None and not self._awaited:
             log.warning("job %s: cancel failed: %s (await the cancel() to handle it)", self.job, exc)
 
@@ -113,7 +134,8 @@ class _Plan:
         if not all(isinstance(answer.get(key), str) for key in ("job", "next_run", "trigger")):
             # an onapi handler took 'schedule' and answered something else (QE: {} for a command it ignores)
             raise RemoteError("unknown-command", f"{no_scheduler}; it answered 'schedule' with {answer!r:.200}")
-        return JobHandle(self.worker, answer["job"], answer["next_run"], answer["trigger"])
+        return JobHandle(self.worker, answer["job"], answer["next_run"], answer["trigger"],
+                         asyncio.get_running_loop())
 
 
 class RemoteWorker:

@@ -133,6 +133,15 @@ async def test_the_seeds_cancel_without_await_cancels_too(worker: App, client: A
     assert job.status == "cancelled" and task_ident.id not in worker.scheduler.tasks  # type: ignore[attr-defined]
 
 
+async def test_cancel_from_another_thread_goes_to_the_handles_loop(worker: App, client: Any) -> None:
+    """E.g. from a plain SetInterval callback, which runs on a pool thread."""
+    caller = await client()
+    task = await caller.call(worker.jid, "long_running_task1", exec_modifier=PERIOD(interval="1h"))
+    pending = await asyncio.to_thread(task.cancel)
+    await pending  # awaitable here too, though it runs on the handle's loop
+    assert (await task.info())["status"] == "cancelled"
+
+
 async def test_a_failed_cancel_raises_when_awaited_and_is_logged_when_not(
         worker: App, client: Any, caplog: pytest.LogCaptureFixture) -> None:
     caller = await client()
