@@ -1,6 +1,6 @@
 """``PERIOD`` (seed 002, daffi's ``exec_modifier``): the value itself, then ``Client.call``,
 ``App.call`` and ``App.api`` with it on a ``MemoryNetwork`` worker that has a JobScheduler.
-tests/integration/test_period.py does the same over a real Prosody, with the seed's examples."""
+tests/integration/test_daffi_period.py does the same over a real Prosody, with the seed's examples."""
 
 from __future__ import annotations
 
