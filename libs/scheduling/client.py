@@ -17,9 +17,10 @@ import concurrent.futures
 import logging
 from collections.abc import Coroutine, Generator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from libs import _runtime
+from libs.bridge.client import Caller
 from libs.bridge.errors import RemoteError
 
 from .._enums import MisfirePolicy
@@ -28,11 +29,6 @@ from .triggers import format_duration, parse_duration, trigger_from_spec
 __all__ = ["Cancellation", "JobHandle", "RemoteWorker"]
 
 log = logging.getLogger(__name__)
-
-
-class _Caller(Protocol):
-    async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
-                   timeout: float = 10.0) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -141,7 +137,7 @@ class _Plan:
 class RemoteWorker:
     """The scheduling commands of the worker at full JID ``jid``."""
 
-    def __init__(self, caller: _Caller, jid: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, caller: Caller, jid: str, *, timeout: float = 10.0) -> None:
         self.caller = caller
         self.jid = jid
         self.timeout = timeout

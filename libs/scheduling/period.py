@@ -23,8 +23,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from libs.bridge.client import Caller
+
 from ._time import iso
-from .client import JobHandle, RemoteWorker, _Caller
+from .client import JobHandle, RemoteWorker
 from .triggers import DateTrigger, IntervalTrigger
 
 __all__ = ["PERIOD", "ScheduledTask"]
@@ -79,7 +81,7 @@ class PERIOD:  # daffi's name, as seed 002 writes it
         """The trigger spec the worker's ``schedule`` command gets (docs/scheduling.md, *Forms*)."""
         return self._trigger.to_spec()
 
-    async def submit(self, caller: _Caller, jid: str, cmd: str, body: dict[str, Any] | None, *,
+    async def submit(self, caller: Caller, jid: str, cmd: str, body: dict[str, Any] | None, *,
                      timeout: float) -> JobHandle:
         """Ask the worker at ``jid`` (through ``caller``: a ``Client`` or an ``App``) to run
         ``cmd(body)`` on this schedule; its handle, or the caller's ``CallError``s
