@@ -1,9 +1,16 @@
 """The worker API, as QE python-worker scripts import it: ``from libs.bridge import ...``.
 
 Everything public is re-exported here; import from ``libs.bridge``, not from its modules.
+``PERIOD`` and ``ScheduledTask`` (seed 002, daffi's ``from daffi import PERIOD``) live in
+``libs.scheduling``, which builds on this package: they are loaded when first asked for, so
+that ``import libs.bridge`` (every worker, every ``qe-worker`` command) does not load the
+scheduler's SQLite store and cron parser, and no import cycle is made.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ..timers import (
+    RepeatingTaskRunner,
     SetInterval,
     SetIntervalSafe,
     SetTimeout,
@@ -33,6 +40,20 @@ from .serial import serial_generator
 from .specs import APISpecs, MessageSpecs
 from .transport import Transport
 
+if TYPE_CHECKING:
+    from ..scheduling.period import PERIOD, ScheduledTask
+
+_FROM_SCHEDULING = frozenset({"PERIOD", "ScheduledTask"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_SCHEDULING:
+        from ..scheduling import period
+
+        return getattr(period, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "APISpecs",
     "App",
@@ -48,10 +69,13 @@ __all__ = [
     "NexusMessageSpecs",
     "NotConnected",
     "OutOfScope",
+    "PERIOD",
     "Progress",
     "ProtocolError",
     "RemoteError",
+    "RepeatingTaskRunner",
     "Role",
+    "ScheduledTask",
     "SetInterval",
     "SetIntervalSafe",
     "SetTimeout",

@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -34,7 +34,7 @@ from ..timers import timer_stats
 from . import qewire
 from ._eager import start_eager
 from .access import AccessPolicy, check_resource
-from .client import api_call
+from .client import ExecModifier, api_call
 from .config import ConfigError, WorkerConfig, load_config
 from .dispatch import ApiHandler, Dispatcher, MessageHandler
 from .errors import CallError, RemoteError
@@ -58,6 +58,9 @@ _OUT_OF_SCOPE = {
     "sync": "QE's cloud library sync",
 }
 _ANNOUNCE_EVERY_S = 1.0  # how often a changed load is announced in the service room
+
+
+_Handle = TypeVar("_Handle")  # what an exec_modifier returns (PERIOD: a ScheduledTask)
 
 
 class OutOfScope(AttributeError):
@@ -501,16 +504,36 @@ class App:
 
         return register
 
+    @overload
     async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
-                   timeout: float = 10.0, on_progress: Callable[[Progress], object] | None = None) -> dict[str, Any]:
+                   timeout: float = 10.0, exec_modifier: None = None,
+                   on_progress: Callable[[Progress], object] | None = None) -> dict[str, Any]: ...
+    @overload
+    async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
+                   timeout: float = 10.0, exec_modifier: ExecModifier[_Handle],
+                   on_progress: Callable[[Progress], object] | None = None) -> _Handle: ...
+    async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
+                   timeout: float = 10.0, exec_modifier: ExecModifier[Any] | None = None,
+                   on_progress: Callable[[Progress], object] | None = None) -> Any:
         """Call another worker (full JID) and return its dict; raises ``CallError``s.
-        ``on_progress(Progress)`` is called for each progress report the worker sends."""
+        ``on_progress(Progress)`` is called for each progress report the worker sends. With
+        ``exec_modifier=PERIOD(...)``: the job's ``ScheduledTask`` (see ``api``)."""
+        if exec_modifier is not None:
+            return await exec_modifier.submit(self, jid, cmd, body, timeout=timeout)
         return await api_call(await self._transport(), jid, cmd, body, timeout=timeout,
                               max_payload=self.config.max_payload, app=self.app, on_progress=on_progress)
 
+    @overload
     async def api(self, app: str | None = None, cmd: str = "", body: dict[str, Any] | None = None,
-                  jid: str | None = None, resource: str | None = None, timeout: float = 10.0,
-                  **_qe_extra: Any) -> dict[str, Any]:
+                  jid: str | None = None, resource: str | None = None, timeout: float = 10.0, *,
+                  exec_modifier: None = None, **_qe_extra: Any) -> dict[str, Any]: ...
+    @overload
+    async def api(self, app: str | None = None, cmd: str = "", body: dict[str, Any] | None = None,
+                  jid: str | None = None, resource: str | None = None, timeout: float = 10.0, *,
+                  exec_modifier: ExecModifier[_Handle], **_qe_extra: Any) -> _Handle | dict[str, Any]: ...
+    async def api(self, app: str | None = None, cmd: str = "", body: dict[str, Any] | None = None,
+                  jid: str | None = None, resource: str | None = None, timeout: float = 10.0, *,
+                  exec_modifier: ExecModifier[Any] | None = None, **_qe_extra: Any) -> Any:
         """QE's caller API: never raises for a failed call, returns ``{"error": code,
         "message": ...}`` instead (``code`` is ``timeout``, ``not-connected``, ``no worker
         found`` or the worker's error code).
@@ -519,14 +542,21 @@ class App:
         ``resource=`` too: the one with that resource), and another one only when the first
         provably never started the request (``unavailable``, ``busy``): a request never runs
         twice. ``resource=`` alone calls a sibling on our own account.
+
+        ``exec_modifier=PERIOD(interval="5s")`` or ``PERIOD(at_time=[...])`` (daffi's words,
+        ``from libs.bridge import PERIOD``): the worker runs ``cmd`` on that schedule instead
+        of once (it needs a ``JobScheduler``; without one the answer is ``unknown-command``),
+        and this returns the job's ``ScheduledTask``; ``task.cancel()`` cancels every
+        remaining run. Failures are the same error dicts.
         """
         try:
             if jid is not None:
-                return await self.call(jid, cmd, body, timeout=timeout)
+                return await self.call(jid, cmd, body, timeout=timeout, exec_modifier=exec_modifier)
             if app is not None:
-                return await self._call_service(app, cmd, body, timeout, resource)
+                return await self._call_service(app, cmd, body, timeout, resource, exec_modifier)
             if resource is not None:
-                return await self.call(f"{self.config.jid}/{resource}", cmd, body, timeout=timeout)
+                return await self.call(f"{self.config.jid}/{resource}", cmd, body, timeout=timeout,
+                                       exec_modifier=exec_modifier)
             return {"error": "no worker found", "message": "App.api needs app=, jid= (full JID) or resource="}
         except RemoteError as exc:  # its message is "code: text"; the code has a key of its own
             return {"error": exc.code, "message": exc.remote_message}
@@ -538,11 +568,14 @@ class App:
             return {"error": "bad-request", "message": str(exc)}
 
     async def _call_service(self, app: str, cmd: str, body: dict[str, Any] | None, timeout: float,
-                            resource: str | None) -> dict[str, Any]:
+                            resource: str | None, exec_modifier: ExecModifier[Any] | None = None) -> Any:
         await self._transport()
         assert self._finder is not None
-        return await self._finder.call(app, lambda jid, left: self.call(jid, cmd, body, timeout=left),
-                                       timeout, resource)
+
+        async def call(jid: str, left: float) -> Any:  # a dict, or exec_modifier's handle
+            return await self.call(jid, cmd, body, timeout=left, exec_modifier=exec_modifier)
+
+        return await self._finder.call(app, call, timeout, resource)
 
     def find(self, app: str, timeout: float = 10.0) -> FindResult:
         """QE's ``App.find(app=...)``: ``{"code": 0, "jids": [...]}``, the full JIDs of the

@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar, overload
 
 from .access import bare_jid
 from .config import WorkerConfig, load_config
@@ -23,9 +23,33 @@ from .services import ServiceFinder
 from .transport import Transport
 from .xmpp import XmppTransport
 
-__all__ = ["Client", "api_call", "call", "random_resource", "wait_answering"]
+__all__ = ["Caller", "Client", "ExecModifier", "api_call", "call", "random_resource", "wait_answering"]
 
 log = logging.getLogger(__name__)
+
+
+# -- exec_modifier= (daffi's word): a call carried out otherwise than once, now -----------------
+
+_Handle = TypeVar("_Handle")
+_Handle_co = TypeVar("_Handle_co", covariant=True)
+
+
+class Caller(Protocol):
+    """What calls a worker and returns its dict: ``Client`` and ``App``."""
+
+    async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
+                   timeout: float = 10.0) -> dict[str, Any]: ...
+
+
+class ExecModifier(Protocol[_Handle_co]):
+    """What ``exec_modifier=`` takes (``Client.call``, ``App.call``, ``App.api``): it carries
+    the call out itself, through ``caller``, and returns what stands for it. The one there
+    is: ``PERIOD`` (libs.scheduling, re-exported here), which has the worker run the command
+    on a schedule and returns the job's ``ScheduledTask``. The bridge knows it only by this
+    shape: scheduling builds on the bridge, not the reverse."""
+
+    async def submit(self, caller: Caller, jid: str, cmd: str, body: dict[str, Any] | None, *,
+                     timeout: float) -> _Handle_co: ...
 
 
 def random_resource(prefix: str = "client") -> str:
@@ -118,11 +142,25 @@ class Client:
                         tb: TracebackType | None) -> None:
         await self.transport.close(2.0)
 
+    @overload
     async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
-                   timeout: float = 10.0, on_progress: Callable[[Progress], object] | None = None) -> dict[str, Any]:
-        """Call ``cmd`` on the worker at full JID ``jid``. ``on_progress(Progress)`` is called
-        for each progress report the handler sends (``await specs.progress(...)``).
-        Cancelling the task that awaits this tells the worker, which cancels the handler."""
+                   timeout: float = 10.0, exec_modifier: None = None,
+                   on_progress: Callable[[Progress], object] | None = None) -> dict[str, Any]: ...
+    @overload
+    async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
+                   timeout: float = 10.0, exec_modifier: ExecModifier[_Handle],
+                   on_progress: Callable[[Progress], object] | None = None) -> _Handle: ...
+    async def call(self, jid: str, cmd: str, body: dict[str, Any] | None = None, *,
+                   timeout: float = 10.0, exec_modifier: ExecModifier[Any] | None = None,
+                   on_progress: Callable[[Progress], object] | None = None) -> Any:
+        """Call ``cmd`` on the worker at full JID ``jid``: its dict, or ``CallError``s (see
+        ``api_call``). ``on_progress(Progress)`` is called for each progress report the
+        handler sends (``await specs.progress(...)``); cancelling the task that awaits this
+        tells the worker, which cancels the handler. With ``exec_modifier=PERIOD(...)`` the
+        worker (it needs a ``JobScheduler``) runs ``cmd`` on that schedule instead, and this
+        returns the job's ``ScheduledTask``, whose ``cancel()`` cancels every remaining run."""
+        if exec_modifier is not None:
+            return await exec_modifier.submit(self, jid, cmd, body, timeout=timeout)
         return await api_call(self.transport, jid, cmd, body, timeout=timeout,
                               max_payload=self.config.max_payload, on_progress=on_progress)
 

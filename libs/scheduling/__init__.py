@@ -2,7 +2,9 @@
 
 The triggers are sans-IO (see ``triggers.py``): pure values, no clock reads, no threads.
 ``PeriodicTask`` runs a function on a trigger inside a worker; ``JobScheduler`` lets callers
-schedule a worker's commands over XMPP, and ``RemoteWorker`` is their side of it.
+schedule a worker's commands over XMPP, and ``RemoteWorker`` is their side of it, as is
+``PERIOD`` (daffi's ``exec_modifier=``, also importable from ``libs.bridge``), whose calls
+return a ``ScheduledTask`` (daffi's name for ``JobHandle``).
 """
 
 from .._enums import MisfirePolicy
@@ -14,6 +16,7 @@ from .maintenance import (
     log_statistics,
     maintenance_tasks,
 )
+from .period import PERIOD, ScheduledTask
 from .periodic import PeriodicTask, PeriodicTaskManager, RunRecord
 from .remote import JobScheduler
 from .store import JobStore
@@ -36,10 +39,12 @@ __all__ = [
     "JobScheduler",
     "JobStore",
     "MisfirePolicy",
+    "PERIOD",
     "PeriodicTask",
     "PeriodicTaskManager",
     "RemoteWorker",
     "RunRecord",
+    "ScheduledTask",
     "Trigger",
     "check_system_health",
     "cleanup_history",

@@ -153,7 +153,8 @@ class JobScheduler:
             self._changed.notify_all()
 
     async def wait_job(self, job_id: str, predicate: Callable[[Job], bool], timeout: float) -> Job:
-        """Wait until the stored job satisfies ``predicate`` (re-checked after every run)."""
+        """Wait until the stored job satisfies ``predicate`` (re-checked after every run and
+        when the job ends: cancelled, or its requester no longer allowed)."""
         if self._changed is None:
             self._changed = asyncio.Condition()
         async with asyncio.timeout(timeout), self._changed:
@@ -179,7 +180,9 @@ class JobScheduler:
         if task is not None:
             self.app.loop.create_task(task.stop(timeout=1.0))
         log.info("job %s %s%s", job.id, status, f": {reason}" if reason else "")
-        return self.store.update(job, status=status, next_run=None, last_error=reason or job.last_error)
+        job = self.store.update(job, status=status, next_run=None, last_error=reason or job.last_error)
+        self.app.loop.create_task(self._notify_changed())
+        return job
 
     # -- commands -------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ user's guide. The modules, one job each:
 
 * ``_timers.py`` -- the public classes and ``timer_stats()``, bound to the process's engine;
 * ``_decorators.py`` -- ``@setInterval``/``@setTimeout``, ``clearInterval``/``clearTimeout``;
+* ``_runner.py`` -- ``RepeatingTaskRunner`` (seed 001's API, in seconds) over one ``SetInterval``;
 * ``_engine.py`` -- which timers run and what is due, under one lock; the hand-over of due
   ticks to event loops (its injection point: ``Engine(driver=...)``);
 * ``_thread.py`` -- the timer thread, the production driver of the engine;
@@ -17,11 +18,13 @@ user's guide. The modules, one job each:
 
 from .._enums import MisfirePolicy
 from ._decorators import clearInterval, clearTimeout, setInterval, setTimeout
+from ._runner import RepeatingTaskRunner
 from ._stats import TimerStats
 from ._timers import SetInterval, SetIntervalSafe, SetTimeout, SetTimeoutSafe, timer_stats
 
 __all__ = [
     "MisfirePolicy",
+    "RepeatingTaskRunner",
     "SetInterval",
     "SetIntervalSafe",
     "SetTimeout",

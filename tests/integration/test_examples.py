@@ -99,3 +99,18 @@ async def test_periodic_tasks_example_runs_its_tasks(run_script, prosody, accoun
     assert {"report", "refresh", "system_health_check", "log_statistics"} <= set(stats)
     assert stats["report"]["run_count"] >= 1 and stats["report"]["error_count"] == 0
     assert all(t["is_running"] for t in tasks)
+
+
+async def test_repeating_task_runner_example_prints_twice_in_three_seconds():
+    """Seed 001's usage example as written: "The code snippet will take 3 seconds, and the
+    "Hello, World!" string will be printed 2 times" (no server, no event loop)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLES / "repeating_task_runner.py"), cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    out, err = await asyncio.wait_for(proc.communicate(), 15)
+    took = loop.time() - started
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().splitlines() == ["Hello, World!"] * 2 and err == b""
+    assert 3.0 <= took < 10.0  # its own sleeps; an upper bound for a loaded machine only

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import libs.bridge
 import libs.scheduling
 import libs.timers
@@ -38,3 +41,22 @@ def test_one_misfire_policy_everywhere_and_strings_still_work() -> None:
     assert MisfirePolicy.parse("skip") is MisfirePolicy.SKIP
     assert [str(state) for state in RunState] == ["new", "running", "stopped", "finished"]
     assert [str(status) for status in JobStatus] == ["active", "finished", "cancelled"]
+
+
+def test_period_comes_from_libs_bridge_lazily_in_either_import_order() -> None:
+    """Seed 002 imports PERIOD beside App (daffi: ``from daffi import Global, PERIOD``); it
+    lives in libs.scheduling, which builds on libs.bridge: loaded when first asked for, so
+    ``import libs.bridge`` alone does not load the scheduler, and no order makes a cycle."""
+    bridge_first = ("import sys, libs.bridge\n"
+                    "assert 'libs.scheduling' not in sys.modules\n"
+                    "from libs.bridge import PERIOD, ScheduledTask\n"
+                    "import libs.scheduling\n"
+                    "assert (PERIOD, ScheduledTask) == (libs.scheduling.PERIOD, libs.scheduling.JobHandle)\n")
+    scheduling_first = ("from libs.scheduling import PERIOD as P, ScheduledTask as S\n"
+                        "from libs.bridge import *\n"
+                        "assert (PERIOD, ScheduledTask) == (P, S)\n")
+    for code in (bridge_first, scheduling_first):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    assert libs.bridge.PERIOD is libs.scheduling.PERIOD
+    assert libs.bridge.ScheduledTask is libs.scheduling.ScheduledTask is libs.scheduling.JobHandle
