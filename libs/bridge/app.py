@@ -129,6 +129,8 @@ class App:
         if rest:
             raise NotImplementedError(f"App(rest=...) is not supported by qe-worker yet (see {_COMPAT_PAGE}); "
                                       "use rest=False")
+        if transport is None:  # a module hosted by another program (the test kit) gets the host's
+            transport = _runtime.hosted_transport(resource)
         self.config = config or (transport.config if transport is not None else _load_config())
         # an injected transport has its JID already; else RESOURCE (config) wins over the argument
         self.resource = check_resource(transport.jid.partition("/")[2] if transport is not None
