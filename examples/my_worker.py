@@ -20,7 +20,7 @@ async def api(specs: APISpecs):
         return {"sum": specs.body["x"] + specs.body["y"]}
     if specs.cmd == "beats":
         return {"beats": beats}
-    return {"code": -1000, "msg": "no api handler"}   # QE's answer for a command it has no handler for
+    return None                              # not ours: {}, and the built-in ping and info answer
 
 
 @App.nexus.API("greet")

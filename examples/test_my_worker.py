@@ -23,9 +23,9 @@ async def test_add(qe_worker_module):
     assert await worker.call("add", {"x": 2, "y": 3}) == {"sum": 5}
 
 
-async def test_other_commands_get_qes_no_handler_answer(qe_worker_module):
+async def test_ping_still_answers(qe_worker_module):
     worker = await qe_worker_module("my_worker.py")
-    assert await worker.call("divide", {"x": 1, "y": 0}) == {"code": -1000, "msg": "no api handler"}
+    assert await worker.call("ping") == {"pong": True, "environment": "python"}
 
 
 async def test_greet_answers_and_sends_a_message(qe_worker_module):
