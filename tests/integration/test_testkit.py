@@ -32,11 +32,11 @@ def _project(tmp_path: Path, name: str) -> Path:
     return folder
 
 
-def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _pytest(folder: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m pytest -q ARGS`` in ``folder``, with none of our test settings: no
-    PYTHONPATH, no QE_* account, no PYTEST_* options."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("QE_", "PYTEST_", "PYTHONPATH")) and k != "RESOURCE"}
+    PYTHONPATH, no QE_* account, no PYTEST_* options (``env`` on top)."""
+    env = {**{k: v for k, v in os.environ.items()
+              if not k.startswith(("QE_", "PYTEST_", "PYTHONPATH")) and k != "RESOURCE"}, **(env or {})}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=folder,
                           env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
 
@@ -86,3 +86,22 @@ def test_docs_testing_md_shows_the_example_files() -> None:
         example = (ROOT / name).read_text(encoding="utf-8")
         for piece in textwrap.dedent(code).strip().split("\n# ...\n"):
             assert piece.strip() in example, f"docs/testing.md shows code that is not in {name}:\n{piece}"
+
+
+def test_without_prosody_the_real_server_tests_are_skipped_saying_why(tmp_path: Path) -> None:
+    folder = _project(tmp_path, "no-prosody")
+    run = _pytest(folder, "-rs", env={"PATH": str(Path(sys.executable).parent)})  # no prosody on PATH
+    assert run.returncode == 0, _outcome(run)
+    assert re.search(r"\b5 passed, 1 skipped\b", run.stdout), _outcome(run)
+    assert "qe_server needs Prosody: prosody not found" in run.stdout, _outcome(run)
+
+
+async def test_a_worker_that_does_not_come_up_fails_with_its_output(qe_real_worker, tmp_path: Path) -> None:
+    from libs.testing import WorkerFailed
+
+    (tmp_path / "exits.py").write_text('print("missing a setting")\nraise SystemExit(3)\n', encoding="utf-8")
+    with pytest.raises(WorkerFailed, match=r"(?s)exits\.py exited with status 3 before it answered ping.*missing a setting"):
+        await qe_real_worker(str(tmp_path / "exits.py"))
+    (tmp_path / "silent.py").write_text("import asyncio\nasyncio.get_event_loop().run_forever()\n", encoding="utf-8")
+    with pytest.raises(WorkerFailed, match=r"silent\.py did not answer ping at worker@localhost/python within 1 s"):
+        await qe_real_worker(str(tmp_path / "silent.py"), timeout=1)  # no App: nobody logs in
