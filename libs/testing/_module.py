@@ -132,9 +132,10 @@ async def worker_module(
     """Load the worker script ``target`` (``locate()``) into the running loop, serving on
     ``network`` (a new one by default) as account ``jid``, allowing ``allow`` (bare JIDs,
     ``QE_ALLOW``); yield it with a caller logged in as ``caller``. On the way out every
-    ``App`` it made leaves, the timers started meanwhile stop, ``sys.path`` is as before, and
-    the script's module and the modules imported from its folder meanwhile are forgotten (a
-    next load imports them afresh; libraries it imported stay imported).
+    ``App`` it made leaves, the timers started meanwhile stop, the script's folder leaves
+    ``sys.path`` (it comes first meanwhile, as for ``python script.py``), and the script's
+    module and the modules imported from its folder meanwhile are forgotten (a next load
+    imports them afresh; libraries it imported stay imported).
 
     ``resource`` overrides the resource of every ``App`` it makes (what ``RESOURCE`` does);
     ``state_dir`` is its ``QE_STATE_DIR``; ``timeout`` bounds each top-level ``await`` and
@@ -161,9 +162,10 @@ async def worker_module(
     config = transport("python").config  # what startup() returns (QE's scripts ignore it)
     made.clear()
     module = _new_module(name, script)
-    saved = sys.modules.get(name), list(sys.path), set(sys.modules)
+    saved, before = sys.modules.get(name), set(sys.modules)
+    folder = os.path.dirname(script.filename)
     sys.modules[name] = module
-    sys.path.insert(0, os.path.dirname(script.filename))
+    sys.path.insert(0, folder)
     timers_before = set(live_timers())
     apps: list[App] = []
     try:
@@ -184,12 +186,13 @@ async def worker_module(
         try:
             await _unload(apps or _apps_in(module), made, timers_before, timeout)
         finally:
-            _forget_modules(Path(script.filename).parent, saved[2])
-            if saved[0] is None:
+            _forget_modules(Path(folder), before)
+            if saved is None:
                 sys.modules.pop(name, None)
             else:
-                sys.modules[name] = saved[0]
-            sys.path[:] = saved[1]
+                sys.modules[name] = saved
+            with contextlib.suppress(ValueError):  # only our entry: the test may change sys.path too
+                sys.path.remove(folder)
 
 
 def _new_module(name: str, script: Script) -> types.ModuleType:

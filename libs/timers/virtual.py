@@ -39,6 +39,13 @@ WALL_START = 1_700_000_000.0
 """The wall-clock time (``time.time()``) a virtual clock reads at virtual time 0."""
 
 
+def _running_loop() -> Loop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def live_timers() -> list[Timer]:
     """The live timers (started, not stopped, not fired) of the engine timers created now
     join: the process's, or an installed ``VirtualClock``'s. Any thread."""
@@ -140,7 +147,13 @@ class VirtualClock:
         for t in self.timers():
             t.stop()
         for task in list(self.engine.tasks):
-            task.cancel()
+            loop = task.get_loop()
+            if loop.is_closed():  # its tasks have ended, or never will
+                continue
+            if loop.is_running() and _running_loop() is not loop:
+                loop.call_soon_threadsafe(task.cancel)  # a task is cancelled on its loop's thread
+            else:
+                task.cancel()
         if self._replaced is not None:
             replaced, self._replaced = self._replaced, None
             use_engine(replaced)
