@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import signal
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -200,3 +201,12 @@ def test_the_plugin_is_installed_as_an_entry_point(pytestconfig: pytest.Config) 
     points = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="pytest11")}
     assert points.get("qe_worker") == "libs.testing.plugin"
     assert pytestconfig.pluginmanager.has_plugin("qe_worker")
+
+
+def test_loading_the_plugin_imports_nothing_of_the_library() -> None:
+    # pytest loads it in every project where qe-worker is installed: it must cost nothing there
+    code = ("import sys, libs.testing.plugin, libs.testing\n"
+            "assert not {'libs.bridge', 'slixmpp', 'libs.testing._module'} & set(sys.modules), sorted(sys.modules)\n"
+            "assert set(libs.testing.__all__) <= set(dir(libs.testing))\n"
+            "assert libs.testing.worker_module.__module__ == 'libs.testing._module'\n")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr == ""
