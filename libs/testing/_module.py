@@ -154,13 +154,18 @@ async def worker_module(
     made: list[MemoryTransport] = []
 
     def transport(requested: str) -> MemoryTransport:
-        made.append(net.transport(f"{account}/{resource or requested}", allow=allowed))
-        if state_dir is not None:
-            made[-1].config = dataclasses.replace(made[-1].config, state_dir=os.fspath(state_dir))
+        full = f"{account}/{resource or requested}"
+        if full in net.online() or any(t.jid == full for t in made):  # a second login would take it over
+            raise ValueError(f"{full} is taken on this network: give this worker another resource (resource=...) "
+                             "or account (jid=...)")
+        made.append(net.transport(full, allow=allowed))
+        made[-1].config = config
         return made[-1]
 
-    config = transport("python").config  # what startup() returns (QE's scripts ignore it)
-    made.clear()
+    # what startup() returns (QE's scripts ignore it): a worker's configuration on this network
+    config = net.transport(f"{account}/{resource or 'python'}", allow=allowed).config
+    if state_dir is not None:
+        config = dataclasses.replace(config, state_dir=os.fspath(state_dir))
     module = _new_module(name, script)
     saved, before = sys.modules.get(name), set(sys.modules)
     folder = os.path.dirname(script.filename)

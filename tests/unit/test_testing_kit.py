@@ -140,6 +140,11 @@ async def test_two_workers_of_one_script_and_a_module_name(qe_worker_module, tmp
     second = await qe_worker_module("calc_worker", resource="second")
     assert first.module is not second.module and first.app is not second.app
     assert await second.caller.call(first.jid, "double", {"x": 1}) == {"code": 0, "value": 2}
+    with pytest.raises(ValueError, match="worker@localhost/python is taken on this network"):
+        await qe_worker_module("calc_worker")  # would take over the first one's session
+    other = await qe_worker_module(script(tmp_path, LEGACY.replace('resource="python"', 'resource="legacy"')))
+    assert other.jid == "worker@localhost/legacy"
+    assert await first.call("double", {"x": 2}) == {"code": 0, "value": 4}
 
 
 async def test_a_relative_path_is_taken_from_the_test_files_folder(qe_worker_module) -> None:
