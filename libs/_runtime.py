@@ -11,6 +11,11 @@ timers' wait at shutdown. (Plain timer callbacks run on the timers' own callback
 functions run as tasks on the loop rather than on a thread is decided here too
 (``is_async``).
 
+It also says when a worker module is *hosted*: loaded into a program that owns the loop,
+the logging and the network, such as the test kit (``libs.testing``) running a QE-style script
+inside a test. While ``hosting()`` is active (a context variable: this thread, and the tasks
+it starts), ``startup()`` sets nothing up and ``App`` takes its transport from the host.
+
 Thread affinity: ``main_loop()`` and ``executor()`` may be called from any thread; hooks run
 on the main loop.
 """
@@ -18,24 +23,30 @@ on the main loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import inspect
 import logging
 import os
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 __all__ = [
+    "Host",
     "ShutdownHook",
     "add_shutdown_hook",
     "current_config",
     "executor",
     "fail",
     "has_shutdown_hooks",
+    "host",
+    "hosted_transport",
+    "hosting",
     "install_signal_handlers",
     "is_async",
     "main_loop",
@@ -75,6 +86,44 @@ class _Runtime:
 
 
 _RT = _Runtime()
+
+
+@dataclass(frozen=True)
+class Host:
+    """A program that loads worker modules into its own running loop (``hosting()``).
+
+    ``config`` is what ``startup()`` returns to the module (a ``WorkerConfig``);
+    ``transport(resource)`` makes the transport of an ``App`` the module creates without
+    one (a ``Transport``; typed loosely here: this module is below ``libs.bridge``).
+    """
+
+    config: Any
+    transport: Callable[[str], Any]
+
+
+_HOST: contextvars.ContextVar[Host | None] = contextvars.ContextVar("qe_worker_host", default=None)
+
+
+@contextlib.contextmanager
+def hosting(host: Host) -> Iterator[Host]:
+    """Run worker modules under ``host`` inside the block (see the module doc)."""
+    token = _HOST.set(host)
+    try:
+        yield host
+    finally:
+        _HOST.reset(token)
+
+
+def host() -> Host | None:
+    """The host worker modules run under here, or None (they run as scripts)."""
+    return _HOST.get()
+
+
+def hosted_transport(resource: str) -> Any:
+    """The host's transport for an ``App`` with ``resource`` created without one; None when
+    not hosted (the ``App`` then connects over XMPP)."""
+    current = _HOST.get()
+    return None if current is None else current.transport(resource)
 
 
 def _after_fork_in_child() -> None:

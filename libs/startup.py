@@ -7,6 +7,8 @@ script's later ``asyncio.get_event_loop().run_forever()`` runs it on Python 3.11
 deprecation warnings. SIGINT/SIGTERM then shut the worker down cleanly (exit 0).
 Called again (a script that ``qe-worker run SCRIPT`` already set up calls it too), it reloads
 the configuration and keeps the loop it made (unless that loop is running or closed).
+In a hosted module (``_runtime.hosting()``: the test kit runs the script inside a test) it
+only returns the host's configuration: the loop, logging and signals are the host's.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ def configure_logging(level: str = "INFO", secrets: tuple[str, ...] = ()) -> Non
 
 def startup(environ: Mapping[str, str] | None = None) -> WorkerConfig:
     """Load the configuration, set up logging and the main loop; return the configuration."""
+    host = _runtime.host()
+    if host is not None:
+        return host.config  # type: ignore[no-any-return]
     try:
         config = load_config(environ)
     except ConfigError as exc:

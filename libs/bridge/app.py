@@ -133,6 +133,8 @@ class App:
         handle_signals: bool | None = None,
         transport: Transport | None = None,
     ) -> None:
+        if transport is None:  # a module hosted by another program (the test kit) gets the host's
+            transport = _runtime.hosted_transport(resource)
         self.config = config or (transport.config if transport is not None else _load_config())
         # an injected transport has its JID already; else RESOURCE (config) wins over the argument
         self.resource = check_resource(transport.jid.partition("/")[2] if transport is not None

@@ -13,7 +13,9 @@ user's guide. The modules, one job each:
 * ``_pool.py`` -- the worker threads that run plain callbacks;
 * ``_callbacks.py`` -- how one callback is called, and what counts as its failure;
 * ``_heap.py`` -- the deadline heap (sans-IO: no threads, locks or loops);
-* ``_stats.py`` -- run accounting, the lateness histogram, ``TimerStats``.
+* ``_stats.py`` -- run accounting, the lateness histogram, ``TimerStats``;
+* ``virtual.py`` -- public, for tests: ``VirtualClock``, the timers created while it is
+  installed on virtual time (``libs.testing`` and its ``qe_clock`` fixture use it).
 """
 
 from .._enums import MisfirePolicy

@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from ._callbacks import name_of
-from ._timers import ENGINE, SetInterval, SetIntervalSafe, SetTimeout, SetTimeoutSafe, Timer
+from ._timers import SetInterval, SetIntervalSafe, SetTimeout, SetTimeoutSafe, Timer, current_engine
 
 __all__ = ["clearInterval", "clearTimeout", "setInterval", "setTimeout"]
 
@@ -48,12 +48,12 @@ def clearInterval(key: Hashable) -> bool:
 
     Returns True if one was running, False for an unknown or already stopped key.
     """
-    return ENGINE.clear(("interval", key))
+    return current_engine().clear(("interval", key))
 
 
 def clearTimeout(key: Hashable) -> bool:
     """Cancel the pending ``@setTimeout`` under ``key``; False if unknown or already fired."""
-    return ENGINE.clear(("timeout", key))
+    return current_engine().clear(("timeout", key))
 
 
 def _decorator(

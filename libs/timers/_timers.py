@@ -22,8 +22,11 @@ Thread affinity of the control methods: ``start``, ``stop``/``cancel``, ``reset`
 ``stats`` and the decorators may be called from any thread, including from inside the
 timer's own callback.
 
-Injection point: a subclass that sets the class attribute ``_engine`` binds its timers to
-another ``Engine`` (tests: a virtual clock, tests/support/timers.py).
+Injection points: a subclass that sets the class attribute ``_engine`` binds its timers to
+another ``Engine`` (tests/support/timers.py); ``use_engine()`` makes another engine the one
+every timer created from then on joins, process-wide (``libs.timers.virtual``: virtual time
+for a test). A timer keeps the engine it was created with, so timers created before the
+switch go on where they are.
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ __all__ = [
     "SetTimeout",
     "SetTimeoutSafe",
     "Timer",
+    "current_engine",
     "timer_stats",
+    "use_engine",
 ]
 
 ENGINE: Final = Engine()
@@ -64,6 +69,7 @@ class Timer:
         "_args",
         "_armed",
         "_callback",
+        "_eng",
         "_hist",
         "_inflight",
         "_interval",
@@ -80,7 +86,7 @@ class Timer:
     )
     _REPEAT: ClassVar[bool] = True
     _SAFE: ClassVar[bool] = False
-    _engine: ClassVar[Engine] = ENGINE  # the injection point (see the module doc)
+    _engine: ClassVar[Engine] = ENGINE  # the engine new timers join (see the module doc)
 
     def __init__(
         self,
@@ -101,6 +107,7 @@ class Timer:
         policy = MisfirePolicy.parse(misfire)
         if not isinstance(max_instances, int) or max_instances < 1:
             raise ValueError("max_instances must be an int >= 1")
+        self._eng = self._engine  # for its whole life, whichever engine new timers join later
         self._callback = callback
         self._args = args
         self._kwargs = kwargs or None
@@ -120,7 +127,7 @@ class Timer:
         self._hist: array[int] | None = None
 
     def _start(self, key: tuple[str, Hashable] | None) -> None:
-        eng = self._engine
+        eng = self._eng
         loop = eng.resolve_loop() if (self._SAFE or self._is_coro) else None
         eng.start(self, loop, key)
 
@@ -131,7 +138,7 @@ class Timer:
         decided under the engine lock, so only a run already under way (or decided just
         before) finishes. Returns True if this call stopped it, False if it was not running.
         """
-        return self._engine.stop(self)
+        return self._eng.stop(self)
 
     def reset(self) -> bool:
         """Postpone the next tick to now + interval (a watchdog kick); the grid restarts there.
@@ -139,7 +146,7 @@ class Timer:
         Returns False (and does nothing) if the timer is not running, or if it is a
         timeout whose tick has already been handed over.
         """
-        return self._engine.reset(self)
+        return self._eng.reset(self)
 
     @property
     def is_running(self) -> bool:
@@ -153,7 +160,7 @@ class Timer:
 
     def stats(self) -> TimerStats:
         """A snapshot of this timer's statistics (also valid after it stopped)."""
-        return self._engine.snapshot(self)
+        return self._eng.snapshot(self)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name!r} {self._interval * 1000.0:g} ms {self._state}>"
@@ -251,7 +258,7 @@ class SetTimeout(Timer):
 
     def cancel(self) -> bool:
         """QE's name for ``stop()``: True if the callback was prevented from starting."""
-        return self._engine.stop(self)
+        return self._eng.stop(self)
 
     @property
     def delay_ms(self) -> float:
@@ -268,6 +275,20 @@ class SetTimeoutSafe(SetTimeout):
 
 
 
+def current_engine() -> Engine:
+    """The engine timers created now join: ``ENGINE``, unless ``use_engine()`` said otherwise."""
+    return Timer._engine
+
+
+def use_engine(engine: Engine) -> Engine:
+    """Make ``engine`` the one timers created from now on join (process-wide: every thread);
+    returns the one it replaces, to put back. Timers already created keep theirs."""
+    previous, Timer._engine = Timer._engine, engine
+    return previous
+
+
 def timer_stats() -> list[TimerStats]:
-    """Statistics of every live timer (started, not yet stopped or fired), in no set order."""
-    return [ENGINE.snapshot(t) for t in ENGINE.live_timers()]
+    """Statistics of every live timer (started, not yet stopped or fired) of the current
+    engine, in no set order."""
+    engine = current_engine()
+    return [engine.snapshot(t) for t in engine.live_timers()]

@@ -2,33 +2,23 @@
 
 The production engine is woken by the timer thread and runs plain callbacks on its pool.
 ``Virtual`` builds an engine with the documented injection point instead
-(``Engine(clock=..., driver=...)``): a ``ManualDriver`` that starts no thread, so nothing
-runs until the test calls ``pump(at)`` (one wake-up of the timer thread at ``at``), and
-that collects plain ticks for the test to run (``run_tick``) when it says so. Loop-bound
-ticks go to a ``FakeLoop`` that records each hand-over. Timer classes bound to the engine
-are subclasses that set ``_engine`` (the classes' injection point).
+(``Engine(clock=..., driver=...)``): a ``ManualDriver`` (``libs.timers.virtual``, the parts
+of users' ``VirtualClock``) that starts no thread, so nothing runs until the test calls
+``pump(at)`` (one wake-up of the timer thread at ``at``), and that collects plain ticks for
+the test to run (``run_tick``) when it says so. Loop-bound ticks go to a ``FakeLoop`` that
+records each hand-over. Timer classes bound to the engine are subclasses that set
+``_engine`` (the classes' injection point).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from libs.timers import SetInterval, SetIntervalSafe, SetTimeout, SetTimeoutSafe
-from libs.timers._callbacks import call_plain
 from libs.timers._engine import Engine
+from libs.timers.virtual import ManualDriver, VClock
 
-__all__ = ["FakeLoop", "ManualDriver", "VClock", "Virtual"]
-
-
-class VClock:
-    """A virtual monotonic clock: seconds, moved by the test."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+__all__ = ["FakeLoop", "ManualDriver", "VClock", "Virtual"]  # ManualDriver, VClock: libs.timers.virtual
 
 
 class FakeLoop:
@@ -47,51 +37,6 @@ class FakeLoop:
         posted, self.posted = self.posted, []
         for fn in posted:
             fn()
-
-
-class ManualDriver:
-    """An engine driver with no thread and no pool: plain ticks land in ``ticks``."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.ticks: list[tuple[Any, float]] = []  # plain ticks handed to "the pool"
-
-    def armed_locked(self, deadline: float) -> None:
-        pass  # nothing sleeps: the test pumps
-
-    def run_plain_locked(self, ticks: list[Any]) -> None:
-        self.ticks.extend(zip(ticks[::2], ticks[1::2]))
-
-    def queued_locked(self) -> Iterable[Any]:
-        return [x for tick in self.ticks for x in tick]
-
-    def after_fork_in_child(self) -> None:
-        self.ticks = []
-
-    def pump(self, now: float | None = None) -> None:
-        """One wake-up of the timer thread at ``now`` (default: the engine's clock)."""
-        engine = self.engine
-        with engine.lock:
-            posts = engine.wake_locked(engine.clock() if now is None else now)
-        if posts:
-            engine.post_drains(posts)
-
-    def run_tick(self, t: Any, deadline: float) -> None:
-        """Run one plain tick on this thread, as a pool worker does."""
-        engine = self.engine
-        with engine.lock:
-            if not engine.begin_locked(t):
-                return
-            engine.busy += 1
-        error = True
-        start = engine.clock()
-        try:
-            error = call_plain(t)
-        finally:
-            end = engine.clock()
-            with engine.lock:
-                engine.busy -= 1
-                engine.finish_locked(t, deadline, start, end, error)
 
 
 class Virtual:
