@@ -31,6 +31,26 @@ class Role(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    def at_least(self, required: Role) -> bool:
+        """Whether a caller of this role may do what needs ``required``: the owner may do
+        everything, a partner what partners and users may, a user what users may."""
+        return _TRUST[self.value] >= _TRUST[required.value]
+
+    @classmethod
+    def parse(cls, name: str | Role) -> Role:
+        """``"owner"``, ``"partner"``, ``"user"`` (or the aliases ``"allowed"``, ``"public"``,
+        any case) as a ``Role``; ``ValueError`` for anything else."""
+        if isinstance(name, Role):
+            return name
+        if isinstance(name, str):
+            found = cls.__members__.get(name.upper())
+            if found is not None:
+                return found
+        raise ValueError(f"{name!r} is not a role (owner, partner or user)")
+
+
+_TRUST = {"owner": 3, "partner": 2, "user": 1}  # Role.at_least: who may do what
+
 
 def bare_jid(jid: str) -> str:
     """``user@domain/res`` -> ``user@domain``, lower-cased (node and domain are

@@ -33,7 +33,7 @@ from .. import _runtime
 from ..timers import timer_stats
 from . import qewire
 from ._eager import start_eager
-from .access import AccessPolicy, check_resource
+from .access import AccessPolicy, Role, check_resource
 from .client import ExecModifier, api_call
 from .config import ConfigError, WorkerConfig, load_config
 from .dispatch import ApiHandler, Dispatcher, MessageHandler
@@ -58,6 +58,12 @@ _OUT_OF_SCOPE = {
     "sync": "QE's cloud library sync",
 }
 _ANNOUNCE_EVERY_S = 1.0  # how often a changed load is announced in the service room
+_BUILT_INS = {  # the fallbacks' descriptions in `commands`; their bodies are ignored (schema {})
+    "ping": "QE's liveness check: {\"pong\": true, \"environment\": \"python\"}",
+    "info": "this worker's JID, version, uptime, commands and request counters",
+    "commands": "the commands you may run here, with their descriptions and arguments (JSON Schema)",
+}
+_H = TypeVar("_H", bound=Callable[..., Awaitable[Any]])
 
 
 _Handle = TypeVar("_Handle")  # what an exec_modifier returns (PERIOD: a ScheduledTask)
@@ -153,7 +159,7 @@ class App:
         self.policy = AccessPolicy.create(self.config.jid, public=public, allow=self.config.allow)
         self.dispatcher = Dispatcher(self.policy, max_payload=self.config.max_payload,
                                      max_per_caller=self.config.max_per_caller)
-        self.dispatcher.fallbacks.update({"ping": self._ping, "info": self._info})
+        self.dispatcher.fallbacks.update({"ping": self._ping, "info": self._info, "commands": self._commands})
         self.xmpp = _XmppHooks(self.dispatcher)
         self.nexus = Nexus(self)
         self.jid = f"{self.config.jid}/{self.resource}"
@@ -207,6 +213,7 @@ class App:
         transport.on_fatal = self._on_fatal
         transport.on_cancel = self._on_cancel
         self.dispatcher.progress_sink = transport.send_progress
+        transport.describe = self._describe
         self._finder = ServiceFinder(transport, self.config.rooms_domain, self.jid)
         transport.on_occupant = self._finder.occupant
         self.transport = transport
@@ -469,7 +476,7 @@ class App:
             "version": version(),
             "uptime_s": round(time.time() - self.started_at, 3),
             "public": self.public,
-            "commands": sorted(set(self.dispatcher.commands) | set(self.dispatcher.fallbacks)),
+            "commands": sorted(c["name"] for c in self.describe(Role(specs.role))),
             "onapi": self.dispatcher.onapi is not None,
             "requests": {
                 "received": stats.received,
@@ -483,6 +490,24 @@ class App:
             "timers": [stats.as_dict() for stats in timer_stats()],
         }
 
+    async def _commands(self, specs: APISpecs) -> dict[str, Any]:
+        return {"commands": self.describe(Role(specs.role))}
+
+    def describe(self, role: Role) -> list[dict[str, Any]]:
+        """The commands a caller of ``role`` may run, by name: ``[{"name", "description",
+        "access", "schema"}]``, registered ones and the built-ins they do not replace (not
+        those only ``onapi`` knows). What ``commands`` answers and disco lists."""
+        listed = self.dispatcher.commands.describe(role)
+        registered = {c["name"] for c in listed}
+        listed += [{"name": name, "description": _BUILT_INS.get(name, ""), "access": Role.USER.value, "schema": {}}
+                   for name in self.dispatcher.fallbacks if name not in registered]
+        return sorted(listed, key=lambda c: c["name"])
+
+    def _describe(self, sender: str) -> list[dict[str, Any]] | None:
+        """``Transport.describe``: what ``sender`` may run here, None when it may not call."""
+        role = self.policy.role_of(sender)
+        return None if role is None else self.describe(role)
+
     # -- public API -----------------------------------------------------------------------
 
     @property
@@ -494,14 +519,25 @@ class App:
             raise RuntimeError("App.rest needs App(rest=True) (port 3000) or App(rest=<port>)")
         return self._rest.fastapi
 
-    def command(self, name: str) -> Callable[[ApiHandler], ApiHandler]:
-        """Register ``async def f(specs) -> dict`` as the handler of ``name`` (wins over
-        ``onapi``)."""
+    def command(self, name: str, *, description: str | None = None,
+                access: Role | str | None = None) -> Callable[[_H], _H]:
+        """Register an async function as the handler of command ``name`` (wins over ``onapi``;
+        registering a name again replaces the handler).
 
-        def register(handler: ApiHandler) -> ApiHandler:
-            if not inspect.iscoroutinefunction(handler):
-                raise TypeError(f"handler for {name!r} must be an async function")
-            self.dispatcher.commands[name] = handler
+        ``async def f(specs)`` (QE's) gets the ``APISpecs``; any other signature is typed:
+        ``async def resize(width: int, height: int = 100, *, specs)`` is called with the
+        body's values, checked against the annotations first (a bad body answers
+        ``bad-request`` naming the field; see ``libs.bridge.commands``). ``description``
+        (default: the docstring's first line) and the arguments' JSON Schema are listed by
+        the ``commands`` built-in and XEP-0030 disco. ``access``: ``"owner"`` (only the
+        worker's own account), ``"partner"`` (and ``QE_ALLOW``), ``"user"`` or None
+        (whoever the worker admits); others are answered ``forbidden`` and do not see the
+        command listed. ``TypeError``/``ValueError`` at once for a handler or name that
+        cannot be a command.
+        """
+
+        def register(handler: _H) -> _H:
+            self.dispatcher.commands.register(name, handler, description=description, access=access)
             return handler
 
         return register

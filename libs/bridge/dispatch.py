@@ -22,6 +22,7 @@ from typing import Any
 from ._eager import Resumed
 from ._log_limit import LogLimit, suppressed_note
 from .access import AccessPolicy, Role, bare_jid, resource_of
+from .commands import CommandRegistry
 from .progress import RequestProgress
 from .protocol import (
     DEFAULT_MAX_PAYLOAD,
@@ -39,6 +40,7 @@ __all__ = ["ApiHandler", "DispatchStats", "Dispatcher", "MessageHandler"]
 log = logging.getLogger(__name__)
 
 _NOT_TAKEN: Any = object()  # no handler took the command (unknown-command)
+_NOT_YOURS = "you are not allowed to run this command"  # says no more: not which role would be
 
 ApiHandler = Callable[[APISpecs], Awaitable[dict[str, Any] | None]]
 MessageHandler = Callable[[MessageSpecs], Awaitable[None]]
@@ -69,12 +71,15 @@ class DispatchStats:
 class Dispatcher:
     """Routes API calls to ``commands`` first, then to ``onapi``, then to ``fallbacks``.
 
-    ``commands`` are ``App.command()`` and ``@App.nexus.API`` registrations; ``onapi`` is
-    QE's single handler; ``fallbacks`` are built-ins (``ping``, ``info``) that answer only
-    when ``onapi`` returned nothing, so a QE script's own ``ping`` wins and every worker
-    still answers ``ping``. As in QE, a handler that ran and returned a falsy value (None,
-    ``{}``) answers ``{}``; ``unknown-command`` is for a command no handler took: not
-    registered, and no ``onapi`` (nor built-in) to take it.
+    ``commands`` is the registry of ``App.command()`` and ``@App.nexus.API``: a command there
+    is refused ``forbidden`` to a caller below its ``access``, and a typed one's body is
+    checked (``bad-request`` naming the field) before its handler runs; ``onapi`` is QE's
+    single handler, consulted for names the registry lacks; ``fallbacks`` are built-ins
+    (``ping``, ``info``, ``commands``) that answer only when ``onapi`` returned nothing, so a
+    QE script's own ``ping`` wins and every worker still answers ``ping``. As in QE, a
+    handler that ran and returned a falsy value (None, ``{}``) answers ``{}``;
+    ``unknown-command`` is for a command no handler took: not registered, and no ``onapi``
+    (nor built-in) to take it.
     """
 
     def __init__(self, policy: AccessPolicy, *, max_payload: int = DEFAULT_MAX_PAYLOAD,
@@ -83,7 +88,7 @@ class Dispatcher:
         self.max_payload = max_payload
         self.max_per_caller = max_per_caller  # 0: no limit
         self._per_caller: dict[str, int] = {}
-        self.commands: dict[str, ApiHandler] = {}
+        self.commands = CommandRegistry()
         self.onapi: ApiHandler | None = None
         self.fallbacks: dict[str, ApiHandler] = {}
         self.accepting = True
@@ -193,10 +198,16 @@ class Dispatcher:
             app=request.app,
             _progress=progress,
         )
-        handler = self.commands.get(request.cmd)
+        command = self.commands.get(request.cmd)
+        if command is not None and not command.allows(role):
+            if (dropped := self._log_limit.allow("forbidden")) is not None:
+                log.warning("refused %r from %s: it needs role %s%s", request.cmd, request.sender, command.access,
+                            suppressed_note(dropped))
+            return ApiError(request.id, request.sender, "forbidden", _NOT_YOURS)
         deadline: asyncio.Timeout | None = None
         try:
-            call = handler(specs) if handler is not None else self._route(specs)
+            # a typed command's body is checked here: a bad one raises ProtocolError (bad-request)
+            call = command.call(specs) if command is not None else self._route(specs)
             if type(call) is not CoroutineType:  # some other awaitable: no first step of ours
                 deadline = asyncio.timeout(request.remaining_s())
                 async with deadline:

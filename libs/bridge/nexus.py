@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .access import Role
 from .services import channel_room
 from .specs import APISpecs, MessageSpecs
 
@@ -42,9 +43,12 @@ class Nexus:
         self.direct: MessageHandler | None = None
         self.channels: dict[str, MessageHandler] = {}  # room JID (as App.subscribe names it) -> handler
 
-    def API(self, cmd: str) -> Callable[[_H], _H]:  # noqa: N802 - QE's name
-        """``@App.nexus.API("resize")``: the handler of command ``resize``."""
-        register = self._app.command(cmd)
+    def API(self, cmd: str, *, description: str | None = None,  # noqa: N802 - QE's name
+            access: Role | str | None = None) -> Callable[[_H], _H]:
+        """``@App.nexus.API("resize")``: the handler of command ``resize``; QE's ``async def
+        f(specs)`` or a typed handler, with ``description`` and ``access`` as in
+        ``App.command``."""
+        register = self._app.command(cmd, description=description, access=access)
 
         def decorate(handler: _H) -> _H:
             _async(handler, f"@App.nexus.API({cmd!r})")

@@ -13,15 +13,15 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .protocol import ApiError, ApiResult
 
 if TYPE_CHECKING:
     from .config import WorkerConfig
 
-__all__ = ["Backoff", "Message", "OnCancel", "OnFatal", "OnMessage", "OnOccupant", "OnProgress", "OnRequest",
-           "Transport"]
+__all__ = ["Backoff", "Describe", "Message", "OnCancel", "OnFatal", "OnMessage", "OnOccupant", "OnProgress",
+           "OnRequest", "Transport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,11 @@ OnProgress = Callable[[str], None]
 """``(progress_json)``: the worker reported progress on our request (see ``request``)."""
 OnFatal = Callable[[str], None]
 """``(reason)``: the connection cannot be made to work by retrying (bad password, conflict)."""
+Describe = Callable[[str], "list[dict[str, Any]] | None"]
+"""``(sender_full_jid)``: the commands ``sender`` may run here, as the ``commands`` built-in
+lists them (``[{"name", "description", "access", "schema"}]``), or None when ``sender`` may
+not call this worker at all. What a transport that can publish commands (XEP-0030 disco)
+asks before answering."""
 
 
 class Transport(ABC):
@@ -71,7 +76,9 @@ class Transport(ABC):
     on_fatal: OnFatal | None = None
     on_occupant: OnOccupant | None = None
     on_cancel: OnCancel | None = None
-    """Set by the owner (``App``) before ``start()``."""
+    describe: Describe | None = None
+    """Set by the owner (``App``) before ``start()``. ``describe`` may stay None: a transport
+    then publishes no commands (the XMPP one answers no disco queries, as before it)."""
 
     @abstractmethod
     def start(self) -> None:

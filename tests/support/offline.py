@@ -8,6 +8,11 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import slixmpp
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher.base import MatcherBase
+
+from libs.bridge.config import load_config
+from libs.bridge.xmpp import XmppTransport
 
 HEADER = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
           b"xmlns:stream='http://etherx.jabber.org/streams' from='localhost' id='s1' "
@@ -80,3 +85,40 @@ async def detach(client: slixmpp.ClientXMPP) -> None:
     if task is not None and not task.done():
         task.cancel()
         await asyncio.wait([task])
+
+
+class Offline:
+    """An ``XmppTransport`` with its slixmpp client on a ``FakeSocket``, online; requests it
+    takes are recorded, and so is every stanza slixmpp's handlers see."""
+
+    def __init__(self, sm: bool = False) -> None:
+        self.requests: list[tuple[str, str, str | None]] = []
+        self.iq_types: list[str] = []
+        self.raise_on_request: Exception | None = None
+        config = load_config({"QE_JID": "worker@localhost", "QE_PASSWORD": "x", "QE_HOST": "127.0.0.1",
+                              "QE_TLS": "off", "QE_STREAM_MANAGEMENT": "on" if sm else "off"})
+        self.transport = XmppTransport(config, "python", on_request=self._on_request, keepalive=0)
+        self.client: slixmpp.ClientXMPP = self.transport._make_client()
+        self.transport._client = self.client
+        self.sock: FakeSocket = attach(self.client, sm=sm)
+        self.transport._online.set()  # as after session_start
+        self.seen_by_handlers: list[ET.Element] = []
+        self.client.register_handler(Callback("spy", _Everything(self.seen_by_handlers), lambda _s: None))
+
+    def _on_request(self, iq_id: str, sender: str, text: str | None, iq_type: str) -> None:
+        if self.raise_on_request is not None:
+            raise self.raise_on_request
+        self.requests.append((iq_id, sender, text))
+        self.iq_types.append(iq_type)
+
+
+class _Everything(MatcherBase):
+    """Records every stanza slixmpp tests against its handlers (and never matches)."""
+
+    def __init__(self, seen: list[ET.Element]) -> None:
+        super().__init__(None)
+        self.seen = seen
+
+    def match(self, stanza: Any) -> bool:
+        self.seen.append(stanza.xml)
+        return False

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from libs.bridge.access import AccessPolicy
+from libs.bridge.access import AccessPolicy, Role
+from libs.bridge.commands import CommandSpec
 from libs.bridge.dispatch import Dispatcher, DispatchStats
 from libs.bridge.protocol import ApiError, ApiResult, ProtocolError, encode_request, now_ms
 from libs.bridge.specs import APISpecs, MessageSpecs
@@ -72,7 +73,7 @@ async def test_ping_via_fallbacks() -> None:
 async def test_commands_win_over_onapi() -> None:
     d = make()
     command, onapi, fallback = Recorder({"from": "command"}), Recorder({"from": "onapi"}), Recorder({"from": "fb"})
-    d.commands["ping"] = command
+    d.commands.register("ping", command)
     d.onapi = onapi
     d.fallbacks["ping"] = fallback
     assert result_of(await d.handle("i", OWNER, req("ping"))) == {"from": "command"}
@@ -83,7 +84,7 @@ async def test_commands_win_over_onapi() -> None:
 @pytest.mark.parametrize("falsy", [None, {}, 0, False, ""])
 async def test_command_returning_falsy_answers_empty_dict_without_fallback(falsy: Any) -> None:
     d = make()
-    d.commands["ping"] = Recorder(falsy)
+    d.commands.register("ping", Recorder(falsy))
     fallback = Recorder({"pong": True})
     d.fallbacks["ping"] = fallback
     assert result_of(await d.handle("i", OWNER, req("ping"))) == {}  # QE's behaviour: it ran
@@ -347,7 +348,8 @@ async def test_errors_after_a_wait_are_answered_like_errors_before_it() -> None:
         await asyncio.sleep(0)
         raise KeyError("k")
 
-    d.commands.update({"refuses": refuses, "times_out": times_out, "fails": fails})
+    for name, handler in {"refuses": refuses, "times_out": times_out, "fails": fails}.items():
+        d.commands.register(name, handler)
     deadline = now_ms() + 60_000
     assert error_of(await d.handle("1", OWNER, req("refuses", deadline_ms=deadline)), "not-found").message == "no such job"
     assert "TimeoutError: upstream" in error_of(await d.handle("2", OWNER, req("times_out", deadline_ms=deadline)),
@@ -379,7 +381,8 @@ async def test_handler_returning_another_awaitable() -> None:
     def stuck_handler(specs: APISpecs) -> asyncio.Future[dict[str, Any]]:
         return loop.create_future()
 
-    d.commands.update({"f": future_handler, "stuck": stuck_handler})  # type: ignore[dict-item]
+    for name, handler in {"f": future_handler, "stuck": stuck_handler}.items():  # not async: set in, not registered
+        d.commands._specs[name] = CommandSpec(name, handler, "", Role.USER, False, None, {"type": "object"})
     assert result_of(await d.handle("1", OWNER, req("f", deadline_ms=now_ms() + 60_000))) == {"from": "future"}
     error_of(await d.handle("2", OWNER, req("stuck", deadline_ms=now_ms() + 20)), "expired")
 
@@ -433,7 +436,7 @@ def errors_logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 async def test_system_exit_and_keyboard_interrupt_from_a_handler_are_handler_errors(
         exc: BaseException, wait: bool, caplog: pytest.LogCaptureFixture) -> None:
     d = make(public=True)
-    d.commands["work"] = raising(exc, wait=wait)
+    d.commands.register("work", raising(exc, wait=wait))
     with caplog.at_level(logging.ERROR, logger="libs.bridge.dispatch"):
         err = error_of(await d.handle("i", OWNER, req("work", deadline_ms=now_ms() + 60_000)), "handler-error")
         stranger = error_of(await d.handle("j", STRANGER, req("work")), "handler-error")
@@ -453,7 +456,7 @@ async def test_system_exit_and_keyboard_interrupt_from_a_handler_are_handler_err
 async def test_a_handlers_own_cancelled_error_is_handler_error_not_unavailable_or_expired(
         wait: bool, deadline: int | None, caplog: pytest.LogCaptureFixture) -> None:
     d = make()
-    d.commands["work"] = raising(asyncio.CancelledError("secret"), wait=wait)
+    d.commands.register("work", raising(asyncio.CancelledError("secret"), wait=wait))
     with caplog.at_level(logging.ERROR, logger="libs.bridge.dispatch"):
         err = error_of(await d.handle("i", OWNER, req("work", deadline_ms=deadline and now_ms() + deadline)),
                        "handler-error")
@@ -475,7 +478,7 @@ async def test_awaiting_a_future_someone_else_cancelled_is_handler_error() -> No
         await other
         return {}
 
-    d.commands["work"] = awaits_a_cancelled_task
+    d.commands.register("work", awaits_a_cancelled_task)
     err = error_of(await d.handle("i", OWNER, req("work", deadline_ms=now_ms() + 60_000)), "handler-error")
     assert "the handler was cancelled" in err.message
 
@@ -494,7 +497,7 @@ async def test_cancelling_the_task_still_propagates_even_if_the_handler_raises_a
             raise asyncio.CancelledError("the handler's own words") from None
         return {}
 
-    d.commands["work"] = swaps
+    d.commands.register("work", swaps)
     task = asyncio.ensure_future(d.handle("i", OWNER, req("work", deadline_ms=now_ms() + 60_000)))
     await asyncio.wait_for(waiting.wait(), 5)
     task.cancel()
@@ -513,7 +516,7 @@ async def test_deadline_is_still_expired_when_the_handler_swaps_the_cancelled_er
             raise asyncio.CancelledError("the handler's own words") from None
         return {}
 
-    d.commands["work"] = swaps
+    d.commands.register("work", swaps)
     error_of(await d.handle("i", OWNER, req("work", deadline_ms=now_ms() + 30)), "expired")
 
 
@@ -521,11 +524,10 @@ async def test_deadline_is_still_expired_when_the_handler_swaps_the_cancelled_er
                          ids=["exit", "keyboard-interrupt", "cancelled"])
 async def test_scheduled_runs_contain_what_the_handler_raises_too(exc: BaseException) -> None:
     """``execute()`` (scheduled jobs) runs the same user code: same answers."""
-    from libs.bridge.access import Role
     from libs.bridge.protocol import ApiRequest
 
     d = make()
-    d.commands["work"] = raising(exc, wait=True)
+    d.commands.register("work", raising(exc, wait=True))
     answer = await d.execute(ApiRequest(id="job-1", sender=OWNER, cmd="work", body={}), Role.OWNER)
     error_of(answer, "handler-error")
 
@@ -535,7 +537,7 @@ async def test_closing_the_dispatchers_coroutine_is_not_answered(caplog: pytest.
     closed under it) must just end: it is not the handler failing, and nobody is there to
     take an answer."""
     d = make()
-    d.commands["work"] = raising(RuntimeError("never"), wait=True)
+    d.commands.register("work", raising(RuntimeError("never"), wait=True))
     coro = d.handle("i", OWNER, req("work", deadline_ms=now_ms() + 60_000))
     coro.send(None)  # up to the handler's sleep
     with caplog.at_level(logging.ERROR, logger="libs.bridge.dispatch"):

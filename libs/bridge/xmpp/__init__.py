@@ -16,6 +16,8 @@ the session alive, which slixmpp alone does not do:
 - no stall on servers with Nagle's algorithm on (their default): each read is ACKed at once
   and XEP-0198 acks never wait on a timer the server would wait on;
 - presence subscriptions: only the owner's account and the allowlist are accepted;
+- XEP-0030 disco at our full JID, answered from ``describe`` (``_disco``: who may see which
+  commands), taken by the same incoming filter; without ``describe``, slixmpp answers as before;
 - group-chat rooms (XEP-0045) without slixmpp's plugin: the rules are ``_rooms.Rooms``
   (joined again after every new session, not after a resumption), the stanzas from rooms
   we are in are taken by the same incoming filter as API requests;
@@ -42,8 +44,8 @@ from ..access import AccessPolicy, bare_jid
 from ..config import WorkerConfig, is_loopback
 from ..errors import CallTimeout, NotConnected, RemoteError
 from ..protocol import NS, ApiError, ApiResult, decode_error, xml_safe
-from ..transport import Backoff, Message, OnFatal, OnMessage, OnOccupant, OnProgress, OnRequest, Transport
-from . import _compat, _rooms
+from ..transport import Backoff, Describe, Message, OnFatal, OnMessage, OnOccupant, OnProgress, OnRequest, Transport
+from . import _compat, _disco, _rooms
 from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Retry, Session
 
 __all__ = ["XmppTransport"]
@@ -125,6 +127,7 @@ class XmppTransport(Transport):
         on_message: OnMessage | None = None,
         on_fatal: OnFatal | None = None,
         on_occupant: OnOccupant | None = None,
+        describe: Describe | None = None,
         keepalive: float = 30.0,
         keepalive_timeout: float = 10.0,
         backoff: Backoff | None = None,
@@ -139,6 +142,7 @@ class XmppTransport(Transport):
         self.on_occupant = on_occupant
         self.on_cancel = None
         self._progress: dict[str, OnProgress] = {}  # our request id -> its progress callback
+        self.describe = describe
         self.keepalive = keepalive
         self.keepalive_timeout = keepalive_timeout
         # the reconnect / resume / give-up rules: a pure table (_session.py); we report
@@ -470,7 +474,7 @@ class XmppTransport(Transport):
         if kind == "set" or kind == "get":
             api = xml.find(_API_TAG)
             if api is None:
-                return stanza
+                return self._take_disco(stanza) if kind == "get" and self.describe is not None else stanza
         elif (kind != "result" and kind != "error") or xml.get("id") not in self._pending:
             return stanza
         if _slixmpp_log.isEnabledFor(logging.DEBUG):
@@ -483,6 +487,32 @@ class XmppTransport(Transport):
                 self.on_request(xml.get("id", ""), str(JID(xml.get("from", ""))), api.text or "", kind)
         except Exception as exc:  # as slixmpp does for a handler that raises: an error reply
             stanza.exception(exc)
+        return None
+
+    def _take_disco(self, stanza: Any) -> Any:
+        """Incoming filter, for IQ ``get``: a disco#info/items query is answered here from
+        ``describe`` (see ``_disco`` for who gets what); anything else passes on."""
+        xml = stanza.xml
+        query = _disco.parse_query(xml)
+        client = self._client
+        if query is None or client is None:
+            return stanza
+        if _slixmpp_log.isEnabledFor(logging.DEBUG):
+            _slixmpp_log.debug("RECV: %s", stanza)
+        sender = str(JID(xml.get("from", "")))
+        try:
+            assert self.describe is not None
+            answer = _disco.answer(query, self.jid, self.describe(sender))
+        except Exception as exc:  # as for a request: an error reply, the stream goes on
+            stanza.exception(exc)
+            return None
+        iq_id = xml.get("id", "")
+        if isinstance(answer, _disco.Refused):
+            self._send_now(self._error_iq(iq_id, sender, answer.condition, answer.type))
+            return None
+        reply = ET.Element(f"{{{client.default_ns}}}iq", {"id": iq_id, "to": sender, "type": "result"})
+        reply.append(answer)
+        self._send_now(_compat.received_iq(client, reply))
         return None
 
     def _on_ack_request(self, _request: Any) -> None:
@@ -579,14 +609,19 @@ class XmppTransport(Transport):
             ET.SubElement(xml, _API_TAG).text = answer.payload
             self._send_now(_compat.received_iq(client, xml))
             return
-        iq = client.Iq()
-        iq["id"] = answer.id
-        iq["to"] = answer.to
-        iq["type"] = "error"
-        iq["error"]["condition"] = answer.condition
-        iq["error"]["type"] = _ERROR_TYPES.get(answer.condition, "cancel")
+        iq = self._error_iq(answer.id, answer.to, answer.condition, _ERROR_TYPES.get(answer.condition, "cancel"))
         iq["error"]["text"] = xml_safe(answer.message)
         self._send_now(_with_api(iq, answer.payload))
+
+    def _error_iq(self, iq_id: str, to: str, condition: str, error_type: str) -> Any:
+        assert self._client is not None
+        iq = self._client.Iq()
+        iq["id"] = iq_id
+        iq["to"] = to
+        iq["type"] = "error"
+        iq["error"]["condition"] = condition
+        iq["error"]["type"] = error_type
+        return iq
 
     def _send_now(self, stanza: Any) -> None:
         """``client.send(stanza)``, written in this loop pass when slixmpp allows

@@ -1,0 +1,100 @@
+"""XEP-0030 service discovery of a worker as plain XML: a query in, the answer out. No slixmpp.
+
+What a worker publishes at its full JID (the server answers for the bare JID itself):
+
+- ``disco#info``: one identity, ``client``/``bot`` (XEP-0030's registry: "an automated client
+  that is not controlled by a human user", which a worker is; ``automation``/``command-list``
+  is registered for XEP-0050's commands node only, so it would promise ad-hoc commands we do
+  not speak), and the features ``disco#info``, ``disco#items`` and ``urn:qe:worker:api:1``
+  (our protocol: a caller that sees it may send ``<api/>`` requests);
+- ``disco#items``: one item per command the requester may run (``jid`` = the worker, ``node``
+  = the command's name, ``name`` = its description); ``disco#info`` on such a node gives the
+  identity ``automation``/``command-node`` ("a node for a specific command") and our
+  protocol's feature; ``disco#items`` on it, no items.
+
+Who may ask: whoever may call the worker. A requester the worker refuses (a stranger, on a
+worker that is not public) gets ``service-unavailable``: what XEP-0030's security
+considerations have a server answer about an account that does not share its presence with the
+requester, and what the server itself answers for a full JID that is offline: disco tells it
+nothing (an API request still gets ``forbidden``, as before disco). A node
+the requester may not see is ``item-not-found``, as one that does not exist.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from ..protocol import NS, xml_safe
+
+__all__ = ["COMMAND_IDENTITY", "FEATURES", "IDENTITY", "INFO_NS", "ITEMS_NS", "Query", "Refused", "answer",
+           "parse_query"]
+
+INFO_NS: Final = "http://jabber.org/protocol/disco#info"
+ITEMS_NS: Final = "http://jabber.org/protocol/disco#items"
+FEATURES: Final = (INFO_NS, ITEMS_NS, NS)
+IDENTITY: Final = {"category": "client", "type": "bot", "name": "qe-worker"}
+COMMAND_IDENTITY: Final = {"category": "automation", "type": "command-node"}
+_INFO_TAG: Final = f"{{{INFO_NS}}}query"
+_ITEMS_TAG: Final = f"{{{ITEMS_NS}}}query"
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A disco query: ``kind`` ``info`` or ``items``, about ``node`` (None: the worker)."""
+
+    kind: Literal["info", "items"]
+    node: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Answer with this stanza error (RFC 6120 condition and type)."""
+
+    condition: str
+    type: str = "cancel"
+
+
+def parse_query(iq: ET.Element) -> Query | None:
+    """The disco query an IQ ``get`` carries as its one child, or None (not disco)."""
+    if len(iq) != 1:
+        return None
+    child = iq[0]
+    if child.tag == _INFO_TAG:
+        return Query("info", child.get("node") or None)
+    if child.tag == _ITEMS_TAG:
+        return Query("items", child.get("node") or None)
+    return None
+
+
+def answer(query: Query, own_jid: str, commands: list[dict[str, Any]] | None) -> ET.Element | Refused:
+    """The ``<query/>`` element of the result, or why not. ``commands`` is what the requester
+    may run (``Transport.describe``), None when it may not call the worker at all."""
+    if commands is None:
+        return Refused("service-unavailable")
+    tag = _INFO_TAG if query.kind == "info" else _ITEMS_TAG
+    result = ET.Element(tag)
+    if query.node is None:
+        if query.kind == "info":
+            ET.SubElement(result, f"{{{INFO_NS}}}identity", IDENTITY)
+            for feature in FEATURES:
+                ET.SubElement(result, f"{{{INFO_NS}}}feature", {"var": feature})
+        else:
+            for command in commands:
+                item = {"jid": own_jid, "node": xml_safe(command["name"])}
+                if command.get("description"):
+                    item["name"] = xml_safe(command["description"])
+                ET.SubElement(result, f"{{{ITEMS_NS}}}item", item)
+        return result
+    found = [c for c in commands if c["name"] == query.node]
+    if not found:
+        return Refused("item-not-found")
+    command = found[0]
+    result.set("node", xml_safe(query.node))
+    if query.kind == "info":
+        identity = dict(COMMAND_IDENTITY, name=xml_safe(command.get("description") or command["name"]))
+        ET.SubElement(result, f"{{{INFO_NS}}}identity", identity)
+        for feature in (INFO_NS, NS):
+            ET.SubElement(result, f"{{{INFO_NS}}}feature", {"var": feature})
+    return result
