@@ -23,11 +23,13 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-async def qe(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, str, str]:
+async def qe(*args: str, env: dict[str, str] | None = None, timeout: float = 30,
+             stdin: bytes | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "libs.cli", *args, env={**os.environ, **(env or {})}, cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     return proc.returncode, out.decode(), err.decode()
 
 
@@ -90,7 +92,8 @@ async def test_exit_codes(worker, owner_env, prosody, accounts):
     assert code == 4 and "forbidden" in err
     code, _, err = await qe("ping", worker.jid, env={**owner_env, "QE_PASSWORD": "wrong"})
     assert code == 5 and "QE_PASSWORD" in err and err.count("\n") == 1
-    code, _, err = await qe("ping", worker.jid, "--timeout", "2", env={**owner_env, "QE_PORT": str(_closed_port())})
+    code, _, err = await qe("ping", worker.jid, "--connect-timeout", "2",
+                            env={**owner_env, "QE_PORT": str(_closed_port())})
     assert code == 5 and "cannot reach" in err and err.count("\n") == 1
 
 
@@ -369,3 +372,198 @@ async def test_run_a_script_with_a_syntax_error_or_a_bug(tmp_path, owner_env):
     assert err.endswith("KeyError: 'missing'\n")
     assert await qe("run", str(tmp_path / "nope.py"), env=owner_env) == \
         (2, "", f"qe-worker: cannot run {str(tmp_path / 'nope.py')!r}: No such file or directory\n")
+
+
+# -- issue #14 point 7: --json, --connect-timeout, JSON_BODY from stdin or a file, info,
+# -- commands, schedule --notify -------------------------------------------------------------
+
+async def test_json_prints_answers_and_errors_on_stdout_only(worker, owner_env, prosody, accounts):
+    assert await qe("ping", worker.jid, "--json", env=owner_env) == (0, '{"pong": true, "environment": "python"}\n', "")
+    assert await qe("call", worker.jid, "qe", '{"code": -1000}', "--json", env=owner_env) == \
+        (6, '{"code": -1000, "msg": "no api handler"}\n', "")  # an answer, not an error: printed as it came
+
+    async def error(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+        code, out, err = await qe(*args, "--json", env=env)
+        assert err == "", err
+        (found,) = json.loads(out).values()
+        assert set(found) == {"code", "message"} and out.count("\n") == 1, out
+        return code, found["code"], found["message"]
+
+    stranger_env = prosody.env("stranger", accounts["stranger"][1])
+    assert (await error("ping", worker.jid, env=stranger_env))[:2] == (4, "forbidden")
+    assert (await error("call", worker.jid, "slow", "--timeout", "0.5", env=owner_env))[:2] == (3, "timeout")
+    assert (await error("call", "--app", "nosuchservice", "ping", env=owner_env))[:2] == (4, "no-worker")
+    assert (await error("ping", worker.jid, env={**owner_env, "QE_PASSWORD": "wrong"}))[:2] == (5, "auth-failed")
+    code, kind, message = await error("ping", worker.jid, env={**owner_env, "QE_PORT": str(_closed_port())})
+    assert (code, kind) == (5, "not-connected") and "cannot reach" in message
+    assert (await error("ping", worker.jid, env={**owner_env, "QE_TLS": "sometimes"}))[:2] == (2, "config")
+    assert (await error("call", worker.jid, "echo", "[1]", env=owner_env))[:2] == (2, "usage")
+
+
+async def test_connect_timeout_bounds_the_login_and_timeout_the_answer(worker, owner_env):
+    """A server that accepts the connection and then says nothing: the login gives up after
+    --connect-timeout, however long --timeout is."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes the handshake; nobody ever answers
+        t0 = loop.time()
+        code, out, err = await qe("ping", worker.jid, "--connect-timeout", "1", "--timeout", "60",
+                                  env={**owner_env, "QE_PORT": str(silent.getsockname()[1])})
+        took = loop.time() - t0
+    assert (code, out) == (5, "") and err.startswith("qe-worker: ") and err.count("\n") == 1, err
+    assert took < 10, took  # 1 s plus starting Python, not the 60 s of --timeout or the 10 s default
+    code, _, err = await qe("call", worker.jid, "slow", "--timeout", "0.5", "--connect-timeout", "30", env=owner_env)
+    assert code == 3 and err.startswith("qe-worker: timeout")
+
+
+async def test_json_body_from_stdin_or_a_file_up_to_the_payload_limit(worker, owner_env, tmp_path):
+    code, out, err = await qe("call", worker.jid, "echo", "-", env=owner_env, stdin='{"a": "é"}\n'.encode())
+    assert (code, json.loads(out), err) == (0, {"a": "é"}, "")
+    big = {"data": "x" * 200_000}  # about 200 kB on the wire, under QE_MAX_PAYLOAD (240,000 bytes)
+    (tmp_path / "big.json").write_text(json.dumps(big))
+    code, out, err = await qe("call", worker.jid, "echo", f"@{tmp_path / 'big.json'}", env=owner_env)
+    assert (code, err) == (0, "") and json.loads(out) == big
+    (tmp_path / "huge.json").write_text(json.dumps({"data": "x" * 250_000}))
+    code, out, err = await qe("call", worker.jid, "echo", f"@{tmp_path / 'huge.json'}", env=owner_env)
+    assert (code, out) == (2, "") and err.count("\n") == 1, err  # refused before sending, in one line
+    assert err.startswith("qe-worker: request is ") and "bytes on the wire, the limit is 240000" in err, err
+    # a client allowed more than the worker: the worker refuses it, with its own limit in the message
+    code, out, err = await qe("call", worker.jid, "echo", f"@{tmp_path / 'huge.json'}",
+                              env={**owner_env, "QE_MAX_PAYLOAD": "400000"})
+    assert (code, out) == (4, "") and err.startswith("qe-worker: too-large: ") and "240000" in err, err
+    code, out, err = await qe("call", worker.jid, "echo", f"@{tmp_path / 'missing.json'}", env=owner_env)
+    assert (code, out) == (2, "") and err == f"qe-worker: cannot read JSON_BODY @{tmp_path / 'missing.json'}: " \
+                                             "No such file or directory\n"
+    code, out, err = await qe("call", worker.jid, "echo", "-", env=owner_env, stdin=b"[]")
+    assert (code, out) == (2, "") and "JSON_BODY from stdin must be a JSON object" in err
+
+
+async def test_info(worker, owner_env):
+    code, out, err = await qe("info", worker.jid, env=owner_env)
+    info = json.loads(out)
+    assert (code, err) == (0, "") and info["jid"] == worker.jid and {"version", "uptime_s", "requests"} <= set(info)
+    code, out, err = await qe("info", worker.jid, "--json", env=owner_env)
+    assert (code, err) == (0, "") and json.loads(out)["jid"] == worker.jid
+
+
+async def test_commands_until_workers_list_them_is_a_clear_error(worker, owner_env):
+    """``qe-worker commands`` calls the built-in ``commands`` (being added to the library in
+    parallel). Until a worker has it, the answer is ``unknown-command`` (no ``onapi``) or, for a
+    QE-style worker whose ``onapi`` takes every command, an answer that is not a command list:
+    both exit 4 with one line. Once it exists, the table lists the built-ins. The table's
+    layout is tested on canned answers in tests/unit/test_cli_output.py."""
+    plain = App(resource="clicommands", config=load_config(owner_env), exit_on_fatal=False, keepalive=0)
+    try:
+        await plain.wait_online(10)
+        code, out, err = await qe("commands", plain.jid, env=owner_env)
+        if code == 0:  # the built-in exists
+            names = {line.split()[0] for line in out.splitlines() if not line.startswith(" ")}
+            assert {"info", "ping", "commands"} <= names and err == "", out
+            code, out, err = await qe("commands", plain.jid, "--json", env=owner_env)
+            assert code == 0 and {"info", "ping"} <= {c["name"] for c in json.loads(out)["commands"]}
+        else:
+            assert (code, out) == (4, "") and err.count("\n") == 1, err
+            assert err.startswith("qe-worker: unknown-command: ") and "does not list its commands" in err, err
+            code, out, err = await qe("commands", plain.jid, "--json", env=owner_env)
+            assert (code, err) == (4, "") and json.loads(out)["error"]["code"] == "unknown-command"
+    finally:
+        await plain.close(2)
+    code, out, err = await qe("commands", worker.jid, env=owner_env)  # its onapi answers {} to what it does not know
+    if code != 0:
+        assert (code, out) == (4, "") and err.startswith("qe-worker: bad-result: the answer is not a command list"), err
+
+
+async def _default_worker(prosody, accounts, tmp_path, resource: str) -> tuple[App, dict[str, str], dict[str, str]]:
+    """The default worker, allowing ``client``; (app, owner env, client env)."""
+    from libs.scheduling import JobStore
+    from workers.python.worker import build
+
+    owner_env = prosody.env("worker", accounts["worker"][1])
+    app = build(resource=resource, config=load_config({**owner_env, "QE_ALLOW": accounts["client"][0]}),
+                store=JobStore(tmp_path / f"{resource}.sqlite3"), exit_on_fatal=False, keepalive=0)
+    await app.wait_online(10)
+    return app, owner_env, prosody.env("client", accounts["client"][1])
+
+
+class _Streaming:
+    """A ``qe-worker`` process whose output is read line by line while it runs."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, *args: str, env: dict[str, str]) -> _Streaming:
+        return cls(await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "libs.cli", *args, env={**os.environ, **env}, cwd=ROOT,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE))
+
+    async def line(self, timeout: float = 20) -> str:
+        line = (await asyncio.wait_for(self.proc.stdout.readline(), timeout)).decode()
+        assert line, "the command ended: " + (await self.proc.stderr.read()).decode()
+        return line.rstrip("\n")
+
+    async def end(self, timeout: float = 20) -> tuple[int, str, str]:
+        out, err = await asyncio.wait_for(self.proc.communicate(), timeout)
+        return self.proc.returncode, out.decode(), err.decode()
+
+    async def __aenter__(self) -> _Streaming:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def test_schedule_notify_prints_each_run_until_the_job_ends(prosody, accounts, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    app, _owner_env, client_env = await _default_worker(prosody, accounts, tmp_path, "clinotify")
+    try:
+        at = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()  # time for the CLI to start and log in
+        code, out, err = await qe("schedule", app.jid, "echo", '{"a": 1}', "--at", at, "--notify", env=client_env)
+        assert (code, err) == (0, ""), err
+        first, run, end = out.splitlines()
+        job = json.loads(first)["job"]
+        assert run.endswith(' echo ok {"a": 1}') and run.split()[0].endswith("Z"), run
+        assert end == f"job {job} finished after 1 run"
+    finally:
+        await app.close(2)
+
+
+async def test_schedule_notify_json_ends_when_the_job_is_cancelled_elsewhere(prosody, accounts, tmp_path):
+    app, owner_env, client_env = await _default_worker(prosody, accounts, tmp_path, "clinotifyjson")
+    try:
+        async with await _Streaming.start("schedule", app.jid, "echo", '{"n": 2}', "--every", "200ms", "--notify",
+                                          "--poll", "0.2", "--json", env=client_env) as cli:
+            job = json.loads(await cli.line())["job"]
+            for _ in range(2):
+                run = json.loads(await cli.line())
+                assert (run["job"], run["cmd"], run["ok"], run["result"]) == (job, "echo", True, {"n": 2})
+            assert (await qe("cancel", app.jid, job, env=owner_env))[0] == 0  # the worker's owner cancels it
+            code, out, err = await cli.end()
+        assert (code, err) == (0, "")
+        *runs, end = [json.loads(line) for line in out.splitlines()]  # runs that came meanwhile, then the end
+        assert all(run["job"] == job for run in runs)
+        assert (end["job"], end["status"]) == (job, "cancelled") and end["last_error"].startswith("cancelled by ")
+    finally:
+        await app.close(2)
+
+
+async def test_schedule_notify_stops_watching_on_sigint_and_the_job_goes_on(prosody, accounts, tmp_path):
+    app, _owner_env, client_env = await _default_worker(prosody, accounts, tmp_path, "clinotifyint")
+    try:
+        async with await _Streaming.start("schedule", app.jid, "echo", "--every", "200ms", "--notify",
+                                          env=client_env) as cli:
+            job = json.loads(await cli.line())["job"]
+            assert " echo ok {}" in await cli.line()
+            cli.proc.send_signal(signal.SIGINT)
+            code, out, err = await cli.end()
+        assert (code, err) == (0, "")
+        assert all(" echo ok {}" in line for line in out.splitlines())
+        code, out, _ = await qe("jobs", app.jid, env=client_env)
+        assert [j["status"] for j in json.loads(out)["jobs"] if j["job"] == job] == ["active"]
+        assert (await qe("cancel", app.jid, job, env=client_env))[0] == 0
+    finally:
+        await app.close(2)
