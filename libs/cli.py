@@ -258,7 +258,14 @@ def _cmd_call(args: argparse.Namespace) -> int:
         cmd, raw = args.cmd, args.body
     body = _json_body(raw)
     if service is None:
-        return _print_answer(_call(args, cmd, body))
+        from libs._cli_progress import ProgressView
+
+        view = ProgressView(quiet=args.json)
+        try:
+            return _print_answer(_session(args, lambda client: client.call(
+                args.jid, cmd, body, timeout=args.timeout, on_progress=view)))
+        finally:
+            view.close()
 
     async def on_service(client: Any) -> Any:
         try:
