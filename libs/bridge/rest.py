@@ -27,7 +27,7 @@ from .config import ConfigError, WorkerConfig, is_loopback
 from .protocol import ApiError, ApiRequest, now_ms
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Request, Response
 
     from .app import App
 
@@ -118,15 +118,7 @@ class RestServer:
         async def run(cmd: str, request: Request, timeout: float | None = None) -> Response:
             """The JSON body is the command's arguments (``{}`` when empty). ``timeout``
             (seconds) is the request's deadline, as over XMPP."""
-            role = self.role_of(request)
-            if role is None:
-                return refused()
-            raw = await request.body()
-            answer = await self.dispatch(cmd, raw, role, timeout)
-            if isinstance(answer, ApiError):
-                return Response(answer.payload, status_code=HTTP_STATUS.get(answer.code, 500),
-                                media_type="application/json")
-            return Response(answer.payload or "{}", media_type="application/json")
+            return await self._answer(cmd, request, timeout)
 
         @api.get("/health", summary="Is the worker up and online on XMPP")
         async def health() -> dict[str, Any]:
@@ -142,6 +134,19 @@ class RestServer:
                 return Response(answer.payload, status_code=HTTP_STATUS.get(answer.code, 500),
                                 media_type="application/json")
             return Response(answer.payload or "{}", media_type="application/json")
+
+    async def _answer(self, cmd: str, request: "Request", timeout: float | None) -> "Response":
+        from fastapi.responses import JSONResponse, Response
+
+        role = self.role_of(request)
+        if role is None:
+            return JSONResponse({"error": {"code": "forbidden", "message": "a valid bearer token is required"}},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        answer = await self.dispatch(cmd, await request.body(), role, timeout)
+        if isinstance(answer, ApiError):
+            return Response(answer.payload, status_code=HTTP_STATUS.get(answer.code, 500),
+                            media_type="application/json")
+        return Response(answer.payload or "{}", media_type="application/json")
 
     async def dispatch(self, cmd: str, raw: bytes, role: Role, timeout: float | None) -> Any:
         """One HTTP call through the worker's dispatcher, as the caller ``rest:<role>``."""
@@ -163,9 +168,39 @@ class RestServer:
 
     # -- life cycle ---------------------------------------------------------------------------
 
+    def _document_commands(self) -> None:
+        """One documented route per registered command, ``POST /api/<name>``, with its
+        parameters' JSON Schema as the request body in the OpenAPI page. They run through the
+        same ``dispatch`` as ``/api/{cmd}`` (our validation, our errors; FastAPI does not
+        validate the body), and come first so that they are the ones matched."""
+        from fastapi import Request
+        from fastapi.responses import Response
+
+        router = self.fastapi.router
+        before = len(router.routes)
+        def route(name: str) -> Any:
+            async def run(request: Request, timeout: float | None = None) -> Response:
+                return await self._answer(name, request, timeout)
+
+            return run
+
+        for spec in self.worker.dispatcher.commands.values():
+            self.fastapi.post(
+                f"/api/{spec.name}", summary=spec.description or spec.name, tags=["commands"],
+                description=f"Access: {spec.access.value} and above.",
+                openapi_extra={"requestBody": {"required": False, "content": {
+                    "application/json": {"schema": _inline_refs(spec.schema)}}}},
+            )(route(spec.name))
+        added = router.routes[before:]
+        del router.routes[before:]
+        router.routes[:0] = added
+        self.fastapi.openapi_schema = None  # built again with them
+
     def start(self) -> None:
         """Serve on the running loop (a task); called when the worker starts."""
         import uvicorn
+
+        self._document_commands()
 
         rest = self
 
@@ -226,3 +261,23 @@ def _body(raw: bytes, max_payload: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ProtocolError("bad-request", "the body must be a JSON object (the command's arguments)")
     return body
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its local ``#/$defs/...`` references replaced by what they name: in an
+    OpenAPI document such a reference would point at the document's root, not the schema's."""
+    defs = schema.get("$defs", {})
+
+    def inline(node: Any, depth: int = 0) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/") and depth < 20:
+                siblings = {k: inline(v, depth) for k, v in node.items() if k != "$ref"}  # e.g. a default
+                return {**inline(defs.get(ref[len("#/$defs/"):], {}), depth + 1), **siblings}
+            return {k: inline(v, depth) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [inline(v, depth) for v in node]
+        return node
+
+    result: dict[str, Any] = inline(schema)
+    return result

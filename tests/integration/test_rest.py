@@ -5,10 +5,11 @@ OpenAPI, and a graceful shutdown that lets a running HTTP request finish."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -51,6 +52,10 @@ async def served(prosody, accounts) -> AsyncIterator[tuple[App, httpx.AsyncClien
     @app.command("boom")
     async def boom(specs: APISpecs) -> dict[str, Any]:
         raise ValueError("inside")
+
+    @app.command("paint", description="Paint a wall")
+    async def paint(width: int, colour: Literal["red", "blue"] = "red") -> dict[str, Any]:
+        return {"painted": width, "colour": colour}
 
     @app.rest.get("/hello")  # QE's way: App.rest is a FastAPI application
     async def hello() -> dict[str, str]:
@@ -108,9 +113,24 @@ async def test_routes_tokens_and_statuses(served, login):
                                                         "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in preflight.headers
 
-    # the OpenAPI document lists the built-in routes and the script's own
-    paths = (await http.get("/openapi.json")).json()["paths"]
-    assert {"/api/{cmd}", "/health", "/commands", "/hello"} <= set(paths)
+    # typed commands: our validation and errors, over HTTP as over XMPP
+    answer = await http.post("/api/paint", json={"width": 3, "colour": "blue"}, headers=bearer(OWNER_TOKEN))
+    assert answer.json() == {"painted": 3, "colour": "blue"}
+    answer = await http.post("/api/paint", json={"colour": "green"}, headers=bearer(OWNER_TOKEN))
+    assert answer.status_code == 400 and "width" in answer.json()["error"]["message"]
+    listed = (await http.get("/commands", headers=bearer(USER_TOKEN))).json()["commands"]
+    assert {"paint", "add", "ping"} <= {c["name"] for c in listed}
+
+    # the OpenAPI document lists the built-in routes, the script's own, and each command with
+    # its parameters' schema (references inlined, so the page can show them)
+    doc = (await http.get("/openapi.json")).json()
+    assert {"/api/{cmd}", "/health", "/commands", "/hello", "/api/paint", "/api/add"} <= set(doc["paths"])
+    paint_body = doc["paths"]["/api/paint"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert paint_body["required"] == ["width"] and "$ref" not in json.dumps(paint_body)
+    assert set(json.dumps(paint_body["properties"]["colour"]).split('"')) >= {"red", "blue"}
+    assert doc["paths"]["/api/paint"]["post"]["summary"] == "Paint a wall"
+    assert "parameters" not in doc["paths"]["/api/paint"]["post"] or all(
+        p["name"] == "timeout" for p in doc["paths"]["/api/paint"]["post"]["parameters"])
 
 
 async def test_shutdown_lets_a_running_http_request_finish_and_refuses_new_ones(served):
