@@ -1,0 +1,219 @@
+"""XEP-0050 ad-hoc commands on a real Prosody (issue #14, point 3): a plain slixmpp client with
+slixmpp's own ``xep_0050`` client side lists a worker's commands, runs a typed one through its
+data form, sees a bad value as an error note naming the field, cancels, and runs a command
+without arguments at once; a stranger of a private worker is refused. poezio, the Debian
+console client, runs one under tmux (marked slow)."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
+
+import pytest
+import slixmpp
+from slixmpp.exceptions import IqError
+
+from libs.bridge import APISpecs, App, load_config
+
+COMMANDS_NS = "http://jabber.org/protocol/commands"
+DISCO_INFO = "http://jabber.org/protocol/disco#info"
+
+
+class Shape(enum.Enum):
+    SQUARE = "square"
+    ROUND = "round"
+
+
+def install(app: App) -> None:
+    @app.command("paint", description="paint a picture")
+    async def paint(width: int, shiny: bool = False, shape: Shape = Shape.SQUARE,
+                    mode: Literal["fast", "fine"] = "fast", tags: list[str] | None = None,
+                    ids: list[int] | None = None, *, specs: APISpecs) -> dict[str, Any]:
+        return {"width": width, "shiny": shiny, "shape": shape.value, "mode": mode, "tags": tags, "ids": ids,
+                "by": specs.role}
+
+    @app.command("boom", description="always fails")
+    async def boom() -> dict[str, Any]:
+        raise ValueError("no luck")
+
+    @app.command("secret", description="owner only", access="owner")
+    async def secret() -> dict[str, Any]:
+        return {"ok": True}
+
+
+@pytest.fixture
+async def worker(prosody, accounts) -> AsyncIterator[App]:
+    env = {**prosody.env("worker", accounts["worker"][1]), "QE_ALLOW": accounts["client"][0]}
+    app = App(resource="adhoc", config=load_config(env), exit_on_fatal=False, keepalive=0)
+    install(app)
+    await app.wait_online(10)
+    yield app
+    await app.close(2)
+
+
+class AdhocClient:
+    """A plain slixmpp client with slixmpp's XEP-0030/0004/0050 plugins, as any XMPP tool."""
+
+    def __init__(self, jid: str, password: str, host: str, port: int) -> None:
+        self.xmpp = slixmpp.ClientXMPP(f"{jid}/tool", password)
+        self.xmpp.enable_plaintext, self.xmpp.enable_starttls, self.xmpp.enable_direct_tls = True, False, False
+        self.xmpp.plugin["feature_mechanisms"].unencrypted_scram = True
+        for plugin in ("xep_0030", "xep_0004", "xep_0050"):
+            self.xmpp.register_plugin(plugin)
+        self.host, self.port = host, port
+
+    async def __aenter__(self) -> AdhocClient:
+        started = asyncio.get_running_loop().create_future()
+        self.xmpp.add_event_handler("session_start", lambda _e: started.done() or started.set_result(True))
+        self.xmpp.connect(self.host, self.port)
+        await asyncio.wait_for(started, 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.xmpp.disconnect()
+        await asyncio.wait_for(self.xmpp.disconnected, 10)
+
+    async def commands(self, jid: str) -> dict[str, str]:
+        items = (await self.xmpp.plugin["xep_0050"].get_commands(jid, timeout=5))["disco_items"]["items"]
+        return {node: name for _jid, node, name in items}
+
+    async def send(self, jid: str, node: str, action: str = "execute", sessionid: str | None = None,
+                   values: dict[str, Any] | None = None) -> Any:
+        payload = None
+        if values is not None:
+            payload = self.xmpp.plugin["xep_0004"].make_form(ftype="submit")
+            for var, value in values.items():
+                payload.add_field(var=var, value=value)
+        iq = await self.xmpp.plugin["xep_0050"].send_command(jid, node, action=action, sessionid=sessionid,
+                                                               payload=payload, timeout=5)
+        return iq["command"]
+
+
+def notes(command: Any) -> list[tuple[str, str]]:
+    return [(kind, text) for kind, text in command["notes"]]
+
+
+def result(command: Any) -> dict[str, str]:
+    """The result form's fields, read from the XML (slixmpp's form stanza lists a result's
+    fields differently by version)."""
+    (form,) = command.xml.findall("{jabber:x:data}x")
+    assert form.get("type") == "result"
+    return {f.get("var"): "\n".join(v.text or "" for v in f.findall("{jabber:x:data}value"))
+            for f in form.findall("{jabber:x:data}field")}
+
+
+@pytest.fixture
+async def adhoc(prosody, accounts) -> AsyncIterator[Callable[[str], Awaitable[AdhocClient]]]:
+    clients: list[AdhocClient] = []
+
+    async def connect(name: str) -> AdhocClient:
+        jid, password = accounts[name]
+        client = AdhocClient(jid, password, prosody.host, prosody.port)
+        await client.__aenter__()
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        await client.__aexit__(None, None, None)
+
+
+async def test_commands_are_listed_with_the_features_xep_0050_requires(worker, adhoc) -> None:
+    client = await adhoc("client")
+    assert await client.commands(worker.jid) == {"boom": "always fails", "commands":
+                                                 "the commands you may run here, with their descriptions and "
+                                                 "arguments (JSON Schema)",
+                                                 "info": "this worker's JID, version, uptime, commands and request "
+                                                 "counters",
+                                                 "paint": "paint a picture",
+                                                 "ping": "QE's liveness check: {\"pong\": true, \"environment\": "
+                                                 "\"python\"}"}
+    owner = await adhoc("worker")
+    assert "secret" in await owner.commands(worker.jid)
+    disco = client.xmpp.plugin["xep_0030"]
+    info = (await disco.get_info(jid=worker.jid, timeout=5))["disco_info"]
+    assert COMMANDS_NS in info["features"]
+    node = (await disco.get_info(jid=worker.jid, node="paint", timeout=5))["disco_info"]
+    assert {COMMANDS_NS, "jabber:x:data", DISCO_INFO} <= set(node["features"])
+    assert ("automation", "command-node", None, "paint a picture") in {tuple(i) for i in node["identities"]}
+
+
+async def test_a_typed_command_runs_through_its_form(worker, adhoc) -> None:
+    client = await adhoc("client")
+    first = await client.send(worker.jid, "paint")
+    assert first["status"] == "executing" and first["sessionid"]
+    form = first["form"]
+    assert form["type"] == "form" and form["title"] == "paint a picture"
+    fields = form.get_fields()
+    assert list(fields) == ["width", "shiny", "shape", "mode", "tags", "ids"]
+    assert (fields["width"]["type"], fields["width"]["required"]) == ("text-single", True)
+    assert (fields["shiny"]["type"], fields["shiny"]["value"]) == ("boolean", False)
+    assert fields["shape"]["type"] == "list-single" and fields["shape"]["value"] == "square"
+    assert [o["value"] for o in fields["shape"]["options"]] == ["square", "round"]
+    assert [o["value"] for o in fields["mode"]["options"]] == ["fast", "fine"]
+    assert fields["tags"]["type"] == "text-multi" and fields["ids"]["type"] == "text-multi"
+
+    done = await client.send(worker.jid, "paint", "complete", first["sessionid"],
+                             {"width": "7", "shiny": True, "shape": "round", "mode": "fine", "tags": ["a", "b c"],
+                              "ids": ["1", "2"]})
+    assert done["status"] == "completed" and notes(done) == []
+    assert result(done) == {"width": "7", "shiny": "true", "shape": "round", "mode": "fine",
+                            "tags": '["a", "b c"]', "ids": "[1, 2]", "by": "partner"}
+    # finished: the session is gone at once
+    with pytest.raises(IqError) as gone:
+        await client.send(worker.jid, "paint", "complete", first["sessionid"], {"width": "1"})
+    assert gone.value.iq["error"]["condition"] == "bad-request"
+    assert not worker.transport.adhoc._sessions  # type: ignore[union-attr]
+
+
+async def test_a_bad_value_is_an_error_note_naming_the_field_and_the_form_again(worker, adhoc) -> None:
+    client = await adhoc("client")
+    first = await client.send(worker.jid, "paint")
+    again = await client.send(worker.jid, "paint", "complete", first["sessionid"], {"width": "wide"})
+    assert again["status"] == "executing" and again["sessionid"] == first["sessionid"]
+    ((kind, text),) = notes(again)
+    assert kind == "error" and text.startswith("bad-request: width: Input should be a valid integer")
+    assert again["form"].get_fields()["width"]["value"] == "wide"
+    done = await client.send(worker.jid, "paint", "complete", first["sessionid"], {"width": "3"})
+    assert done["status"] == "completed" and result(done)["width"] == "3"
+
+
+async def test_a_failing_command_completes_with_an_error_note(worker, adhoc) -> None:
+    client = await adhoc("client")
+    done = await client.send(worker.jid, "boom")  # no arguments: runs at once
+    assert done["status"] == "completed"
+    assert notes(done) == [("error", "handler-error: 'boom' failed: ValueError: no luck")]
+
+
+async def test_a_command_without_arguments_runs_at_once(worker, adhoc) -> None:
+    client = await adhoc("client")
+    done = await client.send(worker.jid, "ping")
+    assert done["status"] == "completed"
+    assert result(done) == {"pong": "true", "environment": "python"}
+
+
+async def test_cancel_ends_the_session(worker, adhoc) -> None:
+    client = await adhoc("client")
+    first = await client.send(worker.jid, "paint")
+    cancelled = await client.send(worker.jid, "paint", "cancel", first["sessionid"])
+    assert cancelled["status"] == "canceled"
+    with pytest.raises(IqError) as gone:
+        await client.send(worker.jid, "paint", "complete", first["sessionid"], {"width": "1"})
+    assert gone.value.iq["error"]["condition"] == "bad-request"
+    assert gone.value.iq.xml.find(f".//{{{COMMANDS_NS}}}bad-sessionid") is not None
+
+
+async def test_refusals(worker, adhoc) -> None:
+    stranger = await adhoc("stranger")
+    with pytest.raises(IqError) as refused:
+        await stranger.send(worker.jid, "ping")
+    assert (refused.value.iq["error"]["condition"], refused.value.iq["error"]["type"]) == ("forbidden", "auth")
+    with pytest.raises(IqError) as hidden:
+        await stranger.commands(worker.jid)
+    assert hidden.value.iq["error"]["condition"] == "service-unavailable"  # as disco of a private worker
+    client = await adhoc("client")
+    with pytest.raises(IqError) as owners:
+        await client.send(worker.jid, "secret")
+    assert owners.value.iq["error"]["condition"] == "item-not-found"  # as its disco node
