@@ -217,3 +217,96 @@ async def test_refusals(worker, adhoc) -> None:
     with pytest.raises(IqError) as owners:
         await client.send(worker.jid, "secret")
     assert owners.value.iq["error"]["condition"] == "item-not-found"  # as its disco node
+
+
+# -- poezio (Debian's console client) under tmux ----------------------------------------------------
+
+
+class Screen:
+    """A program in a detached tmux session on a socket of its own: keys in, the screen out."""
+
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+
+    async def tmux(self, *args: str) -> str:
+        proc = await asyncio.create_subprocess_exec("tmux", "-L", self.socket, *args, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    async def text(self) -> str:
+        return await self.tmux("capture-pane", "-p", "-t", "main")
+
+    async def wait_for(self, *wanted: str, timeout: float = 15) -> str:
+        """The screen once it shows every one of ``wanted`` (polled: a pane has no events)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            screen = await self.text()
+            if all(w in screen for w in wanted):
+                return screen
+            if loop.time() > end:
+                raise AssertionError(f"not on the screen within {timeout} s: {wanted}\n{screen}")
+            await asyncio.sleep(0.1)
+
+    async def key(self, *keys: str) -> None:
+        for key in keys:  # one at a time: poezio drops a burst of characters read at once
+            await self.tmux("send-keys", "-t", "main", key)
+
+    async def type(self, text: str) -> None:
+        """Type ``text`` a character at a time, and wait until the input line shows it."""
+        for ch in text:
+            await self.tmux("send-keys", "-t", "main", *(("Space",) if ch == " " else ("-l", ch)))
+        await self.wait_for(text)
+
+
+@pytest.mark.slow
+async def test_poezio_runs_a_command_through_its_form(worker, prosody, accounts, tmp_path) -> None:
+    """poezio 0.14 (Debian 12): ``/ad-hoc JID`` lists the commands, Enter opens the form of the
+    one selected, Ctrl+Y sends it, and the result form shows the answer."""
+    import os
+    import shutil
+    import tempfile
+
+    if shutil.which("poezio") is None or shutil.which("tmux") is None:
+        pytest.skip("needs poezio and tmux (apt-get install poezio tmux)")
+    # poezio is run as an ordinary user (as root it refuses to start as usual); its home must
+    # be readable by that user, which pytest's tmp_path (0700, root's) is not; COLUMNS and LINES (set
+    # under pytest) would override the pane's size in curses
+    home = tempfile.mkdtemp(prefix="poezio-", dir="/tmp")
+    socket = f"qe-adhoc-{os.getpid()}"
+    screen = Screen(socket)
+    try:
+        config = os.path.join(home, ".config", "poezio")
+        os.makedirs(config)
+        jid, password = accounts["client"]
+        with open(os.path.join(config, "poezio.cfg"), "w") as cfg:
+            cfg.write(f"[Poezio]\njid = {jid}\npassword = {password}\ncustom_host = {prosody.host}\n"
+                      f"custom_port = {prosody.port}\nforce_encryption = false\n")
+        for root, dirs, files in os.walk(home):
+            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                os.chmod(name, 0o777)
+        env = [f"HOME={home}", f"XDG_CONFIG_HOME={home}/.config", f"XDG_DATA_HOME={home}/.local/share",
+               f"XDG_CACHE_HOME={home}/.cache"]
+        as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+        command = ["env", "-u", "COLUMNS", "-u", "LINES", *env, *as_user, "poezio"]
+        await screen.tmux("new-session", "-d", "-s", "main", "-x", "160", "-y", "45", " ".join(command))
+        await screen.wait_for("Authentication success")
+        await screen.type(f"/ad-hoc {worker.jid}")
+        await screen.key("Enter")
+        listed = await screen.wait_for(f"Ad-hoc commands of JID {worker.jid}", "paint a picture")
+        nodes = [line.split("│")[1].split()[0] for line in listed.splitlines()
+                 if line.count("│") >= 1 and line.split("│")[1].strip()]
+        assert nodes[:7] == ["Node", "boom", "commands", "info", "paint", "ping", "Ad-hoc"], listed
+        await screen.key("Down", "Down", "Down", "Enter")  # the fourth: paint
+        await screen.wait_for("paint a picture", "Width", "Shiny", "Ctrl+Y: send form")
+        await screen.type("7")
+        await screen.key("Down", "Right", "C-y")  # shiny: False -> True, send
+        done = await screen.wait_for("width", "shiny", "true", "by", "partner")
+        assert any("width" in line and line.rstrip().endswith("7") for line in done.splitlines()), done
+    finally:
+        proc = await asyncio.create_subprocess_exec("tmux", "-L", socket, "kill-server",
+                                                    stderr=asyncio.subprocess.DEVNULL)
+        await asyncio.wait_for(proc.wait(), 10)
+        shutil.rmtree(home, ignore_errors=True)
