@@ -4,13 +4,17 @@ What a worker publishes at its full JID (the server answers for the bare JID its
 
 - ``disco#info``: one identity, ``client``/``bot`` (XEP-0030's registry: "an automated client
   that is not controlled by a human user", which a worker is; ``automation``/``command-list``
-  is registered for XEP-0050's commands node only, so it would promise ad-hoc commands we do
-  not speak), and the features ``disco#info``, ``disco#items`` and ``urn:qe:worker:api:1``
-  (our protocol: a caller that sees it may send ``<api/>`` requests);
+  is registered for XEP-0050's commands node only, and is given there), and the features
+  ``disco#info``, ``disco#items`` and ``urn:qe:worker:api:1`` (our protocol: a caller that
+  sees it may send ``<api/>`` requests), plus ``http://jabber.org/protocol/commands`` when the
+  worker runs its commands as XEP-0050 ad-hoc commands (``adhoc``: XEP-0050 §2.1 announces
+  support by that feature, and its commands node lists the same commands, §2.2);
 - ``disco#items``: one item per command the requester may run (``jid`` = the worker, ``node``
   = the command's name, ``name`` = its description); ``disco#info`` on such a node gives the
   identity ``automation``/``command-node`` ("a node for a specific command") and our
-  protocol's feature; ``disco#items`` on it, no items.
+  protocol's feature (with ``adhoc``, also ``http://jabber.org/protocol/commands`` and
+  ``jabber:x:data``, which XEP-0050 §2.3 requires of a command's node); ``disco#items`` on
+  it, no items.
 
 Who may ask: whoever may call the worker. A requester the worker refuses (a stranger, on a
 worker that is not public) gets ``service-unavailable``: what XEP-0030's security
