@@ -22,6 +22,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
@@ -39,7 +40,16 @@ from .config import ConfigError, WorkerConfig, load_config
 from .dispatch import ApiHandler, Dispatcher, MessageHandler
 from .errors import CallError, RemoteError
 from .nexus import Nexus
-from .protocol import ApiError, ApiResult, Progress, ProtocolError, decode_result, encode_request, xml_safe
+from .protocol import (
+    ApiError,
+    ApiResult,
+    Progress,
+    ProtocolError,
+    decode_request,
+    decode_result,
+    encode_request,
+    xml_safe,
+)
 from .rest import DEFAULT_PORT, RestServer
 from .services import ServiceFinder, channel_room, check_service, service_room
 from .specs import APISpecs, MessageSpecs
@@ -214,6 +224,7 @@ class App:
         transport.on_cancel = self._on_cancel
         self.dispatcher.progress_sink = transport.send_progress
         transport.describe = self._describe
+        transport.run_command = self._run_command
         self._finder = ServiceFinder(transport, self.config.rooms_domain, self.jid)
         transport.on_occupant = self._finder.occupant
         self.transport = transport
@@ -507,6 +518,23 @@ class App:
         """``Transport.describe``: what ``sender`` may run here, None when it may not call."""
         role = self.policy.role_of(sender)
         return None if role is None else self.describe(role)
+
+    async def _run_command(self, sender: str, cmd: str, body: dict[str, Any]) -> ApiResult | ApiError:
+        """``Transport.run_command`` (XEP-0050 ad-hoc commands): ``cmd`` with ``body`` for
+        ``sender``, through the same dispatch as an API call, with the role the access policy
+        gives it (a stranger of a private worker: ``forbidden``, as its API calls)."""
+        request_id = f"adhoc-{uuid.uuid4().hex}"
+        role = self.policy.role_of(sender)
+        if role is None:
+            return ApiError(request_id, sender, "forbidden", "this worker is not public and you are not allowed")
+        try:
+            text = encode_request(cmd, body, max_payload=self.config.max_payload)
+            request = decode_request(request_id, sender, text, max_payload=self.config.max_payload)
+        except ProtocolError as exc:
+            return ApiError(request_id, sender, exc.code, exc.message)
+        except ValueError as exc:
+            return ApiError(request_id, sender, "bad-request", str(exc))
+        return await self.dispatcher.serve(request, role)
 
     # -- public API -----------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .config import WorkerConfig
 
 __all__ = ["Backoff", "Describe", "Message", "OnCancel", "OnFatal", "OnMessage", "OnOccupant", "OnProgress",
-           "OnRequest", "Transport"]
+           "OnRequest", "RunCommand", "Transport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +62,11 @@ Describe = Callable[[str], "list[dict[str, Any]] | None"]
 lists them (``[{"name", "description", "access", "schema"}]``), or None when ``sender`` may
 not call this worker at all. What a transport that can publish commands (XEP-0030 disco)
 asks before answering."""
+RunCommand = Callable[[str, str, dict[str, Any]], Awaitable[ApiResult | ApiError]]
+"""``(sender_full_jid, cmd, body)``: run a command for ``sender`` through the worker's
+dispatch (its role from the access policy) and return the answer. What a transport that
+offers commands in another shape (XEP-0050 ad-hoc commands) calls; the answer's ``id`` is
+the owner's, not the transport's."""
 
 
 class Transport(ABC):
@@ -77,8 +82,10 @@ class Transport(ABC):
     on_occupant: OnOccupant | None = None
     on_cancel: OnCancel | None = None
     describe: Describe | None = None
+    run_command: RunCommand | None = None
     """Set by the owner (``App``) before ``start()``. ``describe`` may stay None: a transport
-    then publishes no commands (the XMPP one answers no disco queries, as before it)."""
+    then publishes no commands (the XMPP one answers no disco queries, as before it).
+    ``run_command`` may stay None: no XEP-0050 ad-hoc commands (it needs ``describe`` too)."""
 
     @abstractmethod
     def start(self) -> None:

@@ -187,3 +187,23 @@ async def test_a_failing_describe_gets_an_error_reply_and_the_stream_goes_on(off
     feed(offline.client, disco_iq("info", "friend@localhost/phone", iq_id="good"))
     replies = await offline.sock.wait_for(2)
     assert replies[1].get("type") == "result"
+
+
+def test_with_adhoc_the_worker_lists_the_commands_node_and_each_node_the_xep_0050_features() -> None:
+    commands_ns = _disco.COMMANDS_NODE
+    info = _disco.answer(query("info"), WORKER, COMMANDS, adhoc=True)
+    assert isinstance(info, ET.Element)
+    assert [f.get("var") for f in info.findall(f"{{{INFO}}}feature")] == [INFO, ITEMS, NS, commands_ns]
+    items = _disco.answer(query("items", commands_ns), WORKER, COMMANDS, adhoc=True)
+    assert isinstance(items, ET.Element) and items.get("node") == commands_ns
+    assert [i.attrib for i in items.findall(f"{{{ITEMS}}}item")] == [
+        {"jid": WORKER, "node": "echo", "name": "the body, unchanged"}, {"jid": WORKER, "node": "ping", "name": "ping"}]
+    listing = _disco.answer(query("info", commands_ns), WORKER, COMMANDS, adhoc=True)
+    assert isinstance(listing, ET.Element)
+    assert listing.find(f"{{{INFO}}}identity").attrib["type"] == "command-list"  # type: ignore[union-attr]
+    node = _disco.answer(query("info", "echo"), WORKER, COMMANDS, adhoc=True)
+    assert isinstance(node, ET.Element)
+    assert [f.get("var") for f in node.findall(f"{{{INFO}}}feature")] == [INFO, NS, commands_ns, "jabber:x:data"]
+    assert _disco.answer(query("items", commands_ns), WORKER, None, adhoc=True) == _disco.Refused("service-unavailable")
+    without = _disco.answer(query("items", commands_ns), WORKER, COMMANDS)  # no ad-hoc: no such node
+    assert without == _disco.Refused("item-not-found")

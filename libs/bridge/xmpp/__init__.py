@@ -18,6 +18,8 @@ the session alive, which slixmpp alone does not do:
 - presence subscriptions: only the owner's account and the allowlist are accepted;
 - XEP-0030 disco at our full JID, answered from ``describe`` (``_disco``: who may see which
   commands), taken by the same incoming filter; without ``describe``, slixmpp answers as before;
+- XEP-0050 ad-hoc commands (``_adhoc``: forms, sessions), taken by the same filter and run
+  through ``run_command``, so that any XMPP client can run a command through a data form;
 - group-chat rooms (XEP-0045) without slixmpp's plugin: the rules are ``_rooms.Rooms``
   (joined again after every new session, not after a resumption), the stanzas from rooms
   we are in are taken by the same incoming filter as API requests;
@@ -45,7 +47,7 @@ from ..config import WorkerConfig, is_loopback
 from ..errors import CallTimeout, NotConnected, RemoteError
 from ..protocol import NS, ApiError, ApiResult, decode_error, xml_safe
 from ..transport import Backoff, Describe, Message, OnFatal, OnMessage, OnOccupant, OnProgress, OnRequest, Transport
-from . import _compat, _disco, _rooms
+from . import _adhoc, _compat, _disco, _rooms
 from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Retry, Session
 
 __all__ = ["XmppTransport"]
@@ -143,6 +145,7 @@ class XmppTransport(Transport):
         self.on_cancel = None
         self._progress: dict[str, OnProgress] = {}  # our request id -> its progress callback
         self.describe = describe
+        self.adhoc = _adhoc.Adhoc()  # XEP-0050 sessions (used once run_command is set)
         self.keepalive = keepalive
         self.keepalive_timeout = keepalive_timeout
         # the reconnect / resume / give-up rules: a pure table (_session.py); we report
@@ -474,7 +477,9 @@ class XmppTransport(Transport):
         if kind == "set" or kind == "get":
             api = xml.find(_API_TAG)
             if api is None:
-                return self._take_disco(stanza) if kind == "get" and self.describe is not None else stanza
+                if self.describe is None:
+                    return stanza
+                return self._take_disco(stanza) if kind == "get" else self._take_adhoc(stanza)
         elif (kind != "result" and kind != "error") or xml.get("id") not in self._pending:
             return stanza
         if _slixmpp_log.isEnabledFor(logging.DEBUG):
@@ -502,7 +507,7 @@ class XmppTransport(Transport):
         sender = str(JID(xml.get("from", "")))
         try:
             assert self.describe is not None
-            answer = _disco.answer(query, self.jid, self.describe(sender))
+            answer = _disco.answer(query, self.jid, self.describe(sender), adhoc=self.run_command is not None)
         except Exception as exc:  # as for a request: an error reply, the stream goes on
             stanza.exception(exc)
             return None
@@ -514,6 +519,52 @@ class XmppTransport(Transport):
         reply.append(answer)
         self._send_now(_compat.received_iq(client, reply))
         return None
+
+    def _take_adhoc(self, stanza: Any) -> Any:
+        """Incoming filter, for IQ ``set``: a XEP-0050 ``<command/>`` is answered here (the
+        rules are ``_adhoc``'s; a command runs through ``run_command`` on a task of ours and is
+        answered when it ends); anything else passes on."""
+        xml = stanza.xml
+        client = self._client
+        request = _adhoc.parse_command(xml)
+        if request is None or client is None or self.run_command is None or self.describe is None:
+            return stanza
+        if _slixmpp_log.isEnabledFor(logging.DEBUG):
+            _slixmpp_log.debug("RECV: %s", stanza)
+        sender = str(JID(xml.get("from", "")))
+        iq_id = xml.get("id", "")
+        try:
+            step = self.adhoc.receive(sender, request, self.describe(sender), asyncio.get_running_loop().time())
+        except Exception as exc:  # as for a request: an error reply, the stream goes on
+            stanza.exception(exc)
+            return None
+        if isinstance(step, _adhoc.Run):
+            self._spawn(self._run_adhoc(iq_id, sender, step))
+        else:
+            self._send_adhoc(iq_id, sender, step)
+        return None
+
+    async def _run_adhoc(self, iq_id: str, sender: str, run: _adhoc.Run) -> None:
+        assert self.run_command is not None and self.describe is not None
+        answer = await self.run_command(sender, run.node, run.body)
+        commands = self.describe(sender)
+        self._send_adhoc(iq_id, sender, self.adhoc.ran(sender, run, answer, commands, asyncio.get_running_loop().time()))
+
+    def _send_adhoc(self, iq_id: str, sender: str, step: _adhoc.Answer | _adhoc.Refused) -> None:
+        client = self._client
+        if client is None:
+            return
+        if isinstance(step, _adhoc.Refused):
+            iq = self._error_iq(iq_id, sender, step.condition, step.type)
+            if step.specific is not None:
+                iq["error"].xml.append(ET.Element(f"{{{_adhoc.COMMANDS_NS}}}{step.specific}"))
+            if step.text:
+                iq["error"]["text"] = xml_safe(step.text)
+            self._send_now(iq)
+            return
+        reply = ET.Element(f"{{{client.default_ns}}}iq", {"id": iq_id, "to": sender, "type": "result"})
+        reply.append(step.command)
+        self._send_now(_compat.received_iq(client, reply))
 
     def _on_ack_request(self, _request: Any) -> None:
         if not self._ack_due:
