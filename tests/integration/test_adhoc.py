@@ -7,7 +7,9 @@ console client, runs one under tmux (marked slow)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
@@ -309,6 +311,7 @@ async def test_poezio_runs_a_command_through_its_form(poezio_worker, prosody, ac
     home = tempfile.mkdtemp(prefix="poezio-", dir="/tmp")
     socket = f"qe-adhoc-{os.getpid()}"
     screen = Screen(socket)
+    pane: int | None = None
     try:
         config = os.path.join(home, ".config", "poezio")
         os.makedirs(config)
@@ -324,6 +327,7 @@ async def test_poezio_runs_a_command_through_its_form(poezio_worker, prosody, ac
         as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
         command = ["env", "-u", "COLUMNS", "-u", "LINES", *env, *as_user, "poezio"]
         await screen.tmux("new-session", "-d", "-s", "main", "-x", "160", "-y", "45", " ".join(command))
+        pane = int((await screen.tmux("list-panes", "-t", "main", "-F", "#{pane_pid}")).split()[0])
         await screen.wait_for("Authentication success")
         await screen.type(f"/ad-hoc {worker.jid}")
         await screen.key("Enter")
@@ -344,6 +348,9 @@ async def test_poezio_runs_a_command_through_its_form(poezio_worker, prosody, ac
         assert (await screen.wait_line(lambda line: "│width" in line)).rstrip().endswith("7")
         assert (await screen.wait_line(lambda line: "│shiny" in line)).rstrip().endswith("true")
     finally:
+        if pane is not None:  # poezio ignores the hang-up of a killed tmux and spins on: end its group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pane, signal.SIGKILL)
         proc = await asyncio.create_subprocess_exec("tmux", "-L", socket, "kill-server",
                                                     stderr=asyncio.subprocess.DEVNULL)
         await asyncio.wait_for(proc.wait(), 10)
