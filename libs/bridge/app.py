@@ -519,7 +519,8 @@ class App:
         role = self.policy.role_of(sender)
         return None if role is None else self.describe(role)
 
-    async def _run_command(self, sender: str, cmd: str, body: dict[str, Any]) -> ApiResult | ApiError:
+    async def _run_command(self, sender: str, cmd: str, body: dict[str, Any],
+                           on_progress: Callable[[str], None]) -> ApiResult | ApiError:
         """``Transport.run_command`` (XEP-0050 ad-hoc commands): ``cmd`` with ``body`` for
         ``sender``, through the same dispatch as an API call, with the role the access policy
         gives it (a stranger of a private worker: ``forbidden``, as its API calls)."""
@@ -534,7 +535,7 @@ class App:
             return ApiError(request_id, sender, exc.code, exc.message)
         except ValueError as exc:
             return ApiError(request_id, sender, "bad-request", str(exc))
-        return await self.dispatcher.serve(request, role)
+        return await self.dispatcher.serve(request, role, lambda _to, _id, payload: on_progress(payload))
 
     # -- public API -----------------------------------------------------------------------
 

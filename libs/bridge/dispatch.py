@@ -139,17 +139,20 @@ class Dispatcher:
                 log.warning("refused %r from %s: not the owner and not in QE_ALLOW%s", request.cmd, sender,
                             suppressed_note(dropped))
             return ApiError(iq_id, sender, "forbidden", "this worker is not public and you are not allowed")
-        return await self._admit(request, role, reports=True)
+        return await self._admit(request, role, self.progress_sink)
 
-    async def serve(self, request: ApiRequest, role: Role) -> ApiResult | ApiError:
+    async def serve(self, request: ApiRequest, role: Role,
+                    progress: Callable[[str, str, str], None] | None = None) -> ApiResult | ApiError:
         """Serve a request from another front-end (HTTP) that authenticated its caller itself
         and gives its role: from there on, the life cycle of a request that came over XMPP
-        (shutdown, deadline, per-caller limit, routing, the same answers), counted alike."""
+        (shutdown, deadline, per-caller limit, routing, the same answers), counted alike.
+        ``progress`` gets the handler's progress reports, as ``progress_sink`` does for XMPP."""
         self.stats.received += 1
-        return self._count(await self._admit(request, role))
+        return self._count(await self._admit(request, role, progress))
 
-    async def _admit(self, request: ApiRequest, role: Role, reports: bool = False) -> ApiResult | ApiError:
-        """``reports``: the caller is an XMPP entity that ``specs.progress`` can reach."""
+    async def _admit(self, request: ApiRequest, role: Role,
+                     sink: Callable[[str, str, str], None] | None = None) -> ApiResult | ApiError:
+        """``sink``: where ``specs.progress`` reports go (None: nowhere)."""
         iq_id, sender = request.id, request.sender
         if not self.accepting:
             return ApiError(iq_id, sender, "unavailable", "the worker is shutting down")
@@ -166,7 +169,7 @@ class Dispatcher:
         self._per_caller[caller] = running + 1
         self.stats.in_flight += 1
         try:
-            return await self._run(request, role, reports)
+            return await self._run(request, role, sink)
         finally:
             self.stats.in_flight -= 1
             left = self._per_caller[caller] - 1
@@ -175,9 +178,9 @@ class Dispatcher:
             else:
                 del self._per_caller[caller]
 
-    async def _run(self, request: ApiRequest, role: Role, reports: bool = False) -> ApiResult | ApiError:
-        sink = self.progress_sink
-        if sink is None or not reports:
+    async def _run(self, request: ApiRequest, role: Role,
+                   sink: Callable[[str, str, str], None] | None = None) -> ApiResult | ApiError:
+        if sink is None:
             return await self._run_specs(request, role, None)
         progress = RequestProgress(sink, request.sender, request.id)
         try:

@@ -62,9 +62,10 @@ Describe = Callable[[str], "list[dict[str, Any]] | None"]
 lists them (``[{"name", "description", "access", "schema"}]``), or None when ``sender`` may
 not call this worker at all. What a transport that can publish commands (XEP-0030 disco)
 asks before answering."""
-RunCommand = Callable[[str, str, dict[str, Any]], Awaitable[ApiResult | ApiError]]
-"""``(sender_full_jid, cmd, body)``: run a command for ``sender`` through the worker's
-dispatch (its role from the access policy) and return the answer. What a transport that
+RunCommand = Callable[[str, str, dict[str, Any], OnProgress], Awaitable[ApiResult | ApiError]]
+"""``(sender_full_jid, cmd, body, on_progress)``: run a command for ``sender`` through the
+worker's dispatch (its role from the access policy) and return the answer; ``on_progress``
+gets the JSON of each progress report meanwhile. What a transport that
 offers commands in another shape (XEP-0050 ad-hoc commands) calls; the answer's ``id`` is
 the owner's, not the transport's."""
 

@@ -221,6 +221,45 @@ async def test_refusals(worker, adhoc) -> None:
     assert owners.value.iq["error"]["condition"] == "item-not-found"  # as its disco node
 
 
+async def test_a_long_command_shows_its_progress_as_notes_and_can_be_cancelled(worker, adhoc, monkeypatch):
+    """XEP-0050 has no progress element: a command still running after a moment is answered
+    ``executing`` with its latest report as an info note; the requester asks again with
+    ``execute`` on the session (the result once it ended), or cancels it."""
+    from libs.bridge import xmpp as adapter
+
+    monkeypatch.setattr(adapter, "_ADHOC_WAIT", 0.05)
+    release, cancelled = asyncio.Event(), asyncio.Event()
+
+    @worker.command("slow", description="takes its time")
+    async def slow(*, specs: APISpecs) -> dict[str, Any]:
+        await specs.progress(0.5, "half way")
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {"done": "yes"}
+
+    client = await adhoc("client")
+    first = await client.send(worker.jid, "slow")
+    assert (first["status"], notes(first)) == ("executing", [("info", "running: 50% half way")])
+    again = await client.send(worker.jid, "slow", sessionid=first["sessionid"])
+    assert again["status"] == "executing"  # still running
+    release.set()
+    while (done := await client.send(worker.jid, "slow", sessionid=first["sessionid"]))["status"] == "executing":
+        await asyncio.sleep(0.02)  # asking again, as a client's "refresh" would
+    assert done["status"] == "completed" and result(done) == {"done": "yes"}
+    with pytest.raises(IqError):  # the session ended with its result
+        await client.send(worker.jid, "slow", sessionid=first["sessionid"])
+
+    release.clear()
+    started = await client.send(worker.jid, "slow")
+    assert started["status"] == "executing"
+    stopped = await client.send(worker.jid, "slow", action="cancel", sessionid=started["sessionid"])
+    assert stopped["status"] == "canceled"
+    await asyncio.wait_for(cancelled.wait(), 10)  # the handler was cancelled on the worker
+
+
 # -- poezio (Debian's console client) under tmux ----------------------------------------------------
 
 

@@ -231,3 +231,18 @@ def test_parse_command_reads_node_action_session_and_submitted_values() -> None:
     bare = ET.fromstring(f'<iq xmlns="jabber:client" type="set"><command xmlns="{COMMANDS_NS}" node="p"/></iq>')
     assert _adhoc.parse_command(bare) == _adhoc.Request("p")
     assert _adhoc.parse_command(ET.fromstring('<iq xmlns="jabber:client" type="set"/>')) is None
+
+
+def test_a_running_command_is_executing_with_its_progress_as_a_note() -> None:
+    from libs.bridge.protocol import Progress
+    from libs.bridge.xmpp._adhoc import COMMANDS_NS, running_element
+
+    element = running_element("resize", "s1", Progress(0.4, "resized 40 of 100"))
+    assert (element.get("node"), element.get("sessionid"), element.get("status")) == ("resize", "s1", "executing")
+    note = element.find(f"{{{COMMANDS_NS}}}note")
+    assert note is not None and (note.get("type"), note.text) == ("info", "running: 40% resized 40 of 100")
+    actions = element.find(f"{{{COMMANDS_NS}}}actions")
+    assert actions is not None and actions.get("execute") == "next"
+    assert actions.find(f"{{{COMMANDS_NS}}}next") is not None
+    unknown = running_element("resize", "s1", None).find(f"{{{COMMANDS_NS}}}note")
+    assert unknown is not None and unknown.text == "running"

@@ -45,7 +45,7 @@ from .._log_limit import LogLimit, suppressed_note
 from ..access import AccessPolicy, bare_jid
 from ..config import WorkerConfig, is_loopback
 from ..errors import CallTimeout, NotConnected, RemoteError
-from ..protocol import NS, ApiError, ApiResult, decode_error, xml_safe
+from ..protocol import NS, ApiError, ApiResult, Progress, decode_error, decode_progress, xml_safe
 from ..transport import Backoff, Describe, Message, OnFatal, OnMessage, OnOccupant, OnProgress, OnRequest, Transport
 from . import _adhoc, _compat, _disco, _rooms
 from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Retry, Session
@@ -112,6 +112,25 @@ def _acked(client: slixmpp.ClientXMPP) -> int | None:
     return int(sm.last_ack)
 
 
+_ADHOC_WAIT = 2.0
+"""Seconds an ad-hoc command may run before its answer is ``executing`` with its progress
+(the requester asks again for more, or the result)."""
+
+
+class _AdhocRun:
+    """An ad-hoc command run: its task, and its latest progress report."""
+
+    def __init__(self, run: _adhoc.Run) -> None:
+        self.run = run
+        self.task: asyncio.Future[ApiResult | ApiError] = None  # type: ignore[assignment]  # set at once
+        self.latest: Progress | None = None
+
+    def report(self, payload: str) -> None:
+        progress = decode_progress(payload)
+        if progress is not None:
+            self.latest = progress
+
+
 class XmppTransport(Transport):
     """One logged-in resource. Create and ``start()`` it on the running loop.
 
@@ -146,6 +165,7 @@ class XmppTransport(Transport):
         self._progress: dict[str, OnProgress] = {}  # our request id -> its progress callback
         self.describe = describe
         self.adhoc = _adhoc.Adhoc()  # XEP-0050 sessions (used once run_command is set)
+        self._adhoc_running: dict[tuple[str, str], _AdhocRun] = {}  # (requester, sessionid) -> a run past _ADHOC_WAIT
         self.keepalive = keepalive
         self.keepalive_timeout = keepalive_timeout
         # the reconnect / resume / give-up rules: a pure table (_session.py); we report
@@ -533,6 +553,10 @@ class XmppTransport(Transport):
             _slixmpp_log.debug("RECV: %s", stanza)
         sender = str(JID(xml.get("from", "")))
         iq_id = xml.get("id", "")
+        running = self._adhoc_running.get((sender, request.sessionid)) if request.sessionid else None
+        if running is not None and running.run.node == request.node:
+            self._adhoc_again(iq_id, sender, request, running)
+            return None
         try:
             step = self.adhoc.receive(sender, request, self.describe(sender), asyncio.get_running_loop().time())
         except Exception as exc:  # as for a request: an error reply, the stream goes on
@@ -545,10 +569,48 @@ class XmppTransport(Transport):
         return None
 
     async def _run_adhoc(self, iq_id: str, sender: str, run: _adhoc.Run) -> None:
-        assert self.run_command is not None and self.describe is not None
-        answer = await self.run_command(sender, run.node, run.body)
-        commands = self.describe(sender)
-        self._send_adhoc(iq_id, sender, self.adhoc.ran(sender, run, answer, commands, asyncio.get_running_loop().time()))
+        """Run the command; answer with its result if it ends within ``_ADHOC_WAIT`` s, else
+        with ``executing`` and its latest progress, and keep it for the requester's next
+        ``execute`` (or ``cancel``) on the same session."""
+        assert self.run_command is not None
+        running = _AdhocRun(run)
+        loop = asyncio.get_running_loop()
+        running.task = asyncio.ensure_future(self.run_command(sender, run.node, run.body, running.report))
+        self._tasks.add(running.task)
+        running.task.add_done_callback(self._tasks.discard)
+        await asyncio.wait({running.task}, timeout=_ADHOC_WAIT)
+        if running.task.done():
+            self._adhoc_finished(iq_id, sender, running)
+            return
+        key = (sender, run.sessionid)
+        self._adhoc_running[key] = running
+        # forgotten if nobody asks again: a while after it ended
+        running.task.add_done_callback(lambda _t: loop.call_later(_adhoc.SESSION_TTL, self._adhoc_running.pop, key, None))
+        self._send_adhoc(iq_id, sender, _adhoc.Answer(_adhoc.running_element(run.node, run.sessionid, running.latest)))
+
+    def _adhoc_again(self, iq_id: str, sender: str, request: _adhoc.Request, running: _AdhocRun) -> None:
+        """The requester asks about a command still kept running (or ended) for it."""
+        key = (sender, running.run.sessionid)
+        if request.action == "cancel":
+            del self._adhoc_running[key]
+            running.task.cancel()
+            self._send_adhoc(iq_id, sender, _adhoc.Answer(_adhoc.command_element(request.node, running.run.sessionid,
+                                                                                 "canceled")))
+        elif running.task.done():
+            del self._adhoc_running[key]
+            self._adhoc_finished(iq_id, sender, running)
+        else:
+            self._send_adhoc(iq_id, sender, _adhoc.Answer(_adhoc.running_element(
+                request.node, running.run.sessionid, running.latest)))
+
+    def _adhoc_finished(self, iq_id: str, sender: str, running: _AdhocRun) -> None:
+        assert self.describe is not None
+        if running.task.cancelled():  # the worker shut down meanwhile
+            answer: ApiResult | ApiError = ApiError("", sender, "interrupted", "the worker shut down")
+        else:
+            answer = running.task.result()
+        self._send_adhoc(iq_id, sender, self.adhoc.ran(sender, running.run, answer, self.describe(sender),
+                                                       asyncio.get_running_loop().time()))
 
     def _send_adhoc(self, iq_id: str, sender: str, step: _adhoc.Answer | _adhoc.Refused) -> None:
         client = self._client

@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..access import bare_jid
-from ..protocol import ApiError, ApiResult, xml_safe
+from ..protocol import ApiError, ApiResult, Progress, xml_safe
 
 __all__ = ["COMMANDS_NS", "DATA_NS", "MAX_SESSIONS", "PER_REQUESTER", "SESSION_TTL", "Adhoc", "Answer",
-           "Field", "Refused", "Request", "Run", "form_body", "form_fields", "parse_command"]
+           "Field", "Refused", "Request", "Run", "command_element", "form_body", "form_fields", "parse_command",
+           "running_element"]
 
 COMMANDS_NS: Final = "http://jabber.org/protocol/commands"
 DATA_NS: Final = "jabber:x:data"
@@ -270,13 +271,18 @@ def result_form(title: str, payload: str | None) -> ET.Element | None:
 
 
 def command_element(node: str, sessionid: str, status: str, *, form: ET.Element | None = None,
-                    notes: tuple[tuple[str, str], ...] = (), actions: bool = False) -> ET.Element:
+                    notes: tuple[tuple[str, str], ...] = (), actions: bool = False,
+                    refresh: bool = False) -> ET.Element:
     """The ``<command/>`` of an answer; ``notes`` are (type, text); ``actions`` offers
-    ``complete`` (a form waiting to be submitted)."""
+    ``complete`` (a form waiting to be submitted), ``refresh`` offers ``next`` (ask again how
+    a running command is doing)."""
     command = ET.Element(_COMMAND_TAG, {"node": xml_safe(node), "sessionid": sessionid, "status": status})
     if actions:
         choices = ET.SubElement(command, f"{{{COMMANDS_NS}}}actions", {"execute": "complete"})
         ET.SubElement(choices, f"{{{COMMANDS_NS}}}complete")
+    elif refresh:
+        choices = ET.SubElement(command, f"{{{COMMANDS_NS}}}actions", {"execute": "next"})
+        ET.SubElement(choices, f"{{{COMMANDS_NS}}}next")
     for kind, text in notes:
         ET.SubElement(command, f"{{{COMMANDS_NS}}}note", {"type": kind}).text = xml_safe(text[:_NOTE_MAX])
     if form is not None:
@@ -428,3 +434,16 @@ class Adhoc:
             if fields and self._open(sender, run.node, now, run.sessionid) is not None:
                 return Answer(self._form_answer(found[0], run.sessionid, fields, run.values, text))
         return Answer(command_element(run.node, run.sessionid, "completed", notes=(("error", text),)))
+
+
+def running_element(node: str, sessionid: str, progress: Progress | None) -> ET.Element:
+    """The answer while a command still runs: ``executing`` with its latest progress as an
+    info note (XEP-0050 has no progress element; this is the closest), and ``next`` offered
+    to ask again. The requester sends ``execute`` (or ``next``) with the session to refresh,
+    ``cancel`` to stop the command."""
+    if progress is None:
+        text = "running"
+    else:
+        percent = "" if progress.fraction is None else f"{progress.fraction:.0%} "
+        text = f"running: {percent}{progress.text}".rstrip()
+    return command_element(node, sessionid, "executing", notes=(("info", text),), refresh=True)
