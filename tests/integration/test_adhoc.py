@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import pytest
-import slixmpp
 from slixmpp.exceptions import IqError
 
 from libs.bridge import APISpecs, App, load_config
+from tests.support.plain import PlainClient
 
 COMMANDS_NS = "http://jabber.org/protocol/commands"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
@@ -55,27 +55,11 @@ async def worker(prosody, accounts) -> AsyncIterator[App]:
     await app.close(2)
 
 
-class AdhocClient:
+class AdhocClient(PlainClient):
     """A plain slixmpp client with slixmpp's XEP-0030/0004/0050 plugins, as any XMPP tool."""
 
     def __init__(self, jid: str, password: str, host: str, port: int) -> None:
-        self.xmpp = slixmpp.ClientXMPP(f"{jid}/tool", password)
-        self.xmpp.enable_plaintext, self.xmpp.enable_starttls, self.xmpp.enable_direct_tls = True, False, False
-        self.xmpp.plugin["feature_mechanisms"].unencrypted_scram = True
-        for plugin in ("xep_0030", "xep_0004", "xep_0050"):
-            self.xmpp.register_plugin(plugin)
-        self.host, self.port = host, port
-
-    async def __aenter__(self) -> AdhocClient:
-        started = asyncio.get_running_loop().create_future()
-        self.xmpp.add_event_handler("session_start", lambda _e: started.done() or started.set_result(True))
-        self.xmpp.connect(self.host, self.port)
-        await asyncio.wait_for(started, 10)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.xmpp.disconnect()
-        await asyncio.wait_for(self.xmpp.disconnected, 10)
+        super().__init__(jid, password, host, port, plugins=("xep_0030", "xep_0004", "xep_0050"))
 
     async def commands(self, jid: str) -> dict[str, str]:
         items = (await self.xmpp.plugin["xep_0050"].get_commands(jid, timeout=5))["disco_items"]["items"]

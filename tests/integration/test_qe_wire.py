@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import slixmpp
 
 from libs.bridge import APISpecs, App, MessageSpecs, load_config
+from tests.support.plain import PlainClient
 
 
 def qe_encode(doc: dict[str, Any]) -> str:  # as a QE client writes it, not with our codec
@@ -24,27 +24,13 @@ def qe_decode(text: str) -> dict[str, Any]:
     return json.loads(zlib.decompress(base64.b64decode(text)))
 
 
-class QeClient:
+class QeClient(PlainClient):
     """A plain slixmpp client: sends chat messages, collects the chat bodies it gets."""
 
     def __init__(self, jid: str, password: str, host: str, port: int) -> None:
-        self.xmpp = slixmpp.ClientXMPP(f"{jid}/qeclient", password)
-        self.xmpp.enable_plaintext, self.xmpp.enable_starttls, self.xmpp.enable_direct_tls = True, False, False
-        self.xmpp.plugin["feature_mechanisms"].unencrypted_scram = True
-        self.host, self.port = host, port
+        super().__init__(jid, password, host, port, resource="qeclient")
         self.inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.xmpp.add_event_handler("message", lambda m: self.inbox.put_nowait((str(m["from"]), m["body"])))
-
-    async def __aenter__(self) -> QeClient:
-        started = asyncio.get_running_loop().create_future()
-        self.xmpp.add_event_handler("session_start", lambda _e: started.done() or started.set_result(True))
-        self.xmpp.connect(self.host, self.port)
-        await asyncio.wait_for(started, 10)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.xmpp.disconnect()
-        await asyncio.wait_for(self.xmpp.disconnected, 10)
 
     def send(self, to: str, body: str) -> None:
         self.xmpp.send_message(mto=to, mbody=body, mtype="chat")

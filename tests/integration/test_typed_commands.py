@@ -5,16 +5,15 @@ plugin), strangers of a private worker refused as the docs say."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-import slixmpp
 from slixmpp.exceptions import IqError
 
 from libs.bridge import APISpecs, App, Client, RemoteError, load_config
 from libs.bridge.protocol import NS
+from tests.support.plain import PlainClient
 
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
@@ -56,26 +55,11 @@ async def workers(prosody, accounts) -> AsyncIterator[tuple[App, App]]:
         await app.close(2)
 
 
-class DiscoClient:
+class DiscoClient(PlainClient):
     """A plain slixmpp client with slixmpp's own XEP-0030 plugin, as any XMPP tool would ask."""
 
     def __init__(self, jid: str, password: str, host: str, port: int) -> None:
-        self.xmpp = slixmpp.ClientXMPP(f"{jid}/disco", password)
-        self.xmpp.enable_plaintext, self.xmpp.enable_starttls, self.xmpp.enable_direct_tls = True, False, False
-        self.xmpp.plugin["feature_mechanisms"].unencrypted_scram = True
-        self.xmpp.register_plugin("xep_0030")
-        self.host, self.port = host, port
-
-    async def __aenter__(self) -> DiscoClient:
-        started = asyncio.get_running_loop().create_future()
-        self.xmpp.add_event_handler("session_start", lambda _e: started.done() or started.set_result(True))
-        self.xmpp.connect(self.host, self.port)
-        await asyncio.wait_for(started, 10)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.xmpp.disconnect()
-        await asyncio.wait_for(self.xmpp.disconnected, 10)
+        super().__init__(jid, password, host, port, resource="disco", plugins=("xep_0030",))
 
     async def info(self, jid: str, node: str | None = None) -> Any:
         return (await self.xmpp.plugin["xep_0030"].get_info(jid=jid, node=node, timeout=5))["disco_info"]
