@@ -27,6 +27,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Final
 
+# Imported here, on the importing thread, not by the timer thread when it starts: an import in
+# a background thread races whatever the main thread does to sys.path and sys.modules meanwhile
+# (seen: "No module named '_ctypes'" while a test kit loaded a script).
+try:
+    import ctypes as _ctypes
+except ImportError:  # pragma: no cover - a Python built without ctypes
+    _ctypes = None  # type: ignore[assignment]
+
 from .. import _runtime
 from ._callbacks import log
 from ._pool import POOL_SIZE, WATCH, CallbackPool
@@ -165,11 +173,9 @@ def _precise_sleeps() -> None:
     of 1 ns is right (docs/timers.md, "Design notes"). Best effort: a no-op where prctl is
     unavailable.
     """
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or _ctypes is None:
         return
     try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
+        _ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
     except (OSError, AttributeError):  # pragma: no cover - exotic libc
         pass
