@@ -30,7 +30,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from ..scheduling import JobScheduler
+
 from .. import _runtime
+from ..observability.metrics import MetricsServer, WorkerMetrics
 from ..timers import timer_stats
 from . import qewire
 from ._eager import start_eager
@@ -72,7 +75,9 @@ _BUILT_INS = {  # the fallbacks' descriptions in `commands`; their bodies are ig
     "ping": "QE's liveness check: {\"pong\": true, \"environment\": \"python\"}",
     "info": "this worker's JID, version, uptime, commands and request counters",
     "commands": "the commands you may run here, with their descriptions and arguments (JSON Schema)",
+    "metrics": "this worker's Prometheus metrics: {\"text\": <text exposition>} (owner and partners only)",
 }
+_BUILT_IN_ACCESS = {"metrics": Role.PARTNER}  # the others: anyone the worker answers
 _H = TypeVar("_H", bound=Callable[..., Awaitable[Any]])
 
 
@@ -169,7 +174,12 @@ class App:
         self.policy = AccessPolicy.create(self.config.jid, public=public, allow=self.config.allow)
         self.dispatcher = Dispatcher(self.policy, max_payload=self.config.max_payload,
                                      max_per_caller=self.config.max_per_caller)
-        self.dispatcher.fallbacks.update({"ping": self._ping, "info": self._info, "commands": self._commands})
+        self.dispatcher.fallbacks.update({"ping": self._ping, "info": self._info, "commands": self._commands,
+                                          "metrics": self._metrics})
+        self.scheduler: JobScheduler | None = None  # set by JobScheduler(self)
+        self.metrics = WorkerMetrics(self)
+        """This worker's Prometheus metrics (``metrics.registry``, ``metrics.render()``)."""
+        self.dispatcher.observer = self.metrics.observe
         self.xmpp = _XmppHooks(self.dispatcher)
         self.nexus = Nexus(self)
         self.jid = f"{self.config.jid}/{self.resource}"
@@ -206,6 +216,10 @@ class App:
                 print(f"qe-worker: {exc}", file=sys.stderr)
                 raise SystemExit(2) from None
             self.on_close(self._rest.close)
+        self._metrics_server: MetricsServer | None = None
+        if self._rest is None and self.config.metrics_port:
+            self._metrics_server = MetricsServer(self.metrics, self.config.metrics_host, self.config.metrics_port)
+            self.on_close(self._metrics_server.close)
         # Script style (App at import time, then run_forever): we own SIGINT/SIGTERM.
         # Inside a running loop the program around us decides, unless asked.
         self._handle_signals = not self.loop.is_running() if handle_signals is None else handle_signals
@@ -235,6 +249,8 @@ class App:
             self._announce()
         if self._rest is not None:
             self._rest.start()
+        if self._metrics_server is not None:
+            self._spawn(self._serve_metrics(self._metrics_server))
         _runtime.add_shutdown_hook(self.close)
         if self._handle_signals:
             _runtime.install_signal_handlers(self.loop, lambda: self.config.shutdown_timeout)
@@ -243,6 +259,12 @@ class App:
         self._started.set()
         for hook in self._on_start:
             hook()
+
+    async def _serve_metrics(self, server: MetricsServer) -> None:
+        try:
+            await server.start()
+        except OSError as exc:
+            self._on_fatal(f"QE_METRICS_PORT: cannot listen on {server.host}:{server.port} ({exc.strerror})")
 
     def on_close(self, hook: Callable[[float], Awaitable[None]]) -> None:
         """Await ``hook(timeout)`` first thing in ``close()`` (stop what feeds us work)."""
@@ -480,6 +502,11 @@ class App:
         return {"pong": True, "environment": "python"}  # QE's answer
 
     async def _info(self, specs: APISpecs) -> dict[str, Any]:
+        role = Role(specs.role)
+        public = {"jid": self.jid, "version": version(), "public": self.public,
+                  "commands": sorted(c["name"] for c in self.describe(role))}
+        if not role.at_least(Role.PARTNER):
+            return public  # a stranger of a public worker: no internals
         stats = self.dispatcher.stats
         transport = self.transport
         return {
@@ -501,6 +528,11 @@ class App:
             "timers": [stats.as_dict() for stats in timer_stats()],
         }
 
+    async def _metrics(self, specs: APISpecs) -> dict[str, Any]:
+        if not Role(specs.role).at_least(Role.PARTNER):
+            raise ProtocolError("forbidden", "you are not allowed to run this command")
+        return {"text": self.metrics.render().decode()}
+
     async def _commands(self, specs: APISpecs) -> dict[str, Any]:
         return {"commands": self.describe(Role(specs.role))}
 
@@ -510,8 +542,11 @@ class App:
         those only ``onapi`` knows). What ``commands`` answers and disco lists."""
         listed = self.dispatcher.commands.describe(role)
         registered = {c["name"] for c in listed}
-        listed += [{"name": name, "description": _BUILT_INS.get(name, ""), "access": Role.USER.value, "schema": {}}
-                   for name in self.dispatcher.fallbacks if name not in registered]
+        for name in self.dispatcher.fallbacks:
+            access = _BUILT_IN_ACCESS.get(name, Role.USER)
+            if name not in registered and role.at_least(access):
+                listed.append({"name": name, "description": _BUILT_INS.get(name, ""), "access": access.value,
+                               "schema": {}})
         return sorted(listed, key=lambda c: c["name"])
 
     def _describe(self, sender: str) -> list[dict[str, Any]] | None:

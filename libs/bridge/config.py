@@ -48,6 +48,8 @@ _FILE_KEYS: Final = {
     "rest_host": "QE_REST_HOST",
     "rest_token": "QE_REST_TOKEN",
     "rest_cors": "QE_REST_CORS",
+    "metrics_port": "QE_METRICS_PORT",
+    "metrics_host": "QE_METRICS_HOST",
 }
 _ROLE_NAMES: Final = ("owner", "partner", "user")
 WIRE_MODES: Final = ("api", "qe")
@@ -89,6 +91,8 @@ class WorkerConfig:
     rest_host: str = "127.0.0.1"
     rest_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (token, role)
     rest_cors: tuple[str, ...] = ()
+    metrics_port: int = 0  # 0: no metrics port of its own (App.rest serves /metrics when there is one)
+    metrics_host: str = "127.0.0.1"
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -262,6 +266,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         if origin != "*" and not origin.startswith(("http://", "https://")):
             raise ConfigError("QE_REST_CORS", f"{origin!r} is not an origin like https://example.org")
 
+    metrics_host = values.get("QE_METRICS_HOST", "").strip() or "127.0.0.1"
+    if any(c.isspace() or c in "/@" for c in metrics_host):
+        raise ConfigError("QE_METRICS_HOST", f"{metrics_host!r} is not a host name or IP address")
+
     return WorkerConfig(
         jid=jid,
         password=password,
@@ -286,4 +294,6 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         rest_host=rest_host,
         rest_tokens=tuple(rest_tokens),
         rest_cors=rest_cors,
+        metrics_port=_number(values, "QE_METRICS_PORT", 0, 0, 65535, int),
+        metrics_host=metrics_host,
     )

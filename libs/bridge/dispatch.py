@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import CoroutineType
@@ -35,7 +36,7 @@ from .protocol import (
 )
 from .specs import APISpecs, MessageSpecs
 
-__all__ = ["ApiHandler", "DispatchStats", "Dispatcher", "MessageHandler"]
+__all__ = ["ApiHandler", "DispatchStats", "Dispatcher", "MessageHandler", "Observer"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ _NOT_YOURS = "you are not allowed to run this command"  # says no more: not whic
 
 ApiHandler = Callable[[APISpecs], Awaitable[dict[str, Any] | None]]
 MessageHandler = Callable[[MessageSpecs], Awaitable[None]]
+Observer = Callable[[str, ApiResult | ApiError, float], None]
+"""``(cmd, answer, seconds)``: told of every admitted request once it is answered."""
 
 
 def _cancel_requested() -> bool:
@@ -95,6 +98,8 @@ class Dispatcher:
         self.progress_sink: Callable[[str, str, str], None] | None = None
         """``(caller, request_id, progress_json)``: where ``specs.progress`` reports go."""
         self.stats = DispatchStats()
+        self.observer: Observer | None = None
+        """Told of each request that got past decoding and access (metrics); on the loop, so cheap."""
         self._log_limit = LogLimit()  # lines that other people's traffic causes
 
     async def handle(self, iq_id: str, sender: str, text: str | None, iq_type: str = "set") -> ApiResult | ApiError:
@@ -110,10 +115,14 @@ class Dispatcher:
         earlier (a scheduled job); routed and counted like any other."""
         self.stats.received += 1
         self.stats.in_flight += 1
+        start = time.perf_counter()
         try:
-            return self._count(await self._run(request, role))
+            answer = await self._run(request, role)
         finally:
             self.stats.in_flight -= 1
+        if self.observer is not None:
+            self.observer(request.cmd, answer, time.perf_counter() - start)
+        return self._count(answer)
 
     def _count(self, answer: ApiResult | ApiError) -> ApiResult | ApiError:
         if isinstance(answer, ApiResult):
@@ -153,6 +162,16 @@ class Dispatcher:
     async def _admit(self, request: ApiRequest, role: Role,
                      sink: Callable[[str, str, str], None] | None = None) -> ApiResult | ApiError:
         """``sink``: where ``specs.progress`` reports go (None: nowhere)."""
+        observer = self.observer
+        if observer is None:
+            return await self._gate(request, role, sink)
+        start = time.perf_counter()
+        answer = await self._gate(request, role, sink)
+        observer(request.cmd, answer, time.perf_counter() - start)
+        return answer
+
+    async def _gate(self, request: ApiRequest, role: Role,
+                    sink: Callable[[str, str, str], None] | None) -> ApiResult | ApiError:
         iq_id, sender = request.id, request.sender
         if not self.accepting:
             return ApiError(iq_id, sender, "unavailable", "the worker is shutting down")

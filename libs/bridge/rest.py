@@ -9,7 +9,7 @@ with its signal handling switched off: the worker keeps its own (graceful SIGTER
 Safer than QE: bound to 127.0.0.1 unless ``QE_REST_HOST`` says otherwise, a bearer token
 (``QE_REST_TOKEN``) mandatory when not on loopback, no CORS unless ``QE_REST_CORS`` lists
 origins. Built in: ``POST /api/{cmd}`` (the same dispatch; errors mapped to HTTP statuses),
-``GET /health``, ``GET /commands``, and FastAPI's OpenAPI docs (``/docs``).
+``GET /health``, ``GET /commands``, ``GET /metrics`` (Prometheus; owner and partners), and FastAPI's OpenAPI docs (``/docs``).
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the route functions'
@@ -123,6 +123,18 @@ class RestServer:
         @api.get("/health", summary="Is the worker up and online on XMPP")
         async def health() -> dict[str, Any]:
             return {"status": "ok", "online": worker.online, "jid": worker.jid, "accepting": worker.dispatcher.accepting}
+
+        @api.get("/metrics", summary="Prometheus metrics (owner and partner tokens)")
+        async def metrics(request: Request) -> Response:
+            role = self.role_of(request)
+            if role is None:
+                return refused()
+            if not role.at_least(Role.PARTNER):
+                return JSONResponse({"error": {"code": "forbidden", "message": "metrics are for the owner and "
+                                                                               "partners"}}, status_code=403)
+            from ..observability.metrics import CONTENT_TYPE
+
+            return Response(worker.metrics.render(), media_type=CONTENT_TYPE)
 
         @api.get("/commands", summary="The commands this caller may run")
         async def commands(request: Request) -> Response:

@@ -73,6 +73,7 @@ class JobScheduler:
         self.store = store or JobStore(default_store_path(app))
         self.max_jobs_per_caller = max_jobs_per_caller
         self.tasks: dict[str, PeriodicTask] = {}
+        app.scheduler = self  # its jobs in the worker's metrics
         self._changed: asyncio.Condition | None = None
         app.command("schedule")(self._cmd_schedule)
         app.command("cancel")(self._cmd_cancel)

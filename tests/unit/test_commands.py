@@ -470,9 +470,9 @@ async def test_the_commands_built_in_lists_what_the_caller_may_run(make_app, con
                                                             "stranger@localhost")]
     listed = {who: (await client.call(app.jid, "commands", timeout=2))["commands"]
               for who, client in (("owner", owner), ("friend", friend), ("stranger", stranger))}
-    builtins = ["commands", "info", "ping"]
-    assert [c["name"] for c in listed["owner"]] == sorted([*builtins, "resize", "secret", "shared"])
-    assert [c["name"] for c in listed["friend"]] == sorted([*builtins, "resize", "shared"])
+    builtins = ["commands", "info", "ping"]  # and metrics, for owner and partners
+    assert [c["name"] for c in listed["owner"]] == sorted([*builtins, "metrics", "resize", "secret", "shared"])
+    assert [c["name"] for c in listed["friend"]] == sorted([*builtins, "metrics", "resize", "shared"])
     assert [c["name"] for c in listed["stranger"]] == sorted([*builtins, "resize"])
     resize_entry = next(c for c in listed["stranger"] if c["name"] == "resize")
     assert resize_entry == {"name": "resize", "description": "change the size", "access": "user",

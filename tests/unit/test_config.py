@@ -334,6 +334,8 @@ INVALID = {  # one invalid value per variable; the test below fails when a varia
     "QE_REST_HOST": "a b",
     "QE_REST_TOKEN": "short",
     "QE_REST_CORS": "ui.example",
+    "QE_METRICS_PORT": "65536",
+    "QE_METRICS_HOST": "two words",
     "RESOURCE": "a/b",
 }
 

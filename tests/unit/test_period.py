@@ -220,7 +220,7 @@ async def test_app_api_answers_failures_as_error_dicts(worker: App, net: MemoryN
             "error": "bad-request", "message": "intervals below 100 ms are not accepted"}
         assert await caller.api(jid=worker.jid, cmd="nosuch", exec_modifier=PERIOD(interval="1s")) == {
             "error": "bad-request", "message": "this worker has no command 'nosuch' (it has: cancel, commands, info, "
-                                               "jobs, long_running_task1, ping, schedule)"}
+                                               "jobs, long_running_task1, metrics, ping, schedule)"}
         passed = await caller.api(jid=worker.jid, cmd="long_running_task1", exec_modifier=PERIOD(at_time=1.0))
         assert passed["error"] == "bad-request" and "is not in the future" in passed["message"]
         assert await caller.api(jid=worker.jid, cmd="long_running_task1", body={"n": 4}) == {"done": 4}  # no modifier
