@@ -34,6 +34,7 @@ from .. import _runtime
 from ..timers import timer_stats
 from . import qewire
 from ._eager import start_eager
+from ._requestlog import RequestLog
 from .access import AccessPolicy, Role, check_resource
 from .client import ExecModifier, api_call
 from .config import ConfigError, WorkerConfig, load_config
@@ -169,6 +170,7 @@ class App:
         self.policy = AccessPolicy.create(self.config.jid, public=public, allow=self.config.allow)
         self.dispatcher = Dispatcher(self.policy, max_payload=self.config.max_payload,
                                      max_per_caller=self.config.max_per_caller)
+        self.dispatcher.request_log = RequestLog(self.config.request_log)
         self.dispatcher.fallbacks.update({"ping": self._ping, "info": self._info, "commands": self._commands})
         self.xmpp = _XmppHooks(self.dispatcher)
         self.nexus = Nexus(self)
