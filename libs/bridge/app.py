@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 from .. import _runtime
 from ..timers import timer_stats
 from . import qewire
+from ._blocked import BlockedWatch
 from ._eager import start_eager
 from ._requestlog import RequestLog
 from .access import AccessPolicy, Role, check_resource
@@ -237,6 +238,8 @@ class App:
             self._announce()
         if self._rest is not None:
             self._rest.start()
+        if self.config.blocked_ms:  # QE_BLOCKED_MS=0: off
+            self._start_blocked_watch(self.config.blocked_ms)
         _runtime.add_shutdown_hook(self.close)
         if self._handle_signals:
             _runtime.install_signal_handlers(self.loop, lambda: self.config.shutdown_timeout)
@@ -245,6 +248,15 @@ class App:
         self._started.set()
         for hook in self._on_start:
             hook()
+
+    def _start_blocked_watch(self, threshold_ms: int) -> None:
+        watch = BlockedWatch(self.loop, threshold_ms)
+        watch.start()
+
+        async def stop(_timeout: float) -> None:
+            watch.stop()
+
+        self.on_close(stop)
 
     def on_close(self, hook: Callable[[float], Awaitable[None]]) -> None:
         """Await ``hook(timeout)`` first thing in ``close()`` (stop what feeds us work)."""
