@@ -68,10 +68,14 @@ class BlockedWatch:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop ticking and end the thread (waits for it: at most one ``interval``)."""
         self._stop.set()
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(self.interval * 4)
+            self._thread = None
 
     def _tick(self) -> None:
         now = time.monotonic()
