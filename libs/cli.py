@@ -213,7 +213,8 @@ def _session(args: argparse.Namespace, work: Callable[[Any], Awaitable[Any]]) ->
     except ConfigError as exc:
         raise CliError(EXIT_USAGE, "config", str(exc)) from None
     # the outcome is printed as one line; logs only when asked for with QE_LOG_LEVEL
-    configure_logging(config.log_level if os.environ.get("QE_LOG_LEVEL") else "CRITICAL", config.secrets)
+    configure_logging(config.log_level if os.environ.get("QE_LOG_LEVEL") else "CRITICAL", config.secrets,
+                      config.log_format)
 
     async def session() -> Any:
         async with Client(config, connect_timeout=args.connect_timeout) as client:

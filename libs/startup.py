@@ -14,6 +14,8 @@ only returns the host's configuration: the loop, logging and signals are the hos
 from __future__ import annotations
 
 import asyncio
+import datetime
+import json
 import logging
 import re
 import sys
@@ -22,7 +24,7 @@ from collections.abc import Mapping
 from . import _runtime
 from .bridge.config import ConfigError, WorkerConfig, load_config
 
-__all__ = ["RedactSecrets", "configure_logging", "startup"]
+__all__ = ["JsonFormatter", "RedactSecrets", "configure_logging", "startup"]
 
 _SASL = re.compile(r"(<(auth|response|success|challenge)\b[^>]*>)[^<]+(</\2>)")
 
@@ -45,11 +47,39 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:
-    """One stderr handler with redaction. slixmpp is kept at WARNING unless DEBUG is asked
-    for: its INFO lines repeat what our adapter already logs."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``QE_LOG_FORMAT=json``): ``time`` (ISO 8601, UTC), ``level``,
+    ``logger``, ``message``, the fields of a request line (``cmd``, ``caller``, ``outcome``,
+    ``ms``) when the record has them, and ``exc`` with the traceback when there is one. The
+    message is the redacted one: ``RedactSecrets`` runs before any formatter."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "request", None)
+        if isinstance(fields, dict):
+            doc.update(fields)
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            doc["exc"] = record.exc_text
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def configure_logging(level: str = "INFO", secrets: tuple[str, ...] = (), log_format: str = "text") -> None:
+    """One stderr handler with redaction, as text lines or (``log_format="json"``) one JSON
+    object per line. slixmpp is kept at WARNING unless DEBUG is asked for: its INFO lines
+    repeat what our adapter already logs."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json"
+                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_qe_worker", False)]:
@@ -74,7 +104,7 @@ def startup(environ: Mapping[str, str] | None = None) -> WorkerConfig:
     except ConfigError as exc:
         print(f"qe-worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(config.log_level, config.secrets)
+    configure_logging(config.log_level, config.secrets, config.log_format)
     loop = _runtime.startup_loop() or asyncio.new_event_loop()  # called twice: one loop
     asyncio.set_event_loop(loop)
     _runtime.set_main_loop(loop, from_startup=True)

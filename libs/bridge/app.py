@@ -36,7 +36,9 @@ from .. import _runtime
 from ..observability.metrics import MetricsServer, WorkerMetrics
 from ..timers import timer_stats
 from . import qewire
+from ._blocked import BlockedWatch
 from ._eager import start_eager
+from ._requestlog import RequestLog
 from .access import AccessPolicy, Role, check_resource
 from .client import ExecModifier, api_call
 from .config import ConfigError, WorkerConfig, load_config
@@ -174,6 +176,7 @@ class App:
         self.policy = AccessPolicy.create(self.config.jid, public=public, allow=self.config.allow)
         self.dispatcher = Dispatcher(self.policy, max_payload=self.config.max_payload,
                                      max_per_caller=self.config.max_per_caller)
+        self.dispatcher.request_log = RequestLog(self.config.request_log)
         self.dispatcher.fallbacks.update({"ping": self._ping, "info": self._info, "commands": self._commands,
                                           "metrics": self._metrics})
         self.scheduler: JobScheduler | None = None  # set by JobScheduler(self)
@@ -251,6 +254,8 @@ class App:
             self._rest.start()
         if self._metrics_server is not None:
             self._spawn(self._serve_metrics(self._metrics_server))
+        if self.config.blocked_ms:  # QE_BLOCKED_MS=0: off
+            self._start_blocked_watch(self.config.blocked_ms)
         _runtime.add_shutdown_hook(self.close)
         if self._handle_signals:
             _runtime.install_signal_handlers(self.loop, lambda: self.config.shutdown_timeout)
@@ -265,6 +270,15 @@ class App:
             await server.start()
         except OSError as exc:
             self._on_fatal(f"QE_METRICS_PORT: cannot listen on {server.host}:{server.port} ({exc.strerror})")
+
+    def _start_blocked_watch(self, threshold_ms: int) -> None:
+        watch = BlockedWatch(self.loop, threshold_ms)
+        watch.start()
+
+        async def stop(_timeout: float) -> None:
+            watch.stop()
+
+        self.on_close(stop)
 
     def on_close(self, hook: Callable[[float], Awaitable[None]]) -> None:
         """Await ``hook(timeout)`` first thing in ``close()`` (stop what feeds us work)."""

@@ -20,7 +20,7 @@ from .access import bare_jid, check_resource
 from .protocol import DEFAULT_MAX_PAYLOAD
 from .services import check_service
 
-__all__ = ["TLS_MODES", "WIRE_MODES", "ConfigError", "WorkerConfig", "is_loopback", "load_config"]
+__all__ = ["LOG_FORMATS", "TLS_MODES", "WIRE_MODES", "ConfigError", "WorkerConfig", "is_loopback", "load_config"]
 
 TLS_MODES: Final = ("required", "optional", "off")
 
@@ -50,10 +50,14 @@ _FILE_KEYS: Final = {
     "rest_cors": "QE_REST_CORS",
     "metrics_port": "QE_METRICS_PORT",
     "metrics_host": "QE_METRICS_HOST",
+    "request_log": "QE_REQUEST_LOG",
+    "log_format": "QE_LOG_FORMAT",
+    "blocked_ms": "QE_BLOCKED_MS",
 }
 _ROLE_NAMES: Final = ("owner", "partner", "user")
 WIRE_MODES: Final = ("api", "qe")
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS: Final = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -93,6 +97,9 @@ class WorkerConfig:
     rest_cors: tuple[str, ...] = ()
     metrics_port: int = 0  # 0: no metrics port of its own (App.rest serves /metrics when there is one)
     metrics_host: str = "127.0.0.1"
+    request_log: float = 1.0  # share of finished requests logged at INFO (0: off, 1: all)
+    log_format: str = "text"
+    blocked_ms: int = 100  # 0: no loop-blocked detector
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -157,6 +164,22 @@ def _flag(values: Mapping[str, str], var: str, default: bool) -> bool:
     if raw in ("0", "off", "false", "no"):
         return False
     raise ConfigError(var, f"{raw!r} is not on/off")
+
+
+def _request_log(values: Mapping[str, str]) -> float:
+    """``on`` (every request), ``off`` (none) or a sample rate between 0 and 1."""
+    raw = values.get("QE_REQUEST_LOG", "").strip().lower()
+    if not raw or raw in ("1", "on", "true", "yes"):
+        return 1.0
+    if raw in ("0", "off", "false", "no"):
+        return 0.0
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:
+        raise ConfigError("QE_REQUEST_LOG", f"{raw!r} is not on, off or a sample rate between 0 and 1 (e.g. 0.1)")
+    return rate
 
 
 def _state_dir(values: Mapping[str, str]) -> str | None:
@@ -269,6 +292,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
     metrics_host = values.get("QE_METRICS_HOST", "").strip() or "127.0.0.1"
     if any(c.isspace() or c in "/@" for c in metrics_host):
         raise ConfigError("QE_METRICS_HOST", f"{metrics_host!r} is not a host name or IP address")
+    log_format = values.get("QE_LOG_FORMAT", "").strip().lower() or "text"
+    if log_format not in LOG_FORMATS:
+        raise ConfigError("QE_LOG_FORMAT", f"{log_format!r} is not one of {', '.join(LOG_FORMATS)}")
 
     return WorkerConfig(
         jid=jid,
@@ -296,4 +322,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         rest_cors=rest_cors,
         metrics_port=_number(values, "QE_METRICS_PORT", 0, 0, 65535, int),
         metrics_host=metrics_host,
+        request_log=_request_log(values),
+        log_format=log_format,
+        blocked_ms=_number(values, "QE_BLOCKED_MS", 100, 0, 600_000, int),
     )

@@ -17,11 +17,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from time import perf_counter_ns
 from types import CoroutineType
 from typing import Any
 
 from ._eager import Resumed
 from ._log_limit import LogLimit, suppressed_note
+from ._requestlog import RequestLog
 from .access import AccessPolicy, Role, bare_jid, resource_of
 from .commands import CommandRegistry
 from .progress import RequestProgress
@@ -101,6 +103,7 @@ class Dispatcher:
         self.observer: Observer | None = None
         """Told of each request that got past decoding and access (metrics); on the loop, so cheap."""
         self._log_limit = LogLimit()  # lines that other people's traffic causes
+        self.request_log = RequestLog()  # one INFO line per finished request (rate 0: off)
 
     async def handle(self, iq_id: str, sender: str, text: str | None, iq_type: str = "set") -> ApiResult | ApiError:
         """Never raises, except ``CancelledError`` when the task running it is cancelled:
@@ -108,12 +111,15 @@ class Dispatcher:
         ``KeyboardInterrupt`` and a ``CancelledError`` of its own included). ``iq_type`` is
         the type of the IQ that carried ``text`` (only ``set`` is a request)."""
         self.stats.received += 1
-        return self._count(await self._handle(iq_id, sender, text, iq_type))
+        started = perf_counter_ns() if self.request_log.rate else 0
+        cmd, answer = await self._handle(iq_id, sender, text, iq_type)
+        return self._count(answer, cmd, started)
 
     async def execute(self, request: ApiRequest, role: Role) -> ApiResult | ApiError:
         """Run a request that did not arrive over the wire but was authorised by the caller
         earlier (a scheduled job); routed and counted like any other."""
         self.stats.received += 1
+        started = perf_counter_ns() if self.request_log.rate else 0
         self.stats.in_flight += 1
         start = time.perf_counter()
         try:
@@ -122,9 +128,12 @@ class Dispatcher:
             self.stats.in_flight -= 1
         if self.observer is not None:
             self.observer(request.cmd, answer, time.perf_counter() - start)
-        return self._count(answer)
+        return self._count(answer, request.cmd, started)
 
-    def _count(self, answer: ApiResult | ApiError) -> ApiResult | ApiError:
+    def _count(self, answer: ApiResult | ApiError, cmd: str = "", started: int = 0) -> ApiResult | ApiError:
+        if started:
+            self.request_log.finished(cmd, answer.to, "ok" if isinstance(answer, ApiResult) else answer.code,
+                                      started)
         if isinstance(answer, ApiResult):
             self.stats.answered += 1
         elif answer.code == "forbidden":
@@ -135,20 +144,22 @@ class Dispatcher:
             self.stats.failed += 1
         return answer
 
-    async def _handle(self, iq_id: str, sender: str, text: str | None, iq_type: str) -> ApiResult | ApiError:
+    async def _handle(self, iq_id: str, sender: str, text: str | None,
+                      iq_type: str) -> tuple[str, ApiResult | ApiError]:
+        """``(cmd, answer)``; cmd is empty when the request could not be decoded."""
         try:
             request = decode_request(iq_id, sender, text, iq_type=iq_type, max_payload=self.max_payload)
         except ProtocolError as exc:
             if (dropped := self._log_limit.allow("bad-request")) is not None:
                 log.info("bad request %s from %s: %s%s", iq_id, sender, exc.message, suppressed_note(dropped))
-            return ApiError(iq_id, sender, exc.code, exc.message)
+            return "", ApiError(iq_id, sender, exc.code, exc.message)
         role = self.policy.role_of(sender)
         if role is None:
             if (dropped := self._log_limit.allow("forbidden")) is not None:
                 log.warning("refused %r from %s: not the owner and not in QE_ALLOW%s", request.cmd, sender,
                             suppressed_note(dropped))
-            return ApiError(iq_id, sender, "forbidden", "this worker is not public and you are not allowed")
-        return await self._admit(request, role, self.progress_sink)
+            return request.cmd, ApiError(iq_id, sender, "forbidden", "this worker is not public and you are not allowed")
+        return request.cmd, await self._admit(request, role, self.progress_sink)
 
     async def serve(self, request: ApiRequest, role: Role,
                     progress: Callable[[str, str, str], None] | None = None) -> ApiResult | ApiError:
@@ -157,7 +168,8 @@ class Dispatcher:
         (shutdown, deadline, per-caller limit, routing, the same answers), counted alike.
         ``progress`` gets the handler's progress reports, as ``progress_sink`` does for XMPP."""
         self.stats.received += 1
-        return self._count(await self._admit(request, role, progress))
+        started = perf_counter_ns() if self.request_log.rate else 0
+        return self._count(await self._admit(request, role, progress), request.cmd, started)
 
     async def _admit(self, request: ApiRequest, role: Role,
                      sink: Callable[[str, str, str], None] | None = None) -> ApiResult | ApiError:
@@ -265,7 +277,12 @@ class Dispatcher:
             return self._handler_error(request, role, exc)
         if result is _NOT_TAKEN:
             return ApiError(request.id, request.sender, "unknown-command", f"unknown command {request.cmd!r}")
-        return encode_result(request, result or {}, max_payload=self.max_payload)
+        answer = encode_result(request, result or {}, max_payload=self.max_payload)
+        if isinstance(answer, ApiError) and (dropped := self._log_limit.allow("bad-result")) is not None:
+            log.warning("handler for %r returned a result we cannot send (%s: %s; request %s from %s)%s",
+                        request.cmd, answer.code, answer.message, request.id, bare_jid(request.sender),
+                        suppressed_note(dropped))
+        return answer
 
     async def _route(self, specs: APISpecs) -> Any:
         """No command registered under this name: ``onapi``, then the built-in fallback;

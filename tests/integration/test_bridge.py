@@ -318,3 +318,23 @@ async def test_wait_answering_wakes_at_the_workers_presence(make_app, login, acc
     assert await asyncio.wait_for(waiting, 10) == {"pong": True, "environment": "python"}
     assert pings == ["ping", "ping"]
     assert app.online
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+async def test_one_request_line_per_call(make_app, login, accounts, caplog, setting):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    app = make_app(public=True, extra_env={"QE_REQUEST_LOG": setting})
+    await app.wait_online(10)
+    client = await login("client")
+    assert (await client.call(app.jid, "ping", timeout=5))["pong"] is True
+    lines = [r for r in caplog.records if r.name == "libs.bridge.requests"]
+    if setting == "off":
+        assert lines == []
+        return
+    [line] = lines
+    assert line.levelno == logging.INFO
+    fields = line.request
+    assert (fields["cmd"], fields["caller"], fields["outcome"]) == ("ping", accounts["client"][0], "ok")
+    assert isinstance(fields["ms"], float) and fields["ms"] >= 0

@@ -336,6 +336,9 @@ INVALID = {  # one invalid value per variable; the test below fails when a varia
     "QE_REST_CORS": "ui.example",
     "QE_METRICS_PORT": "65536",
     "QE_METRICS_HOST": "two words",
+    "QE_REQUEST_LOG": "sometimes",
+    "QE_LOG_FORMAT": "xml",
+    "QE_BLOCKED_MS": "slow",
     "RESOURCE": "a/b",
 }
 
@@ -380,6 +383,11 @@ def test_every_variable_with_a_bad_value_gets_one_line_naming_it(var: str, value
     ("QE_STREAM_MANAGEMENT", "off", "stream_management", False),
     ("QE_MAX_PER_CALLER", "0", "max_per_caller", 0),
     ("QE_AUTH_GRACE", "2.5", "auth_grace", 2.5),
+    ("QE_REQUEST_LOG", "off", "request_log", 0.0),
+    ("QE_REQUEST_LOG", "on", "request_log", 1.0),
+    ("QE_REQUEST_LOG", "0.1", "request_log", 0.1),
+    ("QE_LOG_FORMAT", "JSON", "log_format", "json"),
+    ("QE_BLOCKED_MS", "0", "blocked_ms", 0),
 ])
 def test_the_newer_variables_are_read(var: str, value: str, field: str, expected: Any) -> None:
     assert getattr(load_config(env(**{var: value})), field) == expected

@@ -289,7 +289,7 @@ class XmppTransport(Transport):
         if isinstance(action, Connect):
             self._connect()
         elif isinstance(action, Retry):
-            log.info("%s: %s; reconnecting in %.1f s", self.jid, action.why, action.delay)
+            log.log(action.level, "%s: %s; reconnecting in %.1f s", self.jid, action.why, action.delay)
             self._retry = asyncio.get_running_loop().call_later(action.delay, self._retry_due)
         elif isinstance(action, Online):
             if not action.resumed and client is not None:

@@ -56,10 +56,12 @@ class Connect:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """Call back with ``RETRY_DUE`` after ``delay`` s; ``why`` is for the log line."""
+    """Call back with ``RETRY_DUE`` after ``delay`` s; ``why`` is for the log line, logged at
+    ``level`` (INFO for a few failed attempts, then WARNING: see ``Session.quiet_attempts``)."""
 
     delay: float
     why: str
+    level: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,7 @@ class Fail:
 
 Action = Connect | Retry | Online | Offline | Abort | Log | Fail
 
-_WARNING, _ERROR = 30, 40  # logging levels, without importing logging into a pure module
+_INFO, _WARNING, _ERROR = 20, 30, 40  # logging levels, without importing logging into a pure module
 
 
 @dataclass
@@ -106,7 +108,9 @@ class Session:
     ``require_tls``: a session without TLS is fatal (``QE_TLS=required``). ``fail_fast``: an
     unreachable server before the first session is fatal (a client, not a worker).
     ``auth_grace``: seconds a refused login on a *reconnect* is retried before it is fatal.
-    ``server`` and ``account`` only word the messages.
+    ``server`` and ``account`` only word the messages. ``quiet_attempts``: how many failed
+    connection attempts in a row are logged at INFO (a restart of the server, a short network
+    blip) before each further one is a WARNING that says how many and for how long.
     """
 
     server: str
@@ -122,6 +126,9 @@ class Session:
     fatal_kind: type[CallError] = AuthenticationFailed
     _password_refused: bool = False
     _refused_since: float | None = None
+    quiet_attempts: int = 3
+    unreachable: int = 0   # failed connection attempts in a row
+    _unreachable_since: float | None = None
 
     def handle(self, event: Event, *, now: float = 0.0, detail: str = "", encrypted: bool = False) -> list[Action]:
         """Apply ``event`` (at monotonic time ``now``) and return what to do, in order."""
@@ -152,7 +159,15 @@ class Session:
             why = f"cannot reach {self.server} ({detail})"
             if self.fail_fast and self.sessions == 0:
                 return self._fail(why, NotConnected)
-            return self._retry(why)
+            if self.state is State.WAITING:
+                return []  # one retry at a time
+            self.unreachable += 1
+            if self._unreachable_since is None:
+                self._unreachable_since = now
+            if self.unreachable <= self.quiet_attempts:
+                return self._retry(why)
+            return self._retry(f"{why}; attempt {self.unreachable} failed, unreachable for "
+                               f"{now - self._unreachable_since:.0f} s", _WARNING)
         if event is Event.MECHANISM_REFUSED:
             self._password_refused = True
             return []
@@ -177,13 +192,15 @@ class Session:
         self.state = State.ONLINE
         self.backoff.reset()
         self._refused_since = None
+        self.unreachable = 0
+        self._unreachable_since = None
         return [Online(resumed=resumed)]
 
-    def _retry(self, why: str) -> list[Action]:
+    def _retry(self, why: str, level: int = _INFO) -> list[Action]:
         if self.state is State.WAITING:
             return []  # one retry at a time
         self.state = State.WAITING
-        return [Offline(), Retry(self.backoff.next_delay(), why)]
+        return [Offline(), Retry(self.backoff.next_delay(), why, level)]
 
     def _auth_failed(self, now: float) -> list[Action]:
         if self._password_refused:
