@@ -228,6 +228,9 @@ async def test_info_reports_counts(make_app, login):
     info = await client.call(app.jid, "info", timeout=5)
     assert info["jid"] == app.jid
     assert {"ping", "info"} <= set(info["commands"])
+    assert "requests" not in info and "sessions" not in info  # a stranger on a public worker: no internals
+    owner = await login("worker")
+    info = await owner.call(app.jid, "info", timeout=5)
     assert info["requests"]["answered"] >= 1 and info["sessions"] == 1
 
 
