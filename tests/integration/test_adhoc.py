@@ -113,6 +113,8 @@ async def test_commands_are_listed_with_the_features_xep_0050_requires(worker, a
                                                  "arguments (JSON Schema)",
                                                  "info": "this worker's JID, version, uptime, commands and request "
                                                  "counters",
+                                                 "metrics": "this worker's Prometheus metrics: {\"text\": "
+                                                 "<text exposition>} (owner and partners only)",
                                                  "paint": "paint a picture",
                                                  "ping": "QE's liveness check: {\"pong\": true, \"environment\": "
                                                  "\"python\"}"}
@@ -357,7 +359,7 @@ async def test_poezio_runs_a_command_through_its_form(poezio_worker, prosody, ac
         listed = await screen.wait_for(f"Ad-hoc commands of JID {worker.jid}", "adjust a picture")
         nodes = [line.split("│")[1].split()[0] for line in listed.splitlines()
                  if line.count("│") >= 1 and line.split("│")[1].strip()]
-        assert nodes[:6] == ["Node", "adjust", "commands", "info", "ping", "Ad-hoc"], listed
+        assert nodes[:7] == ["Node", "adjust", "commands", "info", "metrics", "ping", "Ad-hoc"], listed
         await screen.key("Enter")  # the first is selected
         await screen.wait_for("adjust a picture", "Width", "Shiny", "Ctrl+Y: send form")
         await screen.key("7")

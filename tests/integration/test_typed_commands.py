@@ -17,8 +17,9 @@ from tests.support.plain import PlainClient
 
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
-BUILT_INS = ["commands", "info", "ping"]
+BUILT_INS = ["commands", "info", "ping"]  # for everyone; "metrics" too for owner and partners
 BUILT_INS_DESCRIPTIONS = {
+    "metrics": "this worker's Prometheus metrics: {\"text\": <text exposition>} (owner and partners only)",
     "commands": "the commands you may run here, with their descriptions and arguments (JSON Schema)",
     "info": "this worker's JID, version, uptime, commands and request counters",
     "ping": "QE's liveness check: {\"pong\": true, \"environment\": \"python\"}",
@@ -111,8 +112,8 @@ async def test_commands_lists_what_each_caller_may_run(workers, login) -> None:
     async def names(caller: Client, app: App) -> list[str]:
         return [c["name"] for c in (await caller.call(app.jid, "commands", timeout=5))["commands"]]
 
-    assert await names(owner, private) == sorted([*BUILT_INS, "resize", "secret", "shared"])
-    assert await names(client, private) == sorted([*BUILT_INS, "resize", "shared"])
+    assert await names(owner, private) == sorted([*BUILT_INS, "metrics", "resize", "secret", "shared"])
+    assert await names(client, private) == sorted([*BUILT_INS, "metrics", "resize", "shared"])
     assert await names(stranger, public) == sorted([*BUILT_INS, "resize"])
     with pytest.raises(RemoteError) as err:
         await stranger.call(private.jid, "commands", timeout=5)
@@ -140,9 +141,10 @@ async def test_disco_info_and_items_per_requester(workers, disco) -> None:
     assert await items(owner, private) == {"commands": BUILT_INS_DESCRIPTIONS["commands"],
                                            "info": BUILT_INS_DESCRIPTIONS["info"],
                                            "ping": BUILT_INS_DESCRIPTIONS["ping"],
+                                           "metrics": BUILT_INS_DESCRIPTIONS["metrics"],
                                            "resize": "change the size", "secret": "owner only",
                                            "shared": "for partners"}
-    assert set(await items(client, private)) == {*BUILT_INS, "resize", "shared"}
+    assert set(await items(client, private)) == {*BUILT_INS, "metrics", "resize", "shared"}
     assert set(await items(stranger, public)) == {*BUILT_INS, "resize"}
 
     node = await client.info(private.jid, node="resize")
