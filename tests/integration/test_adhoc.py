@@ -17,7 +17,7 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from libs.bridge import APISpecs, App, load_config
-from tests.support.plain import PlainClient
+from tests.support.plain import PlainClient, plain_clients
 
 COMMANDS_NS = "http://jabber.org/protocol/commands"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
@@ -92,18 +92,8 @@ def result(command: Any) -> dict[str, str]:
 
 @pytest.fixture
 async def adhoc(prosody, accounts) -> AsyncIterator[Callable[[str], Awaitable[AdhocClient]]]:
-    clients: list[AdhocClient] = []
-
-    async def connect(name: str) -> AdhocClient:
-        jid, password = accounts[name]
-        client = AdhocClient(jid, password, prosody.host, prosody.port)
-        await client.__aenter__()
-        clients.append(client)
-        return client
-
-    yield connect
-    for client in clients:
-        await client.__aexit__(None, None, None)
+    async with plain_clients(AdhocClient, prosody, accounts) as connect:
+        yield connect
 
 
 async def test_commands_are_listed_with_the_features_xep_0050_requires(worker, adhoc) -> None:

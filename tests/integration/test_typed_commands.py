@@ -13,7 +13,7 @@ from slixmpp.exceptions import IqError
 
 from libs.bridge import APISpecs, App, Client, RemoteError, load_config
 from libs.bridge.protocol import NS
-from tests.support.plain import PlainClient
+from tests.support.plain import PlainClient, plain_clients
 
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
@@ -71,18 +71,8 @@ class DiscoClient(PlainClient):
 
 @pytest.fixture
 async def disco(prosody, accounts) -> AsyncIterator[Callable[[str], Awaitable[DiscoClient]]]:
-    clients: list[DiscoClient] = []
-
-    async def connect(name: str) -> DiscoClient:
-        jid, password = accounts[name]
-        client = DiscoClient(jid, password, prosody.host, prosody.port)
-        await client.__aenter__()
-        clients.append(client)
-        return client
-
-    yield connect
-    for client in clients:
-        await client.__aexit__(None, None, None)
+    async with plain_clients(DiscoClient, prosody, accounts) as connect:
+        yield connect
 
 
 async def test_a_typed_command_over_xmpp(workers, login) -> None:

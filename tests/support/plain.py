@@ -7,8 +7,9 @@ QE's chat wire format) talk to it through this, with slixmpp's own plugins.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import slixmpp
 
@@ -36,3 +37,27 @@ class PlainClient:
     async def __aexit__(self, *exc: object) -> None:
         self.xmpp.disconnect()
         await asyncio.wait_for(self.xmpp.disconnected, 10)
+
+
+_C = TypeVar("_C", bound=PlainClient)
+
+
+@contextlib.asynccontextmanager
+async def plain_clients(kind: Callable[[str, str, str, int], _C], server: Any,
+                        accounts: dict[str, tuple[str, str]]) -> AsyncIterator[Callable[[str], Awaitable[_C]]]:
+    """``connect("client")``: a logged-in ``kind`` for one of the session's accounts; all are
+    logged out on exit."""
+    clients: list[_C] = []
+
+    async def connect(name: str) -> _C:
+        jid, password = accounts[name]
+        client = kind(jid, password, server.host, server.port)
+        await client.__aenter__()
+        clients.append(client)
+        return client
+
+    try:
+        yield connect
+    finally:
+        for client in clients:
+            await client.__aexit__(None, None, None)
