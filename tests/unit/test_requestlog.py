@@ -104,7 +104,7 @@ def test_json_lines_carry_request_fields_and_stay_redacted() -> None:
 
 
 def test_unreachable_server_escalates_to_warning_after_three_attempts() -> None:
-    s = Session(server="127.0.0.1:5222", account=OWNER)
+    s = Session(server="127.0.0.1:5222", account=OWNER, servers=(("127.0.0.1", 5222),))
     s.handle(Event.START)
     levels = []
     for attempt in range(5):

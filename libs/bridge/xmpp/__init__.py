@@ -23,7 +23,11 @@ the session alive, which slixmpp alone does not do:
 - group-chat rooms (XEP-0045) without slixmpp's plugin: the rules are ``_rooms.Rooms``
   (joined again after every new session, not after a resumption), the stanzas from rooms
   we are in are taken by the same incoming filter as API requests;
-- TLS per ``QE_TLS``: ``required`` refuses a session that is not encrypted.
+- TLS per ``QE_TLS``: ``required`` refuses a session that is not encrypted;
+- several servers (``QE_HOST`` as a list, or DNS SRV when it is not set): tried in turn per
+  the session table (``_session``), one per slixmpp ``connect()``; the TLS certificate is
+  checked against the account's domain whichever server we reach (slixmpp's STARTTLS uses
+  ``default_domain``), as a cluster's nodes all present the domain's certificate.
 
 Requests sent while offline are not queued: ``request()`` waits for the session (within the
 caller's timeout) and then sends, so a call is never replayed after its caller gave up.
@@ -47,8 +51,8 @@ from ..config import WorkerConfig, is_loopback
 from ..errors import CallTimeout, NotConnected, RemoteError
 from ..protocol import NS, ApiError, ApiResult, Progress, decode_error, decode_progress, xml_safe
 from ..transport import Backoff, Describe, Message, OnFatal, OnMessage, OnOccupant, OnProgress, OnRequest, Transport
-from . import _adhoc, _compat, _disco, _rooms
-from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Retry, Session
+from . import _adhoc, _compat, _disco, _rooms, _srv
+from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Resolve, Retry, Session
 
 __all__ = ["XmppTransport"]
 
@@ -84,6 +88,13 @@ def _room_jid(room: str) -> str:
     if not jid.user or jid.resource:
         raise ValueError(f"{room!r} is not a room's bare JID (room@conference.example.org)")
     return str(jid.bare)
+
+
+def _plain_scram(tls: str, host: str) -> bool:
+    """SCRAM without TLS only where no one can listen, decided per server (a list may mix
+    them): to a remote host, "optional" means TLS when offered and no login when not (not a
+    downgrade to plain text)."""
+    return tls == "off" or (tls == "optional" and is_loopback(host))
 
 
 def _api_text(stanza: Any) -> str | None:
@@ -153,6 +164,7 @@ class XmppTransport(Transport):
         keepalive_timeout: float = 10.0,
         backoff: Backoff | None = None,
         fail_fast: bool = False,
+        srv_lookup: _srv.Lookup | None = None,
     ) -> None:
         self.config = config
         self.jid = f"{config.jid}/{resource}"
@@ -171,8 +183,11 @@ class XmppTransport(Transport):
         # the reconnect / resume / give-up rules: a pure table (_session.py); we report
         # slixmpp's events to it and carry out what it answers (_apply)
         self.session = Session(
-            server=f"{config.host}:{config.port}", account=config.jid, require_tls=config.tls == "required",
-            fail_fast=fail_fast, auth_grace=config.auth_grace, backoff=backoff or Backoff())
+            server=config.server_names, account=config.jid, servers=config.addresses, srv=config.srv,
+            require_tls=config.tls == "required", fail_fast=fail_fast, auth_grace=config.auth_grace,
+            backoff=backoff or Backoff())
+        # DNS SRV (config.srv): injectable for tests; else aiodns, at QE_DNS_SERVER if set
+        self._srv_lookup = srv_lookup or _srv.aiodns_lookup(config.dns_server)
         self.resumable = False  # XEP-0198 enabled with resumption on the current stream
         self.pings_answered = 0  # keepalive pings the server answered (each proves the link alive)
         self.pings_late = 0  # pings not answered in time while the server acknowledged our stanzas
@@ -233,10 +248,7 @@ class XmppTransport(Transport):
         client.enable_direct_tls = False
         client.enable_starttls = cfg.tls != "off"
         client.enable_plaintext = True  # TCP first; STARTTLS upgrades it unless tls=off
-        if cfg.tls == "off" or (cfg.tls == "optional" and is_loopback(cfg.host)):
-            # SCRAM without TLS only where no one can listen: to a remote host, "optional"
-            # means TLS when offered and no login when not (not a downgrade to plain text)
-            client.plugin["feature_mechanisms"].unencrypted_scram = True
+        client.plugin["feature_mechanisms"].unencrypted_scram = _plain_scram(cfg.tls, cfg.host)  # again per server
         if cfg.ca_file:
             client.ca_certs = Path(cfg.ca_file)
         client.add_event_handler("session_start", self._on_session_start)
@@ -287,7 +299,11 @@ class XmppTransport(Transport):
     def _carry_out(self, action: Action) -> None:
         client = self._client
         if isinstance(action, Connect):
-            self._connect()
+            # not from inside slixmpp's connect loop, which reports a failed attempt to us and
+            # would take a new attempt started there for its own to reschedule
+            asyncio.get_running_loop().call_soon(self._connect, action.host, action.port)
+        elif isinstance(action, Resolve):
+            self._spawn(self._resolve())
         elif isinstance(action, Retry):
             log.log(action.level, "%s: %s; reconnecting in %.1f s", self.jid, action.why, action.delay)
             self._retry = asyncio.get_running_loop().call_later(action.delay, self._retry_due)
@@ -320,10 +336,20 @@ class XmppTransport(Transport):
             if self.on_fatal is not None:
                 self.on_fatal(action.reason)
 
-    def _connect(self) -> None:
-        if self._client is not None:
-            log.debug("connecting %s to %s:%s", self.jid, self.config.host, self.config.port)
-            self._client.connect(self.config.host, self.config.port)
+    def _connect(self, host: str, port: int) -> None:
+        client = self._client
+        if client is None or self._closed or self.session.current != (host, port):
+            return  # closed, or superseded meanwhile
+        client.plugin["feature_mechanisms"].unencrypted_scram = _plain_scram(self.config.tls, host)
+        log.debug("connecting %s to %s:%s", self.jid, host, port)
+        client.connect(host, port)
+
+    async def _resolve(self) -> None:
+        """The servers of our domain from DNS SRV, reported to the session table."""
+        servers = await _srv.servers_for(self.config.domain, self._srv_lookup)
+        if servers:
+            log.debug("%s: DNS SRV gives %s", self.jid, ", ".join(f"{h}:{p}" for h, p in servers))
+        self._apply(Event.RESOLVED, servers=servers)
 
     def _retry_due(self) -> None:
         self._retry = None
@@ -434,9 +460,7 @@ class XmppTransport(Transport):
         try:
             await asyncio.wait_for(self._online.wait(), timeout)
         except TimeoutError:
-            raise NotConnected(
-                f"not connected to {self.config.host}:{self.config.port} within {timeout:g} s"
-            ) from None
+            raise NotConnected(f"not connected to {self.config.server_names} within {timeout:g} s") from None
         if self.fatal:
             raise self.session.fatal_kind(self.fatal)
 
