@@ -159,3 +159,24 @@ async def test_without_qe_host_the_servers_come_from_dns_srv_in_priority_order(p
             assert "_xmpp-client._tcp.localhost." in dns.names
         finally:
             await app.close(2)
+
+
+async def test_a_server_that_accepts_and_says_nothing_is_given_up_for_the_next(prosody, accounts):
+    """A hung node (it takes the TCP connection, never answers the stream) holds the attempt
+    only for ``attempt_timeout``; then the next server of the list."""
+    from libs.bridge.xmpp import XmppTransport
+
+    jid, password = accounts["worker"]
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody reads or writes
+        hung = silent.getsockname()[1]
+        env = {**prosody.env("worker", password), "QE_HOST": f"127.0.0.1:{hung},127.0.0.1:{prosody.port}"}
+        transport = XmppTransport(load_config(env), "failover-hung", keepalive=0, attempt_timeout=0.5)
+        transport.start()
+        try:
+            await transport.wait_online(10)
+            assert transport.session.current == ("127.0.0.1", prosody.port)
+            assert transport.backoff.attempts == 0
+        finally:
+            await transport.close(2)

@@ -54,7 +54,7 @@ from ..transport import Backoff, Describe, Message, OnFatal, OnMessage, OnOccupa
 from . import _adhoc, _compat, _disco, _rooms, _srv
 from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Resolve, Retry, Session
 
-__all__ = ["XmppTransport"]
+__all__ = ["ATTEMPT_TIMEOUT", "XmppTransport"]
 
 log = logging.getLogger(__name__)
 _slixmpp_log = logging.getLogger("slixmpp.xmlstream.xmlstream")
@@ -71,6 +71,11 @@ _NO_STORE_TAG = "{urn:xmpp:hints}no-store"  # XEP-0334: not for offline storage 
 # of the loop pass (see XmppTransport._enable_stream_management).
 _ACK_DELAY = 0.02 if _compat.QUICKACK is not None else 0.0
 _CONFIGURE_TIMEOUT = 10.0  # s for a room we created to answer its configuration form
+ATTEMPT_TIMEOUT = 15.0
+"""Seconds a connection attempt may take until the session is up (TCP, TLS, login, resumption):
+a server host that is down without refusing (no RST: a dead machine, a firewall that drops)
+would otherwise hold the attempt for the kernel's SYN timeout (~2 min on Linux) before the
+next server of the list is tried, and a server that accepts and then says nothing, forever."""
 _ERROR_TYPES = {
     "bad-request": "modify",
     "not-acceptable": "modify",
@@ -165,6 +170,7 @@ class XmppTransport(Transport):
         backoff: Backoff | None = None,
         fail_fast: bool = False,
         srv_lookup: _srv.Lookup | None = None,
+        attempt_timeout: float = ATTEMPT_TIMEOUT,
     ) -> None:
         self.config = config
         self.jid = f"{config.jid}/{resource}"
@@ -188,6 +194,8 @@ class XmppTransport(Transport):
             backoff=backoff or Backoff())
         # DNS SRV (config.srv): injectable for tests; else aiodns, at QE_DNS_SERVER if set
         self._srv_lookup = srv_lookup or _srv.aiodns_lookup(config.dns_server)
+        self.attempt_timeout = attempt_timeout
+        self._attempt_timer: asyncio.TimerHandle | None = None
         self.resumable = False  # XEP-0198 enabled with resumption on the current stream
         self.pings_answered = 0  # keepalive pings the server answered (each proves the link alive)
         self.pings_late = 0  # pings not answered in time while the server acknowledged our stanzas
@@ -308,6 +316,7 @@ class XmppTransport(Transport):
             log.log(action.level, "%s: %s; reconnecting in %.1f s", self.jid, action.why, action.delay)
             self._retry = asyncio.get_running_loop().call_later(action.delay, self._retry_due)
         elif isinstance(action, Online):
+            self._end_attempt_timer()
             if not action.resumed and client is not None:
                 client.send_presence()
             # a new session has lost every room server-side; a resumed one kept them
@@ -342,7 +351,32 @@ class XmppTransport(Transport):
             return  # closed, or superseded meanwhile
         client.plugin["feature_mechanisms"].unencrypted_scram = _plain_scram(self.config.tls, host)
         log.debug("connecting %s to %s:%s", self.jid, host, port)
+        self._end_attempt_timer()
+        if self.attempt_timeout > 0:
+            self._attempt_timer = asyncio.get_running_loop().call_later(
+                self.attempt_timeout, self._attempt_timed_out, host, port)
         client.connect(host, port)
+
+    def _end_attempt_timer(self) -> None:
+        if self._attempt_timer is not None:
+            self._attempt_timer.cancel()
+            self._attempt_timer = None
+
+    def _attempt_timed_out(self, host: str, port: int) -> None:
+        """No session within ``attempt_timeout``: the server counts as unreachable (no TCP
+        yet) or as having dropped us (connected, but the login did not finish), and the
+        session table moves on to the next server."""
+        self._attempt_timer = None
+        client = self._client
+        if client is None or self.session.current != (host, port) or self.online or self._closed or self.fatal:
+            return
+        why = f"no session within {self.attempt_timeout:g} s"
+        if client.transport is None:
+            client.cancel_connection_attempt()
+            self._apply(Event.CONNECT_FAILED, detail=why)
+        else:
+            client.disconnect_reason = why
+            client.abort()  # a DISCONNECTED event follows
 
     async def _resolve(self) -> None:
         """The servers of our domain from DNS SRV, reported to the session table."""
@@ -360,6 +394,7 @@ class XmppTransport(Transport):
             return
         self._closed = True
         self._apply(Event.CLOSE)
+        self._end_attempt_timer()
         if self._retry is not None:
             self._retry.cancel()
         for task in list(self._tasks):
