@@ -35,8 +35,7 @@ def test_a_failed_server_is_followed_by_the_next_at_once_and_the_backoff_comes_a
     assert actions == [Offline(), Retry(0.1, "cannot reach a.example.org:5222 (refused), b.example.org:5223 "
                                              "(timed out), [::1]:5224 (refused)")]
     assert s.state is State.WAITING and s.backoff.attempts == 1 and s.unreachable == 1
-    assert s.handle(Event.RETRY_DUE) == [Connect(*C)]  # a round starts where the last attempt was
-    assert s.handle(Event.CONNECT_FAILED, detail="refused")[-1] == Connect(*A)
+    assert s.handle(Event.RETRY_DUE) == [Connect(*A)]  # no session yet: the list's order again
 
 
 def test_after_a_drop_the_round_starts_at_the_server_of_the_session_and_goes_on_to_the_others() -> None:
@@ -49,7 +48,22 @@ def test_after_a_drop_the_round_starts_at_the_server_of_the_session_and_goes_on_
     assert s.handle(Event.RETRY_DUE) == [Connect(*B)]  # a blip: resume where the session is
     assert s.handle(Event.CONNECT_FAILED, detail="refused")[-1] == Connect(*A)  # the node died: the next
     assert s.handle(Event.SESSION_RESUMED) == [Online(resumed=True)]  # a cluster: the session goes on
-    assert (s.sessions, s.resumptions, s.current) == (1, 1, A)
+    assert (s.sessions, s.resumptions, s.current, s.home) == (1, 1, A, A)
+    s.handle(Event.DISCONNECTED)
+    assert s.handle(Event.RETRY_DUE) == [Connect(*A)]
+
+
+def test_a_failed_round_after_a_drop_starts_again_at_the_server_of_the_last_session() -> None:
+    s = session(A, B, C)
+    s.handle(Event.START)
+    s.handle(Event.CONNECT_FAILED, detail="refused")
+    s.handle(Event.SESSION_STARTED, encrypted=True)  # on B
+    s.handle(Event.DISCONNECTED)
+    assert [s.handle(Event.RETRY_DUE)[-1]] + [s.handle(Event.CONNECT_FAILED, detail="refused")[-1]
+                                              for _ in range(2)] == [Connect(*B), Connect(*C), Connect(*A)]
+    [_offline, retry] = s.handle(Event.CONNECT_FAILED, detail="refused")
+    assert isinstance(retry, Retry) and retry.why.startswith("cannot reach b.example.org:5223 (refused), [::1]")
+    assert s.handle(Event.RETRY_DUE) == [Connect(*B)]
 
 
 def test_a_server_that_ends_the_stream_before_a_session_is_followed_by_the_next() -> None:
@@ -81,7 +95,7 @@ def test_the_unreachable_warning_counts_rounds_and_names_every_server() -> None:
         levels.append(retry.level)
         s.handle(Event.RETRY_DUE)
     assert levels == [logging.INFO] * 3 + [logging.WARNING]
-    assert retry.why == ("cannot reach b.example.org:5223 (refused), a.example.org:5222 (refused); "
+    assert retry.why == ("cannot reach a.example.org:5222 (refused), b.example.org:5223 (refused); "
                          "attempt 4 failed, unreachable for 30 s")
 
 

@@ -164,6 +164,7 @@ class Session:
     unreachable: int = 0   # failed connection attempts (rounds) in a row
     _unreachable_since: float | None = None
     current: Address | None = None          # the server of the attempt or session under way
+    home: Address | None = None             # the server of the last session: rounds start there
     _round: list[Address] = field(default_factory=list)  # servers still to try in this round
     _failures: list[str] = field(default_factory=list)   # "host:port (why)" of this round
     _resolving: bool = False
@@ -197,8 +198,8 @@ class Session:
 
     def _start_round(self, servers: tuple[Address, ...]) -> list[Action]:
         order = list(servers)
-        if self.current in order:  # where the last session was first: a blip resumes there
-            at = order.index(self.current)
+        if self.home in order:  # where the last session was first: a blip resumes there
+            at = order.index(self.home)
             order = order[at:] + order[:at]
         self._round = order
         return self._next_server()
@@ -283,6 +284,7 @@ class Session:
         else:
             self.sessions += 1
         self.state = State.ONLINE
+        self.home = self.current
         self.backoff.reset()
         self._refused_since = None
         self.unreachable = 0
