@@ -196,3 +196,34 @@ def test_servers_for_a_domain() -> None:
 def test_plain_scram_is_decided_per_server(tls: str, host: str, plain: bool) -> None:
     from libs.bridge.xmpp import _plain_scram
     assert _plain_scram(tls, host) is plain
+
+
+async def test_an_attempt_without_an_answer_is_given_up_for_the_next_server(caplog: pytest.LogCaptureFixture) -> None:
+    """The adapter's attempt timer: a server that neither accepts nor refuses (a dead machine,
+    a dropping firewall) is given up after ``attempt_timeout``, for the next one at once."""
+    from libs.bridge import load_config
+    from libs.bridge.xmpp import XmppTransport
+
+    config = load_config({"QE_JID": "w@localhost", "QE_PASSWORD": "x", "QE_TLS": "off",
+                          "QE_HOST": "127.0.0.1:5301,127.0.0.1:5302"})
+    transport = XmppTransport(config, "r", keepalive=0, attempt_timeout=0.05)
+    attempts: list[tuple[str, int]] = []
+    second = asyncio.Event()
+
+    def connect(host: str, port: int) -> None:  # never connects, never fails: a black hole
+        attempts.append((host, port))
+        if len(attempts) == 2:
+            second.set()
+
+    transport.start()
+    assert transport._client is not None
+    transport._client.connect = connect  # type: ignore[assignment,method-assign]
+    try:
+        with caplog.at_level(logging.INFO, logger="libs.bridge.xmpp"):
+            await asyncio.wait_for(second.wait(), 5)
+        assert attempts == [("127.0.0.1", 5301), ("127.0.0.1", 5302)]
+        assert transport.backoff.attempts == 0
+        assert any("cannot reach 127.0.0.1:5301 (no session within 0.05 s); trying 127.0.0.1:5302"
+                   in r.getMessage() for r in caplog.records)
+    finally:
+        await transport.close(1)
