@@ -510,6 +510,8 @@ class XmppTransport(Transport):
             client = self._client
             if client is None or not self.online:
                 continue
+            # rooms we have not heard from for as long: are we still in? (_rooms: self-ping)
+            self._do_rooms(self.rooms.due_pings(asyncio.get_running_loop().time(), self.keepalive))
             iq = client.make_iq_get(ito=self.config.domain)
             iq.xml.append(ET.Element(_PING_TAG))
             acked = _acked(client)
@@ -969,6 +971,8 @@ class XmppTransport(Transport):
                 action.when, self._room_flush_due, action.room)
         elif isinstance(action, _rooms.Configure):
             self._spawn(self._configure_room(action.room))
+        elif isinstance(action, _rooms.SendPing):
+            self._spawn(self._self_ping(action.room, action.nick))
         elif isinstance(action, _rooms.Joined):
             log.info("%s joined %s", self.jid, action.room)
             self._wake_room_waiters(action.room, None)
@@ -997,6 +1001,21 @@ class XmppTransport(Transport):
                 log.warning("%s: %s refused its configuration form (%s); occupants may not see real JIDs",
                             self.jid, room, answer["error"]["condition"])
         self._do_rooms(self.rooms.configured(room, asyncio.get_running_loop().time()))
+
+    async def _self_ping(self, room: str, nick: str) -> None:
+        """XEP-0410: ping our own occupant JID; the room answers for us, or relays it to us."""
+        assert self._client is not None
+        occupant = f"{room}/{nick}"
+        iq = self._client.make_iq_get(ito=occupant)
+        iq.xml.append(ET.Element(_PING_TAG))
+        try:
+            answer = await self._send_iq(iq, occupant, self.keepalive_timeout)
+        except TimeoutError:
+            actions = self.rooms.ping_answer(room, None, asyncio.get_running_loop().time(), answered=False)
+        else:
+            condition = answer["error"]["condition"] if answer.xml.get("type") == "error" else None
+            actions = self.rooms.ping_answer(room, condition, asyncio.get_running_loop().time())
+        self._do_rooms(actions)
 
     def _wake_room_waiters(self, room: str, error: Callable[[], Exception] | None) -> None:
         """End every ``wait_joined`` on ``room``: returned (``error`` None) or raising a fresh
