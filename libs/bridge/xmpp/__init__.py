@@ -36,7 +36,9 @@ caller's timeout) and then sends, so a call is never replayed after its caller g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +52,18 @@ from ..access import AccessPolicy, bare_jid
 from ..config import WorkerConfig, is_loopback
 from ..errors import CallTimeout, NotConnected, RemoteError
 from ..protocol import NS, ApiError, ApiResult, Progress, decode_error, decode_progress, xml_safe
-from ..transport import Backoff, Describe, Message, OnFatal, OnMessage, OnOccupant, OnProgress, OnRequest, Transport
+from ..transport import (
+    Backoff,
+    Describe,
+    Message,
+    OnFatal,
+    OnMessage,
+    OnOccupant,
+    OnProgress,
+    OnRequest,
+    Takeover,
+    Transport,
+)
 from . import _adhoc, _compat, _disco, _rooms, _srv
 from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Resolve, Retry, Session
 
@@ -64,7 +77,9 @@ _PING_TAG = "{urn:xmpp:ping}ping"
 _DELAY_TAG = "{urn:xmpp:delay}delay"
 _PROGRESS_TAG = f"{{{NS}}}progress"
 _CANCEL_TAG = f"{{{NS}}}cancel"
-_CONTROL_TAGS = frozenset({_PROGRESS_TAG, _CANCEL_TAG})
+_TAKEOVER_TAG = f"{{{NS}}}takeover"  # the session we replaced says where it ran (Takeover)
+_CONTROL_TAGS = frozenset({_PROGRESS_TAG, _CANCEL_TAG, _TAKEOVER_TAG})
+_FAREWELL_TIMEOUT = 3.0  # s for the session that lost its resource to tell the newcomer
 _NO_STORE_TAG = "{urn:xmpp:hints}no-store"  # XEP-0334: not for offline storage or archives
 # How long an XEP-0198 ack may wait, to cover every <r/> of that time with one <a/>. Only
 # where each read is ACKed at once by the kernel (_compat.ack_each_read); elsewhere at the end
@@ -204,6 +219,7 @@ class XmppTransport(Transport):
         self._session_changed = asyncio.Condition()
         self._retry: asyncio.TimerHandle | None = None
         self._closed = False  # close() ran (the session may have failed before)
+        self._farewell: asyncio.Task[None] | None = None  # _tell_newcomer, after a conflict
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._log_limit = LogLimit()  # lines that other people's traffic causes
@@ -246,19 +262,25 @@ class XmppTransport(Transport):
         if self.keepalive > 0:
             self._spawn(self._keepalive_loop())
 
-    def _make_client(self) -> slixmpp.ClientXMPP:
+    def _new_client(self, jid: str) -> slixmpp.ClientXMPP:
+        """A slixmpp client for ``jid`` that connects and logs in as our configuration says
+        (TLS, SCRAM without TLS only to loopback, CA file), with none of our handlers."""
         cfg = self.config
-        client = slixmpp.ClientXMPP(self.jid, cfg.password)
-        if cfg.stream_management:
-            self._enable_stream_management(client)
+        client = slixmpp.ClientXMPP(jid, cfg.password)
         client.auto_authorize = None  # we decide, in _on_subscribe
         client.auto_subscribe = False
         client.enable_direct_tls = False
         client.enable_starttls = cfg.tls != "off"
         client.enable_plaintext = True  # TCP first; STARTTLS upgrades it unless tls=off
-        client.plugin["feature_mechanisms"].unencrypted_scram = _plain_scram(cfg.tls, cfg.host)  # again per server
+        client.plugin["feature_mechanisms"].unencrypted_scram = _plain_scram(cfg.tls, cfg.host)  # set again per server
         if cfg.ca_file:
             client.ca_certs = Path(cfg.ca_file)
+        return client
+
+    def _make_client(self) -> slixmpp.ClientXMPP:
+        client = self._new_client(self.jid)
+        if self.config.stream_management:
+            self._enable_stream_management(client)
         client.add_event_handler("session_start", self._on_session_start)
         client.add_event_handler("session_resumed", self._on_session_resumed)
         client.add_event_handler("disconnected", self._on_disconnected)
@@ -399,6 +421,9 @@ class XmppTransport(Transport):
             self._retry.cancel()
         for task in list(self._tasks):
             task.cancel()
+        if self._farewell is not None:
+            await asyncio.wait({self._farewell}, timeout=_FAREWELL_TIMEOUT)
+            self._farewell.cancel()
         self.rooms.went_offline()
         for timer in self._room_timers.values():
             timer.cancel()
@@ -483,9 +508,41 @@ class XmppTransport(Transport):
     def _on_stream_error(self, error: Any) -> None:
         condition = error["condition"]
         if condition == "conflict":
+            if self._farewell is None and not self._closed:
+                self._farewell = asyncio.get_running_loop().create_task(self._tell_newcomer())
             self._apply(Event.CONFLICT, detail=self.jid)
         else:
             log.warning("%s: stream error %s %s", self.jid, condition, error["text"])
+
+    async def _tell_newcomer(self) -> None:
+        """Log in once more under a resource of our own and tell the session that replaced
+        ours where we ran (``Takeover``): the server tells only us. Best effort, bounded, on
+        the way out; ``close`` waits for it."""
+        jid = JID(self.jid)
+        client = self._new_client(f"{jid.bare}/{jid.resource or 'qe'}.takeover-{secrets.token_hex(3)}")
+        told = asyncio.Event()
+        here = Takeover.here()
+
+        def _started(_event: Any) -> None:
+            msg = client.make_message(mto=jid, mtype="headline")
+            msg.xml.append(ET.Element(_TAKEOVER_TAG, {"host": here.host, "pid": str(here.pid)}))
+            msg.xml.append(ET.Element(_NO_STORE_TAG))
+            msg.send()
+            told.set()
+
+        client.add_event_handler("session_start", _started)
+        host, port = self.session.home or self.config.addresses[0]  # where the newcomer took our place
+        client.plugin["feature_mechanisms"].unencrypted_scram = _plain_scram(self.config.tls, host)
+        client.connect(host, port)
+        try:
+            await asyncio.wait_for(told.wait(), _FAREWELL_TIMEOUT)
+            await asyncio.wait_for(client.disconnect(wait=1.0), _FAREWELL_TIMEOUT)
+        except TimeoutError:
+            log.info("%s: could not tell the session that took over our resource where we ran", self.jid)
+        finally:
+            client.cancel_connection_attempt()
+            client.abort()
+            _compat.end_send_task(client)
 
     async def wait_online(self, timeout: float) -> None:
         if self.fatal:
@@ -514,6 +571,8 @@ class XmppTransport(Transport):
             client = self._client
             if client is None or not self.online:
                 continue
+            # rooms we have not heard from for as long: are we still in? (_rooms: self-ping)
+            self._do_rooms(self.rooms.due_pings(asyncio.get_running_loop().time(), self.keepalive))
             iq = client.make_iq_get(ito=self.config.domain)
             iq.xml.append(ET.Element(_PING_TAG))
             acked = _acked(client)
@@ -736,6 +795,13 @@ class XmppTransport(Transport):
             callback = self._progress.get(iq_id)
             if entry is not None and callback is not None and JID(xml.get("from", "")) == JID(entry[0]):
                 callback(progress.text or "")
+            return True
+        takeover = xml.find(_TAKEOVER_TAG)
+        if takeover is not None:
+            # only our own account can have held our resource; anyone else's claim is noise
+            if JID(xml.get("from", "")).bare == JID(self.jid).bare:
+                with contextlib.suppress(ValueError):
+                    Takeover(takeover.get("host", "?"), int(takeover.get("pid", ""))).report(self.jid)
             return True
         cancel = xml.find(_CANCEL_TAG)
         if cancel is not None:
@@ -966,6 +1032,8 @@ class XmppTransport(Transport):
                 action.when, self._room_flush_due, action.room)
         elif isinstance(action, _rooms.Configure):
             self._spawn(self._configure_room(action.room))
+        elif isinstance(action, _rooms.SendPing):
+            self._spawn(self._self_ping(action.room, action.nick))
         elif isinstance(action, _rooms.Joined):
             log.info("%s joined %s", self.jid, action.room)
             self._wake_room_waiters(action.room, None)
@@ -994,6 +1062,21 @@ class XmppTransport(Transport):
                 log.warning("%s: %s refused its configuration form (%s); occupants may not see real JIDs",
                             self.jid, room, answer["error"]["condition"])
         self._do_rooms(self.rooms.configured(room, asyncio.get_running_loop().time()))
+
+    async def _self_ping(self, room: str, nick: str) -> None:
+        """XEP-0410: ping our own occupant JID; the room answers for us, or relays it to us."""
+        assert self._client is not None
+        occupant = f"{room}/{nick}"
+        iq = self._client.make_iq_get(ito=occupant)
+        iq.xml.append(ET.Element(_PING_TAG))
+        try:
+            answer = await self._send_iq(iq, occupant, self.keepalive_timeout)
+        except TimeoutError:
+            actions = self.rooms.ping_answer(room, None, asyncio.get_running_loop().time(), answered=False)
+        else:
+            condition = answer["error"]["condition"] if answer.xml.get("type") == "error" else None
+            actions = self.rooms.ping_answer(room, condition, asyncio.get_running_loop().time())
+        self._do_rooms(actions)
 
     def _wake_room_waiters(self, room: str, error: Callable[[], Exception] | None) -> None:
         """End every ``wait_joined`` on ``room``: returned (``error`` None) or raising a fresh
