@@ -17,9 +17,10 @@ XMPP-NOTES "ejabberd cluster on one machine"):
   nodes) and ``-kernel inet_dist_use_interface {127,0,0,1}``.
 * Control commands run in a short-lived hidden node: the same ``erl`` prefix with another
   ``-sname``, ``-hidden`` and ``-s ejabberd_ctl -extra NODE COMMAND ARGS`` (~0.3 s each).
-  ``register`` is not an upsert (it fails with "conflict"); ``change_password`` needs
-  ``mod_admin_extra``, so the config loads it (its commands are reachable from the control
-  node only: no API listener, no admin ACL).
+  ``register`` is not an upsert (it fails with "conflict"), and Mnesia logs writes
+  asynchronously: an account registered just before a ``kill -9`` is lost. ``register()``
+  therefore calls ``ejabberd_auth`` from its control node (``try_register``, else
+  ``set_password``) and then ``mnesia:sync_log()`` (``mnesia:dump_log()`` was not enough).
 * ``join_cluster ej1@localhost`` runs on the joining node before any client connects: it
   wipes that node's database and restarts ejabberd there. A restarted node keeps its spool
   and rejoins the cluster by itself in ~1.5 s, so ``join_cluster`` runs once per workdir.
@@ -28,6 +29,11 @@ XMPP-NOTES "ejabberd cluster on one machine"):
   dozens of resources of one account) and ``max_user_conferences`` high.
 * An unknown module name or a bad option value stops the node at once (logged as
   ``critical`` in ``ejabberd.log``); ``start()`` reports the log tail.
+* The config is written as JSON (which is YAML). Debian's build has ``mod_carboncopy``, not
+  ``mod_carbons``; ``max_user_offline_messages`` must be positive (0 stops the node).
+* Unlike Prosody, which rewrites a forged ``from`` to the sender's JID, ejabberd closes the
+  stream of a client that sends one (``invalid-from``); and its ``service-unavailable`` bounce
+  of an IQ to an offline full JID carries the request's payload back (docs/servers.md).
 * Rooms are not replicated between nodes: a room lives on the node where it was created; on
   ``kill -9`` of that node it vanishes silently (a send gets ``item-not-found``).
 * One node is ready in ~1.5 s, two nodes with the join in ~3-4 s; 76-95 MB RSS per node.
@@ -239,7 +245,6 @@ class EjabberdCluster:
         d = self.domain
         modules: dict[str, Any] = {
             "mod_adhoc": {},
-            "mod_admin_extra": {},  # change_password for register()'s upsert; ctl only
             "mod_carboncopy": {},
             "mod_disco": {},
             "mod_ping": {},
@@ -424,9 +429,7 @@ class EjabberdCluster:
         if node is None:
             raise RuntimeError("ejabberd is not running: start() it before registering accounts")
         t0 = time.monotonic()
-        result = self._ctl(node, "register", user, self.domain, password, check=False)
-        if result.returncode != 0 and b"already registered" in result.stdout + result.stderr:
-            result = self._ctl(node, "change_password", user, self.domain, password, check=False)
+        result = self._register_durably(node, user, password)
         if result.returncode != 0:
             out = (result.stdout + result.stderr).decode("utf-8", errors="replace").strip()
             raise RuntimeError(f"ejabberd register {user}@{self.domain} failed ({result.returncode}): {out}")
@@ -533,6 +536,30 @@ class EjabberdCluster:
             out = (result.stdout + result.stderr).decode("utf-8", errors="replace").strip()
             raise RuntimeError(f"ejabberd {args[0]} on node {node} failed ({result.returncode}): {out}")
         return result
+
+    def _register_durably(self, node: int, user: str, password: str) -> subprocess.CompletedProcess[bytes]:
+        """Create the account or set its password, then sync Mnesia's transaction log to disk.
+
+        Why not ``ejabberdctl register``: it is no upsert, and Mnesia logs a write
+        asynchronously, so an account registered just before a ``kill -9`` was gone after the
+        restart (measured: the login then fails as if the password were wrong). Arguments go
+        hex-encoded, so no character of a password can reach Erlang's parser.
+        """
+        script = (
+            "[N, U, H, P] = [binary:decode_hex(list_to_binary(A)) || A <- init:get_plain_arguments()], "
+            "Node = binary_to_atom(N), "
+            "R = case rpc:call(Node, ejabberd_auth, try_register, [U, H, P], 30000) of "
+            "{error, exists} -> rpc:call(Node, ejabberd_auth, set_password, [U, H, P], 30000); "
+            "Other -> Other end, "
+            "D = rpc:call(Node, mnesia, sync_log, [], 30000), "
+            "io:format(\"~p ~p~n\", [R, D]), "
+            "halt(case {R, D} of {ok, ok} -> 0; _ -> 1 end)."
+        )
+        hexed = [v.encode().hex() for v in (self.node_name(node), user, self.domain, password)]
+        cmd = self._erl_prefix(f"qectl{secrets.token_hex(4)}@localhost") + [
+            "-hidden", "-eval", script, "-extra", *hexed]
+        return subprocess.run(cmd, cwd=self.workdir, env=self._erl_env(None), stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=_CTL_TIMEOUT)
 
     def _stop_proc(self, index: int, timeout: float) -> None:
         proc = self._procs[index]

@@ -128,3 +128,19 @@ async def test_a_killed_node_comes_back_into_the_cluster(cluster: EjabberdCluste
                     assert refused.value.code == "forbidden"  # routed across nodes, refused by the worker
     finally:
         await app.close(2)
+
+
+async def test_an_account_made_just_before_a_crash_survives_it() -> None:
+    """Mnesia logs writes asynchronously: without a sync, ``kill -9`` right after
+    ``register`` lost the account (and a password reset), and the login failed after the restart."""
+    server = EjabberdCluster(nodes=1)
+    try:
+        await asyncio.to_thread(server.start)
+        server.register("alice", "first")
+        server.register("alice", "second")  # an upsert, like Prosody's
+        await asyncio.to_thread(server.kill)
+        await asyncio.to_thread(server.start)
+        async with Client(load_config(server.env("alice", "second")), connect_timeout=10) as client:
+            assert client.transport.online
+    finally:
+        await asyncio.to_thread(server.cleanup)
