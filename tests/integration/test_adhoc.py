@@ -19,6 +19,8 @@ from slixmpp.exceptions import IqError
 from libs.bridge import APISpecs, App, load_config
 from tests.support.plain import PlainClient, plain_clients
 
+pytestmark = pytest.mark.core  # runs on every server (./run test-ejabberd: a 2-node ejabberd cluster)
+
 COMMANDS_NS = "http://jabber.org/protocol/commands"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
