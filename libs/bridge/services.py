@@ -112,10 +112,14 @@ class ServiceDirectory:
     that are still running: the announcement lags (it is coalesced), and without the second
     part every caller would send its whole burst to the one worker that was idle.
 
-    A worker that let one of our calls time out goes to the back of the list until it
-    answers again: a worker killed without warning stays an occupant while the server keeps
-    its session for resumption (XEP-0198 hibernation, minutes on a stock Prosody), and
-    without this every caller would keep choosing the dead one, idle as it looks.
+    A worker that let one of our calls time out, or that the server found offline
+    (``unavailable``), goes to the back of the list until it answers again or announces
+    itself again in the room (a new presence: its session is alive). Why: a worker killed
+    without warning stays an occupant while the server keeps its session for resumption
+    (XEP-0198 hibernation, minutes on a stock Prosody), and one whose ejabberd node was
+    killed stays an occupant of rooms on the other nodes for good (nobody tells them); without
+    this every caller would keep choosing the dead one first, idle as it looks, and pay a
+    round trip (or a timeout) per call for it.
     """
 
     def __init__(self, rand: Callable[[], float] = random.random) -> None:
@@ -133,6 +137,7 @@ class ServiceDirectory:
                 self._suspect.discard(gone[0])
         else:
             workers[nick] = (jid, announcement.load)
+            self._suspect.discard(jid)  # it speaks: its session is alive (a rejoin after a crash)
 
     def forget(self, room: str) -> None:
         self._rooms.pop(room, None)
@@ -241,7 +246,8 @@ class ServiceFinder:
                 self.directory.answered(jid, False)
                 raise
             except RemoteError as exc:
-                self.directory.answered(jid, True)
+                # "unavailable": the server found no session there (a ghost occupant)
+                self.directory.answered(jid, exc.code != "unavailable")
                 if exc.code not in RETRY_ELSEWHERE:
                     raise
                 log.info("%s refused a call of service %r before running it (%s); trying another worker",

@@ -115,6 +115,23 @@ def test_a_worker_that_leaves_or_stops_announcing_is_gone() -> None:
     assert directory.workers(ROOM) == []
 
 
+def test_a_worker_that_did_not_answer_waits_at_the_back_until_it_speaks_again() -> None:
+    directory = ServiceDirectory(rand=lambda: 0.5)
+    worker(directory, "a", A, 0)
+    worker(directory, "b", B, 3)
+    directory.answered(A, False)  # timed out (or the server said it is offline)
+    assert directory.workers(ROOM) == [B, A]  # idle as it looks, it comes last
+    directory.answered(A, True)
+    assert directory.workers(ROOM) == [A, B]
+    directory.answered(A, False)
+    worker(directory, "a", A, 0)  # it announced itself again: a live session (a rejoin)
+    assert directory.workers(ROOM) == [A, B]
+    directory.answered(B, False)
+    directory.occupant(ROOM, "b", B, None, False)  # left: nothing of it is kept
+    worker(directory, "b", B, 0)
+    assert directory.workers(ROOM) == [A, B]
+
+
 # -- names -------------------------------------------------------------------------------
 
 
@@ -250,6 +267,20 @@ async def test_when_every_worker_refused_the_last_refusal_is_raised() -> None:
     with pytest.raises(RemoteError) as err:
         await finder.call("resize", calls, 1.0)
     assert (err.value.code, calls.asked) == ("unavailable", [A, B])
+
+
+async def test_a_ghost_the_server_finds_offline_is_not_asked_first_again() -> None:
+    """ejabberd: an occupant whose node was killed stays in rooms hosted elsewhere, and a
+    call to it gets ``unavailable`` at once. After one such answer it goes to the back; a
+    worker that refused as ``busy`` is alive and keeps its place."""
+    finder = finder_with((A, 0), (B, 1), (C, 2))
+    calls = Calls(finder, {A: RemoteError("unavailable", "gone"), B: RemoteError("busy", "full"), C: {"ok": 1}})
+    assert await finder.call("resize", calls, 1.0) == {"ok": 1}
+    assert calls.asked == [A, B, C]
+    assert finder.directory.workers(ROOM) == [B, C, A]
+    calls.outcomes[B] = {"ok": 2}
+    assert await finder.call("resize", calls, 1.0) == {"ok": 2}
+    assert calls.asked == [A, B, C, B]  # the ghost was not asked first this time
 
 
 @pytest.mark.parametrize("error", [
