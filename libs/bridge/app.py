@@ -657,7 +657,9 @@ class App:
         ``jid=`` calls that worker; ``app=`` the least loaded worker of that service (with
         ``resource=`` too: the one with that resource), and another one only when the first
         provably never started the request (``unavailable``, ``busy``): a request never runs
-        twice. ``resource=`` alone calls a sibling on our own account.
+        twice. A service whose last worker went less than 5 s ago (failover, a restart) is
+        waited for, within ``timeout``, before ``no worker found``. ``resource=`` alone calls
+        a sibling on our own account.
 
         ``exec_modifier=PERIOD(interval="5s")`` or ``PERIOD(at_time=[...])`` (daffi's words,
         ``from libs.bridge import PERIOD``): the worker runs ``cmd`` on that schedule instead

@@ -17,10 +17,12 @@ started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -42,6 +44,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SERVICE_ROOM_PREFIX: Final = "qe-service."
+
+_REFILL_GRACE: Final = 5.0
+"""Seconds after a service room lost its last worker during which a call waits (within its
+own timeout) for one to come back instead of failing with "no worker found" at once. Why:
+a room loses every worker at once in failover -- our own session is new and the room,
+rejoined, is listed before the workers have rejoined it (an ejabberd node died with it), or
+the only worker restarts -- and they are back within a second or two. A service that never
+had a worker, or lost them long ago, still fails at once."""
 
 RETRY_ELSEWHERE: Final = frozenset({"unavailable", "busy"})
 """Error codes that prove a request never started (docs/protocol.md): the server found the
@@ -122,11 +132,14 @@ class ServiceDirectory:
     round trip (or a timeout) per call for it.
     """
 
-    def __init__(self, rand: Callable[[], float] = random.random) -> None:
+    def __init__(self, rand: Callable[[], float] = random.random,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._rooms: dict[str, dict[str, tuple[str, int]]] = {}  # room -> nick -> (full JID, load)
         self._sent: dict[str, int] = {}  # full JID -> our calls running there
         self._suspect: set[str] = set()  # full JIDs that let a call of ours time out
+        self._emptied: dict[str, float] = {}  # room -> when its last worker went (clock)
         self._rand = rand
+        self._clock = clock
 
     def occupant(self, room: str, nick: str, jid: str | None, payload: str | None, present: bool) -> None:
         workers = self._rooms.setdefault(room, {})
@@ -135,12 +148,22 @@ class ServiceDirectory:
             gone = workers.pop(nick, None)  # left, or a caller, or a room that hides real JIDs
             if gone is not None and not present:
                 self._suspect.discard(gone[0])
+            if gone is not None and not workers:
+                self._emptied[room] = self._clock()
         else:
             workers[nick] = (jid, announcement.load)
             self._suspect.discard(jid)  # it speaks: its session is alive (a rejoin after a crash)
+            self._emptied.pop(room, None)
 
     def forget(self, room: str) -> None:
         self._rooms.pop(room, None)
+        self._emptied.pop(room, None)
+
+    def emptied_since(self, room: str) -> float | None:
+        """Seconds since ``room`` lost its last worker; None while it has workers or if it
+        never had one."""
+        at = self._emptied.get(room)
+        return None if at is None else self._clock() - at
 
     def workers(self, room: str, exclude: frozenset[str] | set[str] = frozenset()) -> list[str]:
         """Full JIDs of the room's workers, least loaded first (ties in random order, so that
@@ -187,10 +210,21 @@ class ServiceFinder:
         self.nick = nick
         self.directory = ServiceDirectory()
         self._watching: set[str] = set()
+        self._arrivals: dict[str, asyncio.Event] = {}  # room -> set when a worker is there again
 
     def occupant(self, room: str, nick: str, jid: str | None, payload: str | None, present: bool) -> None:
         """Feed from ``Transport.on_occupant`` (the owner forwards it)."""
         self.directory.occupant(room, nick, jid, payload, present)
+        event = self._arrivals.get(room)
+        if event is not None and self.directory.workers(room):
+            del self._arrivals[room]
+            event.set()
+
+    async def _worker_arrives(self, room: str, timeout: float) -> None:
+        """Return when ``room`` has a worker again, or after ``timeout`` s."""
+        event = self._arrivals.setdefault(room, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
 
     async def watch(self, app: str, timeout: float) -> str:
         """Join ``app``'s room unless we are in it; return the room once its occupants are known."""
@@ -223,18 +257,26 @@ class ServiceFinder:
         """``call(jid, time_left)`` on the least loaded worker of ``app`` (with ``resource`` if
         given); on an error that proves the request never started (``RETRY_ELSEWHERE``) the
         next one, until none is left; all within ``timeout``. Raises the last ``CallError``;
-        ``LookupError`` when the service has no worker at all."""
+        ``LookupError`` when the service has no worker at all (after waiting for one to come
+        back, within ``timeout``, if the last one went less than ``_REFILL_GRACE`` s ago)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         room = await self.watch(app, timeout)
         tried: set[str] = set()
         last: CallError | None = None
+        waited = False
         while True:
             candidates = [j for j in self.directory.workers(room, tried)
                           if resource is None or j.partition("/")[2] == resource]
             if not candidates:
                 if last is not None:
                     raise last
+                since = self.directory.emptied_since(room)
+                left = end - loop.time()
+                if not waited and since is not None and since < _REFILL_GRACE and left > 0:
+                    waited = True  # once: a worker that came and went meanwhile is not waited for again
+                    await self._worker_arrives(room, min(left, _REFILL_GRACE - since))
+                    continue
                 raise LookupError(f"no worker of service {app!r} is online")
             jid = candidates[0]
             done = self.directory.sending(jid)

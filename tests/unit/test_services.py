@@ -12,6 +12,7 @@ import pytest
 
 from libs.bridge.errors import CallTimeout, NotConnected, RemoteError
 from libs.bridge.services import (
+    _REFILL_GRACE,
     RETRY_ELSEWHERE,
     SERVICE_ROOM_PREFIX,
     Announcement,
@@ -307,6 +308,76 @@ async def test_no_worker_is_a_lookup_error() -> None:
     with pytest.raises(LookupError, match="no worker of service 'resize'"):
         await finder.call("resize", calls, 1.0)
     assert calls.asked == []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_directory_knows_since_when_a_room_has_no_worker() -> None:
+    clock = Clock()
+    directory = ServiceDirectory(clock=clock)
+    assert directory.emptied_since(ROOM) is None  # never had one
+    worker(directory, "a", A, 0)
+    worker(directory, "b", B, 0)
+    directory.occupant(ROOM, "a", A, None, False)
+    assert directory.emptied_since(ROOM) is None  # b is still there
+    directory.occupant(ROOM, "b", B, None, False)
+    clock.now += 2.5
+    assert directory.emptied_since(ROOM) == 2.5
+    directory.occupant(ROOM, "caller", "c@localhost/x", None, True)  # a caller is no worker
+    assert directory.emptied_since(ROOM) == 2.5
+    worker(directory, "b", B, 0)
+    assert directory.emptied_since(ROOM) is None
+    directory.occupant(ROOM, "b", B, None, False)
+    directory.forget(ROOM)
+    assert directory.emptied_since(ROOM) is None
+
+
+async def test_a_pool_that_just_lost_every_worker_is_waited_for_within_the_timeout() -> None:
+    """Failover: our session is new and the rejoined room listed nobody yet (or the only
+    worker restarts); the call goes to the first worker that comes back."""
+    finder = finder_with((A, 0))
+    finder.occupant(ROOM, A, A, None, False)  # gone, with every other one
+    calls = Calls(finder, {B: {"from": "b"}})
+    call = asyncio.create_task(finder.call("resize", calls, 5.0))
+    for _ in range(100):  # let the call look, find nobody and start waiting (no clock involved)
+        if ROOM in finder._arrivals:
+            break
+        await asyncio.sleep(0)
+    assert ROOM in finder._arrivals and not call.done() and calls.asked == []
+    finder.occupant(ROOM, B, B, Announcement("resize", 0).encode(), True)
+    assert await asyncio.wait_for(call, 1.0) == {"from": "b"}
+    assert calls.asked == [B]
+
+
+async def test_the_wait_is_bounded_by_the_timeout_and_the_grace_and_an_old_loss_fails_at_once() -> None:
+    clock = Clock()
+    finder = finder_with((A, 0))
+    finder.directory._clock = clock
+    waits: list[float] = []
+
+    async def nobody_comes(room: str, timeout: float) -> None:
+        assert room == ROOM
+        waits.append(timeout)
+
+    finder._worker_arrives = nobody_comes  # type: ignore[method-assign]
+    finder.occupant(ROOM, A, A, None, False)
+    with pytest.raises(LookupError):
+        await finder.call("resize", Calls(finder, {}), 0.05)
+    assert len(waits) == 1 and 0 < waits[0] <= 0.05  # never past the call's own timeout
+    clock.now += 3.0
+    with pytest.raises(LookupError):
+        await finder.call("resize", Calls(finder, {}), 30.0)
+    assert waits[1] == pytest.approx(_REFILL_GRACE - 3.0)  # what is left of the grace, once
+    clock.now += 60  # the pool has been empty for a minute: not a failover
+    with pytest.raises(LookupError):
+        await finder.call("resize", Calls(finder, {}), 30.0)
+    assert len(waits) == 2
 
 
 async def test_resource_picks_the_worker_with_that_resource() -> None:
