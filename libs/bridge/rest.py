@@ -75,7 +75,11 @@ class RestServer:
         self.host = app.config.rest_host
         self.port = port
         self.tokens = tuple((token.encode(), Role(role)) for token, role in app.config.rest_tokens)
-        self.fastapi: "FastAPI" = FastAPI(title=f"qe-worker {app.jid}", version="1")
+        # FastAPI's own HTTP server span (OpenTelemetry's HTTP conventions, W3C trace context
+        # from the headers) is the parent of the dispatcher's span; its per-operation spans
+        # (dependencies, serialisation) would only add noise around one handler call.
+        self.fastapi: "FastAPI" = FastAPI(title=f"qe-worker {app.jid}", version="1", telemetry={
+            "tracer_provider": app.tracing.provider, "operation_spans": False})
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
         self.started = asyncio.Event()
