@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
-from ..observability.tracing import Tracing, carrier, failed
+from ..observability.tracing import Tracing, end
 from .access import bare_jid
 from .config import WorkerConfig, load_config
 from .errors import CallError, CallTimeout, RemoteError
@@ -80,21 +80,22 @@ async def api_call(
     ``tracing`` (default: OpenTelemetry's global provider), and the request carries the
     current trace context either way (docs/operations.md, Tracing).
     """
-    tracing = tracing or _TRACING
-    if tracing.tracer() is None:  # no spans here; a context received by our handler goes on
-        return await _call(transport, jid, cmd, body, timeout, max_payload, app, on_progress, carrier())
-    with tracing.calling(cmd, jid) as span:
-        try:
-            return await _call(transport, jid, cmd, body, timeout, max_payload, app, on_progress, carrier())
-        except CallError as exc:
-            failed(span, exc.code)
-            raise
-        except ValueError:
-            failed(span, "bad-request")
-            raise
-        except BaseException:  # cancelled: the caller gave up
-            failed(span, "interrupted")
-            raise
+    span, trace = (tracing or _TRACING).start_call(cmd, jid)
+    if span is None:  # no spans here; a context our handler received goes on
+        return await _call(transport, jid, cmd, body, timeout, max_payload, app, on_progress, trace)
+    outcome = "interrupted"  # cancelled: the caller gave up
+    try:
+        result = await _call(transport, jid, cmd, body, timeout, max_payload, app, on_progress, trace)
+        outcome = "ok"
+        return result
+    except CallError as exc:
+        outcome = exc.code
+        raise
+    except ValueError:
+        outcome = "bad-request"
+        raise
+    finally:
+        end(span, None, outcome)
 
 
 _TRACING = Tracing()  # OpenTelemetry's global provider, for api_call without one

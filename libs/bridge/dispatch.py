@@ -22,7 +22,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from ..observability.tracing import Tracing, answered
+from ..observability.tracing import Tracing, end
 from ._eager import Resumed
 from ._log_limit import LogLimit, suppressed_note
 from ._requestlog import RequestLog
@@ -150,10 +150,14 @@ class Dispatcher:
             if self.tracing.tracer() is None:
                 answer = await self._run(request, role)
             else:
-                with self.tracing.serving(request.cmd, request.trace, kind=SpanKind.INTERNAL,
-                                          service=self.service, job=True) as span:
+                span, token = self.tracing.start_serving(request.cmd, request.trace, kind=SpanKind.INTERNAL,
+                                                         service=self.service, job=True)
+                outcome = "interrupted"
+                try:
                     answer = await self._run(request, role)
-                    answered(span, _outcome(answer))
+                    outcome = _outcome(answer)
+                finally:
+                    end(span, token, outcome)
         finally:
             self.stats.in_flight -= 1
         return self._count(answer, request.cmd, started, admitted=True)
@@ -197,10 +201,14 @@ class Dispatcher:
         inside the request's span (when tracing is on, or the caller sent a trace context)."""
         if request.trace is None and self.tracing.tracer() is None:
             return await self._gate(request, role, sink)
-        with self.tracing.serving(request.cmd, request.trace, kind=kind, service=self.service,
-                                  inherit=kind is SpanKind.INTERNAL) as span:
+        span, token = self.tracing.start_serving(request.cmd, request.trace, kind=kind, service=self.service,
+                                                 inherit=kind is SpanKind.INTERNAL)
+        outcome = "interrupted"  # cancelled: the worker shut down, or the caller gave up
+        try:
             answer = await self._gate(request, role, sink)
-            answered(span, _outcome(answer))
+            outcome = _outcome(answer)
+        finally:
+            end(span, token, outcome)
         return answer
 
     async def _gate(self, request: ApiRequest, role: Role,
