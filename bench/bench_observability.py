@@ -117,20 +117,20 @@ async def in_process(calls: int) -> dict[str, float]:
 
 
 async def worker_side(mode: str, calls: int) -> None:
-    """``calls`` calls fed to a worker on a fake socket (``request_path.py``), metrics and
-    tracing ``on`` or ``off``; prints nothing (what ``--instructions`` runs under valgrind)."""
+    """``calls`` calls fed to a worker on a fake socket (``request_path.py``) with ``off``,
+    ``metrics``, ``tracing`` (the SDK) or both ``on``; prints nothing (what
+    ``--instructions`` runs under valgrind)."""
     import request_path as rp
 
     from libs.bridge.xmpp import XmppTransport
 
     XmppTransport._connect = lambda self: None  # type: ignore[method-assign]  # no server here
-    on = mode == "on"
-    provider = sdk() if on else None
+    provider = sdk() if mode in ("on", "tracing") else None
     config = load_config({"QE_JID": "worker@localhost", "QE_PASSWORD": "x", "QE_HOST": "127.0.0.1",
                           "QE_TLS": "off", "QE_REQUEST_LOG": "off", "QE_BLOCKED_MS": "0"})
     app = App(resource="obs", public=True, config=config, keepalive=0, exit_on_fatal=False, handle_signals=False,
               tracer_provider=provider)
-    if not on:
+    if mode not in ("on", "metrics"):
         app.dispatcher.observer = None
 
     @app.command("echo")
@@ -139,7 +139,7 @@ async def worker_side(mode: str, calls: int) -> None:
 
     await app._started.wait()
     assert app.transport is not None
-    trace = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"} if on else None
+    trace = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"} if provider else None
 
     def make_iq(n: int) -> bytes:
         text = encode_request("echo", BODY, deadline_ms=time.time_ns() // 1_000_000 + 30_000, trace=trace)
@@ -168,8 +168,10 @@ def instructions(low: int = 500, high: int = 2500) -> None:
 
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} Python {platform.python_version()}, valgrind, "
           f"({high} - {low} calls) / {high - low}; the worker's side of a call (request_path.py)")
-    per_call = {mode: (count(mode, high) - count(mode, low)) / (high - low) for mode in ("off", "on")}
-    for mode, label in (("off", "metrics + tracing off"), ("on", "metrics + tracing on")):
+    rows = (("off", "metrics + tracing off"), ("metrics", "metrics on"), ("tracing", "tracing on (SDK)"),
+            ("on", "metrics + tracing on"))
+    per_call = {mode: (count(mode, high) - count(mode, low)) / (high - low) for mode, _ in rows}
+    for mode, label in rows:
         print(f"| {label} | {per_call[mode] / 1000:.0f} k instructions/call | {per_call[mode] / per_call['off']:.3f}x |")
 
 
@@ -197,7 +199,8 @@ if __name__ == "__main__":
     parser.add_argument("--inprocess", type=int, default=20000, help="calls per round in process")
     parser.add_argument("--aa", action="store_true", help="both rows off: the noise floor of the ratio")
     parser.add_argument("--instructions", action="store_true", help="instructions per call under valgrind")
-    parser.add_argument("--only", choices=("off", "on"), help="what --instructions runs: calls, no output")
+    parser.add_argument("--only", choices=("off", "metrics", "tracing", "on"),
+                        help="what --instructions runs: calls, no output")
     parser.add_argument("--calls", type=int, default=2000, help="with --only: how many")
     cli = parser.parse_args()
     if cli.instructions:

@@ -186,7 +186,8 @@ class App:
         self.scheduler: JobScheduler | None = None  # set by JobScheduler(self)
         self.metrics = WorkerMetrics(self)
         """This worker's Prometheus metrics (``metrics.registry``, ``metrics.render()``)."""
-        self.dispatcher.observer = self.metrics.observe
+        if self.config.metrics:  # QE_METRICS=off: nothing recorded per request
+            self.dispatcher.observer = self.metrics.observe
         self.dispatcher.tracing = self.tracing = Tracing(tracer_provider)
         """Where this worker's spans go (docs/operations.md, Tracing): ``tracer_provider``,
         else OpenTelemetry's global one; no provider installed, no spans."""
