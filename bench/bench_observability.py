@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_bridge import latencies, pct  # noqa: E402  (bench/ is on sys.path when run as a script)
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler  # noqa: E402
 
 from libs.bridge import App, Client, MemoryNetwork, load_config, wait_answering  # noqa: E402
 from libs.bridge.protocol import encode_request  # noqa: E402
@@ -52,8 +53,8 @@ class Drop(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def sdk() -> TracerProvider:
-    provider = TracerProvider()
+def sdk(root: Sampler = ALWAYS_ON) -> TracerProvider:
+    provider = TracerProvider(sampler=ParentBased(root))
     provider.add_span_processor(BatchSpanProcessor(Drop()))
     return provider
 
@@ -118,14 +119,15 @@ async def in_process(calls: int) -> dict[str, float]:
 
 async def worker_side(mode: str, calls: int) -> None:
     """``calls`` calls fed to a worker on a fake socket (``request_path.py``) with ``off``,
-    ``metrics``, ``tracing`` (the SDK) or both ``on``; prints nothing (what
-    ``--instructions`` runs under valgrind)."""
+    ``metrics``, ``tracing`` (the SDK) or both ``on``, or ``unsampled`` (the SDK, requests
+    whose caller did not sample them); prints nothing (what ``--instructions`` runs under
+    valgrind)."""
     import request_path as rp
 
     from libs.bridge.xmpp import XmppTransport
 
     XmppTransport._connect = lambda self: None  # type: ignore[method-assign]  # no server here
-    provider = sdk() if mode in ("on", "tracing") else None
+    provider = sdk() if mode in ("on", "tracing") else sdk(ALWAYS_OFF) if mode == "unsampled" else None
     config = load_config({"QE_JID": "worker@localhost", "QE_PASSWORD": "x", "QE_HOST": "127.0.0.1",
                           "QE_TLS": "off", "QE_REQUEST_LOG": "off", "QE_BLOCKED_MS": "0"})
     app = App(resource="obs", public=True, config=config, keepalive=0, exit_on_fatal=False, handle_signals=False,
@@ -139,7 +141,8 @@ async def worker_side(mode: str, calls: int) -> None:
 
     await app._started.wait()
     assert app.transport is not None
-    trace = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"} if provider else None
+    flags = "00" if mode == "unsampled" else "01"  # the caller's sampling decision, which ParentBased follows
+    trace = {"traceparent": f"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-{flags}"} if provider else None
 
     def make_iq(n: int) -> bytes:
         text = encode_request("echo", BODY, deadline_ms=time.time_ns() // 1_000_000 + 30_000, trace=trace)
@@ -169,7 +172,7 @@ def instructions(low: int = 500, high: int = 2500) -> None:
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} Python {platform.python_version()}, valgrind, "
           f"({high} - {low} calls) / {high - low}; the worker's side of a call (request_path.py)")
     rows = (("off", "metrics + tracing off"), ("metrics", "metrics on"), ("tracing", "tracing on (SDK)"),
-            ("on", "metrics + tracing on"))
+            ("on", "metrics + tracing on"), ("unsampled", "metrics off, tracing on, caller did not sample"))
     per_call = {mode: (count(mode, high) - count(mode, low)) / (high - low) for mode, _ in rows}
     for mode, label in rows:
         print(f"| {label} | {per_call[mode] / 1000:.0f} k instructions/call | {per_call[mode] / per_call['off']:.3f}x |")
@@ -199,7 +202,7 @@ if __name__ == "__main__":
     parser.add_argument("--inprocess", type=int, default=20000, help="calls per round in process")
     parser.add_argument("--aa", action="store_true", help="both rows off: the noise floor of the ratio")
     parser.add_argument("--instructions", action="store_true", help="instructions per call under valgrind")
-    parser.add_argument("--only", choices=("off", "metrics", "tracing", "on"),
+    parser.add_argument("--only", choices=("off", "metrics", "tracing", "on", "unsampled"),
                         help="what --instructions runs: calls, no output")
     parser.add_argument("--calls", type=int, default=2000, help="with --only: how many")
     cli = parser.parse_args()
