@@ -1,18 +1,19 @@
 """The per-call cost of metrics + tracing: the same call with both on vs both off, in one run.
 
-Two workers in one process (``bench/observability_worker.py``) on a private Prosody (stock
-network settings), the same ``echo`` command: ``obs-on`` has the metrics observer and the
+Workers in one process (``bench/observability_worker.py``) on a private Prosody (stock
+network settings), the same ``echo`` command: ``obs-off`` has neither metrics nor a tracer
+provider, ``obs-metrics`` the metrics observer, ``obs-on`` the metrics observer and the
 OpenTelemetry SDK (a ``BatchSpanProcessor`` whose exporter drops the spans, so no network is
-measured); ``obs-off`` has neither. The request log is off in both. The caller (this process)
-calls each with its own ``Client``: the "on" client makes a ``CLIENT`` span per call too
-(same SDK set-up), so the ratio covers both ends of a real XMPP call. Sequential calls
-interleaved in blocks (``bench_bridge.latencies``) give p50/p99 and the ratio; ``--aa`` runs
-the same with both sides off (the noise floor of the ratio). Then the worker's request path
-alone, in process (``Dispatcher.handle``, min of 7 rounds), gives the absolute cost.
+measured), ``obs-unsampled`` the SDK only, called by a caller whose sampler says no. The
+request log is off in all. The caller (this process) calls each with its own ``Client``; the
+"on" one makes a ``CLIENT`` span per call too (same SDK set-up), so that ratio covers both
+ends of a real XMPP call. Sequential calls interleaved in blocks (``bench_bridge.latencies``)
+give p50/p99 and the ratios; ``--aa`` makes "on" off as well (the noise floor of the ratio).
+Then the worker's request path alone, in process (``Dispatcher.handle``, min of 7 rounds).
 ``--instructions`` counts instructions per call under valgrind instead (deterministic, the
 same on a busy machine): the worker's whole side of a real call, as ``request_path.py``
-measures it (slixmpp on a fake socket, XEP-0198 on), on vs off; "on" gets requests with a
-``trace`` key, as a traced caller sends them.
+measures it (slixmpp on a fake socket, XEP-0198 on), per configuration; the traced ones get
+requests with a ``trace`` key, as a traced caller sends them.
 
     python bench/bench_observability.py [--seq 4000] [--inprocess 20000] [--aa]
     python bench/bench_observability.py --instructions
@@ -30,7 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -66,25 +67,26 @@ async def over_xmpp(seq: int, aa: bool) -> dict[str, list[float]]:
         env = {**os.environ, **server.env("worker", password), "QE_LOG_LEVEL": "WARNING", "QE_REQUEST_LOG": "off"}
         proc = await asyncio.create_subprocess_exec(sys.executable, str(HERE / "observability_worker.py"),
                                                     *(["aa"] if aa else []), env=env)
-        provider = sdk()
+        provider, unsampled = sdk(), sdk(ALWAYS_OFF)
         config = load_config(server.env("worker", password))
         try:
-            async with Client(config) as plain, Client(config, tracer_provider=None if aa or os.environ.get("CALLER_OFF") else provider) as traced:
-                jids = {mode: f"{config.jid}/obs-{mode}" for mode in ("off", "on")}
-                for jid in jids.values():
-                    await wait_answering(plain, jid, 20)
+            async with Client(config) as plain, \
+                    Client(config, tracer_provider=None if aa else provider) as traced, \
+                    Client(config, tracer_provider=unsampled) as not_sampled:
+                rows = {"off": plain, "metrics": plain, "on": traced, "unsampled": not_sampled}
+                for mode in rows:
+                    await wait_answering(plain, f"{config.jid}/obs-{mode}", 20)
 
-                async def off() -> None:
-                    await plain.call(jids["off"], "echo", BODY)
+                def caller(mode: str, client: Client) -> Callable[[], Awaitable[object]]:
+                    jid = f"{config.jid}/obs-{mode}"
+                    return lambda: client.call(jid, "echo", BODY)
 
-                async def on() -> None:
-                    await traced.call(jids["on"], "echo", BODY)
-
-                return await latencies({"off": off, "on": on}, seq)
+                return await latencies({mode: caller(mode, client) for mode, client in rows.items()}, seq)
         finally:
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 20)
             provider.shutdown()
+            unsampled.shutdown()
 
 
 async def in_process(calls: int) -> dict[str, float]:
@@ -184,7 +186,9 @@ async def main(args: argparse.Namespace) -> int:
     lat = await over_xmpp(args.seq, args.aa)
     p50 = {name: statistics.median(values) for name, values in lat.items()}
     print(f"\n{'XMPP call':28} {'p50 ms':>8} {'p99 ms':>8} {'p50 vs off':>11}")
-    rows = (("off", "metrics + tracing off"), ("on", "off again (A/A)" if args.aa else "metrics + tracing on"))
+    rows = (("off", "metrics + tracing off"), ("metrics", "metrics on"),
+            ("on", "off again (A/A)" if args.aa else "metrics + tracing on"),
+            ("unsampled", "tracing on, not sampled"))
     for name, label in rows:
         print(f"{label:28} {p50[name]:8.3f} {pct(lat[name], 99):8.3f} {p50[name] / p50['off']:10.3f}x")
     us = await in_process(args.inprocess)
