@@ -308,3 +308,14 @@ def test_the_traceparent_parser_follows_w3c(traceparent: str, valid: bool) -> No
     if valid:
         assert context.is_remote and context.trace_id == int(PARENT.split("-")[1], 16)
         assert context.trace_flags.sampled and context.trace_state.get("k") == "v"
+
+
+def test_the_observability_package_imports_first() -> None:
+    """``from libs.observability import Tracing`` in a fresh process, before ``libs.bridge``
+    (which imports it while it loads)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "from libs.observability import Tracing, WorkerMetrics"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
