@@ -145,6 +145,7 @@ class JobScheduler:
         if job.status == JobStatus.ACTIVE and next_run is None:
             changes["status"] = JobStatus.FINISHED
             self.tasks.pop(job_id, None)
+            self._scheduled_by.pop(job_id, None)
         job = self.store.update(job, **changes)
         if job.notify:
             self._notify(job, record)
