@@ -63,6 +63,12 @@ _NAME: Final = "qe-worker"
 # W3C Trace Context, level 1: version-traceid-parentid-flags, lower-case hex; a later version
 # may append fields ("-..."), version 00 may not; version ff is invalid.
 _TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+# one tracestate list member, key=value (W3C grammar); checked here because OpenTelemetry's
+# parser logs a WARNING quoting each bad member, and anyone who may call can send them
+_TRACESTATE_MEMBER: Final = re.compile(
+    r"([a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
+    r"=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e])")
+_MAX_TRACESTATE_MEMBERS: Final = 32
 
 Token = object
 """What ``start_serving`` returns to give back to ``end`` (a context token, or None)."""
@@ -167,8 +173,22 @@ def parent_context(received: Mapping[str, str]) -> otel_context.Context:
     state = received.get("tracestate")
     context = SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True,
                           trace_flags=TraceFlags(int(flags, 16)),
-                          trace_state=TraceState.from_header([state]) if state else None)
+                          trace_state=_trace_state(state) if state else None)
     return trace.set_span_in_context(NonRecordingSpan(context), otel_context.Context())
+
+
+def _trace_state(header: str) -> TraceState | None:
+    """``tracestate`` as W3C defines it, or None (dropped, silently) if any member is not."""
+    pairs: dict[str, str] = {}
+    for member in header.split(","):
+        member = member.strip(" \t")
+        if not member:
+            continue
+        match = _TRACESTATE_MEMBER.fullmatch(member)
+        if match is None or match.group(1) in pairs or len(pairs) == _MAX_TRACESTATE_MEMBERS:
+            return None
+        pairs[match.group(1)] = match.group(2)
+    return TraceState(list(pairs.items())) if pairs else None
 
 
 def carrier() -> dict[str, str] | None:

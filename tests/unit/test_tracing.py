@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -308,6 +309,19 @@ def test_the_traceparent_parser_follows_w3c(traceparent: str, valid: bool) -> No
     if valid:
         assert context.is_remote and context.trace_id == int(PARENT.split("-")[1], 16)
         assert context.trace_flags.sampled and context.trace_state.get("k") == "v"
+
+
+@pytest.mark.parametrize("state", ["k=v,BAD KEY=x", "k=v,k=w", ",".join(f"k{i}=v" for i in range(33)),
+                                   "k=v\x01", "=v"])
+def test_a_bad_tracestate_is_dropped_without_a_log_line(state: str, caplog: pytest.LogCaptureFixture) -> None:
+    from opentelemetry import trace
+
+    caplog.set_level(logging.DEBUG)
+    context = trace.get_current_span(parent_context({"traceparent": PARENT, "tracestate": state})).get_span_context()
+    assert context.is_valid and len(context.trace_state) == 0  # the parent stands, the state is gone
+    assert caplog.records == []  # what any caller can send must not write the worker's log
+    good = trace.get_current_span(parent_context({"traceparent": PARENT, "tracestate": " a=1 , b@c=x y ,"}))
+    assert dict(good.get_span_context().trace_state) == {"a": "1", "b@c": "x y"}
 
 
 def test_the_observability_package_imports_first() -> None:
