@@ -144,3 +144,20 @@ async def test_command_labels_stay_bounded(make_app: Factory, connect: Any) -> N
     cmds = {dict(labels)["cmd"] for name, labels in samples(app.metrics.render().decode()) if name == "qe_calls_total"}
     assert len(cmds) == MAX_COMMANDS + 1 and OTHER in cmds
     assert value(samples(app.metrics.render().decode()), "qe_calls_total", cmd=OTHER, outcome="ok") == 20
+
+
+async def test_qe_metrics_off_records_nothing_per_request(make_app: Factory, connect: Any, net: MemoryNetwork) -> None:
+    import dataclasses
+
+    transport = net.transport("worker@localhost/quiet", allow=["friend@localhost"])
+    app = App(transport=transport, config=dataclasses.replace(transport.config, metrics=False))
+    try:
+        await app.wait_online(1)
+        friend = await connect("friend@localhost")
+        await friend.call(app.jid, "ping", timeout=2)
+        found = samples(app.metrics.render().decode())
+        assert app.dispatcher.observer is None
+        assert not any(name.startswith(("qe_calls", "qe_call_duration")) for name, _ in found)
+        assert value(found, "qe_requests_received_total") == 1  # read from the counters at scrape time
+    finally:
+        await app.close(1)
