@@ -23,7 +23,8 @@ the session alive, which slixmpp alone does not do:
 - group-chat rooms (XEP-0045) without slixmpp's plugin: the rules are ``_rooms.Rooms``
   (joined again after every new session, not after a resumption), the stanzas from rooms
   we are in are taken by the same incoming filter as API requests;
-- TLS per ``QE_TLS``: ``required`` refuses a session that is not encrypted.
+- TLS per ``QE_TLS``: ``required`` refuses a session that is not encrypted; one TLS context
+  and one SCRAM salted password per process, shared by all its sessions (``_shared``).
 
 Requests sent while offline are not queued: ``request()`` waits for the session (within the
 caller's timeout) and then sends, so a call is never replayed after its caller gave up.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +49,7 @@ from ..config import WorkerConfig, is_loopback
 from ..errors import CallTimeout, NotConnected, RemoteError
 from ..protocol import NS, ApiError, ApiResult, Progress, decode_error, decode_progress, xml_safe
 from ..transport import Backoff, Describe, Message, OnFatal, OnMessage, OnOccupant, OnProgress, OnRequest, Transport
-from . import _adhoc, _compat, _disco, _rooms
+from . import _adhoc, _compat, _disco, _rooms, _shared
 from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Retry, Session
 
 __all__ = ["XmppTransport"]
@@ -225,7 +227,16 @@ class XmppTransport(Transport):
 
     def _make_client(self) -> slixmpp.ClientXMPP:
         cfg = self.config
-        client = slixmpp.ClientXMPP(self.jid, cfg.password)
+        # one TLS context per process and CA file (not one CA-bundle load per client), and
+        # SCRAM's salted password computed once per process (_shared)
+        try:
+            context: ssl.SSLContext | None = _shared.tls_context(cfg.ca_file or None)
+        except (OSError, ssl.SSLError):  # an unreadable CA file: slixmpp's own path reports it at TLS time
+            context = None
+        client = slixmpp.ClientXMPP(self.jid, cfg.password, ssl_context=context)
+        if context is None and cfg.ca_file:
+            client.ca_certs = Path(cfg.ca_file)
+        _compat.cache_scram(client, _shared.SCRAM_CACHE.salted_password)
         if cfg.stream_management:
             self._enable_stream_management(client)
         client.auto_authorize = None  # we decide, in _on_subscribe
@@ -237,8 +248,6 @@ class XmppTransport(Transport):
             # SCRAM without TLS only where no one can listen: to a remote host, "optional"
             # means TLS when offered and no login when not (not a downgrade to plain text)
             client.plugin["feature_mechanisms"].unencrypted_scram = True
-        if cfg.ca_file:
-            client.ca_certs = Path(cfg.ca_file)
         client.add_event_handler("session_start", self._on_session_start)
         client.add_event_handler("session_resumed", self._on_session_resumed)
         client.add_event_handler("disconnected", self._on_disconnected)
