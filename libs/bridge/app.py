@@ -145,7 +145,8 @@ class App:
     ``managed=True``: another object runs this worker's life cycle (``WorkerGroup``): the
     constructor does not start it (``start()`` does), and it has no shutdown hook, signal
     handlers, metrics server or loop-blocked detector of its own; a refused login never
-    ends the process.
+    ends the process. ``presence=False``: send no available presence to the server (calls
+    still arrive; see ``XmppTransport``).
     """
 
     def __init__(
@@ -164,6 +165,7 @@ class App:
         transport: Transport | None = None,
         join_service: bool = True,
         managed: bool = False,
+        presence: bool = True,
     ) -> None:
         if transport is None:  # a module hosted by another program (the test kit) gets the host's
             transport = _runtime.hosted_transport(resource)
@@ -184,6 +186,7 @@ class App:
         if not join_service:
             self.app = None
         self.managed = managed
+        self._presence = presence
         self.accept_delayed = self.config.accept_delayed if accept_delayed is None else accept_delayed
         self.policy = AccessPolicy.create(self.config.jid, public=public, allow=self.config.allow)
         self.dispatcher = Dispatcher(self.policy, max_payload=self.config.max_payload,
@@ -253,7 +256,7 @@ class App:
         if self.transport is not None or self._closing:
             return  # started already, or closed before the loop ran
         transport = self._given_transport or XmppTransport(self.config, self.resource, policy=self.policy,
-                                                           keepalive=self._keepalive)
+                                                           keepalive=self._keepalive, presence=self._presence)
         transport.on_request = self._on_request
         transport.on_message = self._on_message
         transport.on_fatal = self._on_fatal

@@ -12,6 +12,8 @@ stopping the others. It closes them all at once (within one ``QE_SHUTDOWN_TIMEOU
 Workers of a group belong to no service by default: a service room tells every occupant about
 every other one, so N workers in one room cost N² presence stanzas to join it (and each load
 change N more). ``service=`` makes them all workers of that service anyway (for a few dozen).
+For the same reason they send no available presence by default (``presence=``): the server
+sends each available session of an account the presence of all the others.
 
 Thread affinity: create the group anywhere (before the loop runs, as a script does, or inside
 it); ``start()`` and ``close()`` run on the main loop.
@@ -62,7 +64,10 @@ class WorkerGroup:
     ``config`` defaults to what ``startup()`` loaded, else the ``QE_*`` environment; its
     ``RESOURCE`` names the group (``{RESOURCE}-{i}``) rather than every worker.
     ``handle_signals`` (default: only when created before the loop runs): SIGINT/SIGTERM
-    close the group, then stop the loop.
+    close the group, then stop the loop. ``presence`` (default False): whether each worker
+    sends available presence; the server sends every available session of an account the
+    presence of every other one, so N workers of one account that do cost N² stanzas (calls
+    to a worker's full JID arrive either way).
 
     Iterate over the group (or ``group.workers``) to register handlers on each ``App``.
     """
@@ -78,6 +83,7 @@ class WorkerGroup:
         login_timeout: float = 30.0,
         config: WorkerConfig | None = None,
         handle_signals: bool | None = None,
+        presence: bool = False,
         **app_kwargs: Any,
     ) -> None:
         if type(count) is not int or count < 1:
@@ -92,7 +98,7 @@ class WorkerGroup:
         self.service = service
         self.loop = _runtime.main_loop()
         self._handle_signals = not self.loop.is_running() if handle_signals is None else handle_signals
-        kwargs: dict[str, Any] = {**app_kwargs, "managed": True}
+        kwargs: dict[str, Any] = {**app_kwargs, "managed": True, "presence": presence}
         if service is None:
             kwargs["join_service"] = False
         else:

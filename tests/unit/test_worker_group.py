@@ -154,3 +154,30 @@ def test_count_and_logins_must_be_positive() -> None:
         WorkerGroup(0, config=CONFIG)
     with pytest.raises(ValueError, match="logins"):
         WorkerGroup(1, logins=0, config=CONFIG)
+
+
+@pytest.mark.parametrize("presence", [True, False])
+async def test_a_new_session_sends_available_presence_only_if_asked(presence: bool) -> None:
+    from types import SimpleNamespace
+
+    from libs.bridge.xmpp import XmppTransport
+    from libs.bridge.xmpp._session import Online
+
+    sent: list[dict[str, Any]] = []
+    config = WorkerConfig(jid=ACCOUNT, password="pw", host="127.0.0.1", tls="off", keepalive=0)
+    transport = XmppTransport(config, "python-0", keepalive=0, presence=presence)
+    transport._client = SimpleNamespace(send_presence=lambda **kw: sent.append(kw))  # type: ignore[assignment]
+    transport._carry_out(Online(resumed=False))
+    assert transport.online
+    assert sent == ([{}] if presence else [])
+    transport._client = None  # the stand-in has nothing to disconnect
+    await transport.close(0.1)
+
+
+async def test_group_workers_send_no_presence_unless_asked(net: MemoryNetwork) -> None:
+    group = WorkerGroup(1, factory=on(net), config=CONFIG)
+    assert group.workers[0]._presence is False
+    loud = WorkerGroup(1, resource="loud", factory=on(net), config=CONFIG, presence=True)
+    assert loud.workers[0]._presence is True
+    await group.close(0.1)
+    await loud.close(0.1)

@@ -137,7 +137,11 @@ class XmppTransport(Transport):
     """One logged-in resource. Create and ``start()`` it on the running loop.
 
     ``keepalive`` is the seconds between pings to the server (0 disables); a ping not
-    answered within ``keepalive_timeout`` means the link is dead.
+    answered within ``keepalive_timeout`` means the link is dead. ``presence=False``: send
+    no available presence (calls to the full JID still arrive; the account's other sessions
+    and subscribers do not see this one come online). The server sends each available
+    resource of an account the presence of every other one, so N available sessions of one
+    account cost N² presence stanzas (a ``WorkerGroup``).
     """
 
     def __init__(
@@ -155,8 +159,10 @@ class XmppTransport(Transport):
         keepalive_timeout: float = 10.0,
         backoff: Backoff | None = None,
         fail_fast: bool = False,
+        presence: bool = True,
     ) -> None:
         self.config = config
+        self.presence = presence
         self.jid = f"{config.jid}/{resource}"
         self.policy = policy or AccessPolicy.create(config.jid, public=False, allow=config.allow)
         self.on_request = on_request
@@ -301,7 +307,7 @@ class XmppTransport(Transport):
             log.log(action.level, "%s: %s; reconnecting in %.1f s", self.jid, action.why, action.delay)
             self._retry = asyncio.get_running_loop().call_later(action.delay, self._retry_due)
         elif isinstance(action, Online):
-            if not action.resumed and client is not None:
+            if not action.resumed and client is not None and self.presence:
                 client.send_presence()
             # a new session has lost every room server-side; a resumed one kept them
             self._do_rooms(self.rooms.went_online(action.resumed, asyncio.get_running_loop().time()))
