@@ -7,6 +7,8 @@ Each side runs in a child process of its own against the same private server:
 - **raw** (the anchor): N bare ``slixmpp.ClientXMPP`` that answer an IQ echo and nothing else,
   as a user would write them (each client builds its own TLS context, SCRAM in pure Python,
   sends available presence), logged in the same number at a time.
+- **ours-nosm** (optional): ours with ``QE_STREAM_MANAGEMENT=off``: at a few calls/s per
+  session, XEP-0198 adds the server's ``<r/>`` and our ``<a/>`` to nearly every call.
 - **raw-quiet**: the same without the available presence, as a group's workers do by
   default: the server sends every available session of an account the presence of every
   other one, N² stanzas in all, which dominates the raw row's start-up.
@@ -41,6 +43,7 @@ import secrets
 import signal
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -50,12 +53,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psutil  # noqa: E402
 import slixmpp  # noqa: E402
-from bench_bridge import RawEcho, _login, _plain, pct, raw_api_call, raw_call  # noqa: E402
+from bench_bridge import RAW_TAG, RawEcho, _login, _plain, pct  # noqa: E402
 
+from libs.bridge.protocol import NS, encode_request, now_ms  # noqa: E402
 from libs.devserver import DevServer  # noqa: E402
 
 Call = Callable[[str], Awaitable[Any]]
-SIDES = ("ours", "raw-quiet", "raw")
+SIDES = ("ours", "ours-nosm", "raw-quiet", "raw")
 
 
 def emit(**event: Any) -> None:
@@ -138,6 +142,53 @@ async def until_sigterm() -> None:
 # -- the caller (this process) ----------------------------------------------------------
 
 
+class Caller:
+    """One raw slixmpp client that matches answers to calls by id in one dict: slixmpp's
+    ``iq.send()`` registers a handler per IQ, so every incoming stanza scans every call in
+    flight, and with thousands in flight the caller, not the workers, would be measured."""
+
+    def __init__(self, client: slixmpp.ClientXMPP) -> None:
+        self.client = client
+        self.pending: dict[str, asyncio.Future[None]] = {}
+        self._iq_tag = f"{{{client.default_ns}}}iq"
+        client.add_filter("in", self._take)
+
+    def _take(self, stanza: Any) -> Any:
+        xml = stanza.xml
+        if xml.tag == self._iq_tag and xml.get("type") in ("result", "error"):
+            future = self.pending.pop(xml.get("id", ""), None)
+            if future is not None:
+                if not future.done():
+                    if xml.get("type") == "result":
+                        future.set_result(None)
+                    else:
+                        future.set_exception(RuntimeError("error answer"))
+                return None
+        return stanza
+
+    async def call(self, to: str, element: ET.Element) -> None:
+        iq = self.client.make_iq_set(ito=to)
+        iq.xml.append(element)
+        future = asyncio.get_running_loop().create_future()
+        self.pending[iq["id"]] = future
+        try:
+            self.client.send(iq)
+            await future
+        finally:
+            self.pending.pop(iq["id"], None)
+
+    async def api_ping(self, to: str) -> None:
+        """What ``Client.call(to, "ping")`` sends."""
+        element = ET.Element(f"{{{NS}}}api")
+        element.text = encode_request("ping", {}, deadline_ms=now_ms() + 30_000)
+        await self.call(to, element)
+
+    async def echo(self, to: str) -> None:
+        element = ET.Element(RAW_TAG)
+        element.text = "x"
+        await self.call(to, element)
+
+
 async def read_event(proc: asyncio.subprocess.Process, name: str, timeout: float) -> dict[str, Any]:
     assert proc.stdout is not None
     while True:
@@ -214,8 +265,10 @@ async def load(jids: list[str], call: Call, rate: float, duration: float, inflig
 
 
 async def measure(side: str, args: argparse.Namespace, server: DevServer, jid: str, password: str,
-                  caller: slixmpp.ClientXMPP) -> dict[str, Any]:
-    env = {**os.environ, **server.env(jid, password), "QE_LOG_LEVEL": "WARNING"}
+                  caller: Caller) -> dict[str, Any]:
+    env = {**os.environ, **server.env(jid, password)}
+    if side == "ours-nosm":
+        env["QE_STREAM_MANAGEMENT"] = "off"
     cmd = [sys.executable, __file__, "--role", side, "--workers", str(args.workers), "--logins", str(args.logins),
            "--host", server.host, "--port", str(server.port), "--jid", jid]
     env["BENCH_PASSWORD"] = password
@@ -224,14 +277,15 @@ async def measure(side: str, args: argparse.Namespace, server: DevServer, jid: s
     try:
         first = await read_event(proc, "first", 60)
         jids = [f"{jid}/first-0"] + [f"{jid}/w-{i}" for i in range(args.workers - 1)]
-        call: Call = (lambda to: raw_api_call(caller, to)) if side == "ours" else (lambda to: raw_call(caller, to, "x"))
+        call: Call = caller.api_ping if side.startswith("ours") else caller.echo
         _took, missing = await until_all_answer(jids, call, deadline=600)
         all_answer = time.perf_counter() - spawned
         everyone = await read_event(proc, "all", 600)
-        child = psutil.Process(proc.pid)
-        cpu_before = sum(child.cpu_times()[:2])
+        child, me, prosody = psutil.Process(proc.pid), psutil.Process(), psutil.Process(server.pid)
+        before = [sum(p.cpu_times()[:2]) for p in (child, me, prosody)]
         loaded = await load(jids, call, args.rate, args.duration, args.inflight) if args.duration > 0 else {}
-        cpu = sum(child.cpu_times()[:2]) - cpu_before
+        cpu, cpu_caller, cpu_server = (sum(p.cpu_times()[:2]) - b for p, b in zip((child, me, prosody), before,
+                                                                                strict=True))
         rss_loaded = int(child.memory_info().rss)
         proc.send_signal(signal.SIGTERM)
         closed = await read_event(proc, "closed", 120)
@@ -244,7 +298,7 @@ async def measure(side: str, args: argparse.Namespace, server: DevServer, jid: s
     return {"all_answer_s": all_answer, "missing": missing, "login_s": everyone["seconds"],
             "online": everyone["online"], "failed": everyone["failed"], "first_rss_mb": first["rss"] / 2**20,
             "per_worker_kb": per_worker / 1024, "rss_after_load_mb": rss_loaded / 2**20,
-            "cpu_s": cpu, "close_s": closed["seconds"], **loaded}
+            "cpu_s": cpu, "cpu_caller_s": cpu_caller, "cpu_server_s": cpu_server, "close_s": closed["seconds"], **loaded}
 
 
 def start_server(kind: str) -> DevServer:
@@ -261,13 +315,14 @@ async def main(args: argparse.Namespace) -> int:
     try:
         password = secrets.token_urlsafe(12)
         jid = server.register("worker", password)
-        caller = _plain(slixmpp.ClientXMPP(f"{jid}/caller", password))
-        await quiet_login(caller, server.host, server.port)  # available, it would get every worker's presence
+        client = _plain(slixmpp.ClientXMPP(f"{jid}/caller", password))
+        await quiet_login(client, server.host, server.port)  # available, it would get every worker's presence
+        caller = Caller(client)
         results = {}
         for side in args.sides.split(","):
             results[side] = await measure(side, args, server, jid, password, caller)
             print(side, json.dumps(results[side]), flush=True)
-        caller.disconnect()
+        client.disconnect()
     finally:
         server.cleanup()
     report(args, results)
@@ -289,6 +344,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None
         ("errors / not sent (caller at --inflight)", None, None),
         ("CPU s of the side's process under load", "cpu_s", "{:.1f}"),
         ("CPU ms per call", None, None),
+        ("CPU s of the caller / of the server", None, None),
         ("SIGTERM -> all closed (s)", "close_s", "{:.2f}"),
     ]
     sides = list(results)
@@ -307,10 +363,12 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None
                 cells.append(f"{r.get('p50', float('nan')):.1f} / {r.get('p99', float('nan')):.1f}")
             elif label.startswith("errors"):
                 cells.append(f"{r.get('errors', 0)} / {r.get('not_sent', 0)}")
+            elif label.startswith("CPU s of the caller"):
+                cells.append(f"{r['cpu_caller_s']:.1f} / {r['cpu_server_s']:.1f}")
             elif label.startswith("CPU ms"):
                 cells.append(f"{1000 * r['cpu_s'] / max(1, r.get('done', 0)):.2f}")
         print(f"{label:44}" + "".join(f"{c:>22}" for c in cells))
-    for anchor in ("raw-quiet", "raw"):
+    for anchor in ("ours-nosm", "raw-quiet", "raw"):
         if not {"ours", anchor} <= set(results):
             continue
         o, r = results["ours"], results[anchor]
@@ -343,7 +401,7 @@ def parse() -> argparse.Namespace:
 
 if __name__ == "__main__":
     ARGS = parse()
-    if ARGS.role == "ours":
+    if ARGS.role in ("ours", "ours-nosm"):
         asyncio.run(run_ours(ARGS.workers, ARGS.logins))
     elif ARGS.role in ("raw", "raw-quiet"):
         asyncio.run(run_raw(ARGS.workers, ARGS.logins, ARGS.host, ARGS.port, ARGS.jid, os.environ["BENCH_PASSWORD"],
