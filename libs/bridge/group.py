@@ -139,11 +139,11 @@ class WorkerGroup:
         _runtime.add_shutdown_hook(self.close)
         if self._handle_signals:
             _runtime.install_signal_handlers(loop, lambda: self.config.shutdown_timeout)
-        if self.config.blocked_ms:
-            self._blocked = BlockedWatch(loop, self.config.blocked_ms)
-            self._blocked.start()
         slots = asyncio.Semaphore(self.logins)
         await asyncio.gather(*(self._login(app, slots) for app in self.workers))
+        if self.config.blocked_ms:  # after the logins: hundreds of them keep the loop busy, not blocked
+            self._blocked = BlockedWatch(loop, self.config.blocked_ms)
+            self._blocked.start()
         started = GroupStarted(online=self.online, failed=dict(self.failed), seconds=loop.time() - began)
         self._report(started)
         return started
@@ -194,11 +194,12 @@ class WorkerGroup:
         if starting is not None and not starting.done():
             starting.cancel()
             await asyncio.wait([starting])
-        results = await asyncio.gather(*(app.close(timeout) for app in self._started), return_exceptions=True)
-        for app, result in zip(list(self._started), results, strict=True):
+        started = list(self._started)
+        results = await asyncio.gather(*(app.close(timeout) for app in started), return_exceptions=True)
+        for app, result in zip(started, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("group %s: %s did not close cleanly: %r", self.resource, app.jid, result)
-        log.info("group %s: %d workers closed", self.resource, len(self._started))
+        log.info("group %s: %d workers closed", self.resource, len(started))
 
     def stop(self) -> None:
         """Stop the group from code, as SIGTERM would (the loop stops when it owns the signals;
