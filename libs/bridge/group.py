@@ -180,9 +180,12 @@ class WorkerGroup:
     async def close(self, timeout: float | None = None) -> None:
         """Close every worker at once, within ``timeout`` s (default ``QE_SHUTDOWN_TIMEOUT``):
         each stops taking requests, lets running ones finish, and leaves the server."""
+        await asyncio.shield(self._begin_close(timeout))
+
+    def _begin_close(self, timeout: float | None = None) -> asyncio.Task[None]:
         if self._closed is None:
-            self._closed = asyncio.get_running_loop().create_task(self._close(timeout))
-        await asyncio.shield(self._closed)
+            self._closed = self.loop.create_task(self._close(timeout))
+        return self._closed
 
     async def _close(self, timeout: float | None) -> None:
         timeout = self.config.shutdown_timeout if timeout is None else timeout
@@ -206,7 +209,7 @@ class WorkerGroup:
         else only the group closes). Returns at once, from any thread."""
         def begin() -> None:
             if not _runtime.request_stop(self.loop, self.config.shutdown_timeout, f"group {self.resource}: stop()"):
-                self.loop.create_task(self.close())
+                self._begin_close()
 
         self.loop.call_soon_threadsafe(begin)
 

@@ -181,3 +181,26 @@ async def test_group_workers_send_no_presence_unless_asked(net: MemoryNetwork) -
     assert loud.workers[0]._presence is True
     await group.close(0.1)
     await loud.close(0.1)
+
+
+async def test_a_managed_app_starts_only_when_told(net: MemoryNetwork) -> None:
+    app = App(transport=net.transport(f"{ACCOUNT}/solo"), config=CONFIG, managed=True, join_service=False)
+    await asyncio.sleep(0)  # an unmanaged App would have started in this pass
+    await asyncio.sleep(0)
+    assert not app.online and app.app is None
+    app.start()
+    await app.wait_online(2)
+    assert net.online() == [f"{ACCOUNT}/solo"]
+    await app.close(0.1)
+
+
+async def test_stop_closes_the_group_when_the_program_owns_the_loop(net: MemoryNetwork) -> None:
+    group = WorkerGroup(3, factory=on(net), config=CONFIG)
+    await group.start()
+    assert len(net.online()) == 3
+    group.stop()  # inside asyncio.run-style code: only the group closes, the loop goes on
+    await asyncio.sleep(0)  # one loop pass: stop() hands over to the loop
+    closing = group._closed
+    assert closing is not None
+    await asyncio.wait_for(closing, 2)
+    assert net.online() == []
