@@ -65,3 +65,29 @@ async def test_run_workers_n_serves_then_sigterm_closes_all(prosody, accounts, t
             assert exc.code == "unavailable"
         else:
             raise AssertionError(f"many-{i} still answers after SIGTERM")
+
+
+async def test_without_presence_a_group_worker_still_gets_chat_messages(prosody, accounts) -> None:
+    """Group workers send no available presence (N² stanzas otherwise); the server still
+    delivers chat messages to their full JIDs, so ``msgreceiver`` and ``App.direct`` work."""
+    config = load_config(prosody.env("worker", accounts["worker"][1]))
+    got: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    group = WorkerGroup(2, resource="quiet", config=config)
+
+    def receive_on(app: App) -> None:
+        async def receive(specs: Any) -> None:
+            got.put_nowait((app.jid, specs.body))
+
+        app.xmpp.msgreceiver = receive
+
+    for app in group:
+        receive_on(app)
+    async with group:
+        sender = App(resource="quiet-sender", config=config, join_service=False, exit_on_fatal=False,
+                     handle_signals=False)
+        try:
+            await sender.wait_online(10)
+            sender.sendtojid(group.workers[1].jid, "hello")
+            assert await asyncio.wait_for(got.get(), 10) == (group.workers[1].jid, "hello")
+        finally:
+            await sender.close(1)
