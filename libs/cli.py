@@ -361,6 +361,16 @@ def _resource_arg(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count_arg(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of workers (1 or more)")
+    return count
+
+
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     """What a worker's ``run(options) -> exit status`` receives: the options of
@@ -369,6 +379,7 @@ class RunOptions:
     resource: str
     public: bool
     maintenance: bool
+    workers: int = 1
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
@@ -386,6 +397,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--maintenance", action="store_true",
                         help="run the maintenance tasks: health check (5 min), statistics log (15 min), "
                              "job-history cleanup (1 h)")
+    parser.add_argument("--workers", type=_count_arg, default=1, metavar="N",
+                        help="run N workers in this one process, as RESOURCE-0 .. RESOURCE-{N-1}: each its "
+                             "own XMPP session, sharing the loop, timers, executor and TLS context; they "
+                             "log in 50 at a time, and a failed login is reported without stopping the "
+                             "others (default: 1, as RESOURCE)")
 
 
 def _load_worker(name: str) -> Callable[[RunOptions], int]:
@@ -410,7 +426,8 @@ def _load_worker(name: str) -> Callable[[RunOptions], int]:
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.script is not None:
         given = [flag for flag, value in (("--resource", args.resource is not None), ("--public", args.public),
-                                          ("--maintenance", args.maintenance)) if value]
+                                          ("--maintenance", args.maintenance), ("--workers", args.workers != 1))
+                 if value]
         if given:
             _err(f"{', '.join(given)}: options of the default worker, not of a script (the script's "
                  "App(...) sets them; RESOURCE=... overrides its resource)")

@@ -142,6 +142,14 @@ class App:
     ``MemoryNetwork().transport(...)`` for tests without a server; the worker then takes its
     JID and configuration from it. ``tracer_provider``: where its OpenTelemetry spans go
     (default: the global provider, if the application installed one).
+
+    ``join_service=False``: belong to no service (join no service room; ``App.find`` and
+    ``App.api(app=...)`` elsewhere do not see this worker, which can still call services).
+    ``managed=True``: another object runs this worker's life cycle (``WorkerGroup``): the
+    constructor does not start it (``start()`` does), and it has no shutdown hook, signal
+    handlers, metrics server or loop-blocked detector of its own; a refused login never
+    ends the process. ``presence=False``: send no available presence to the server (calls
+    still arrive; see ``XmppTransport``).
     """
 
     def __init__(
@@ -159,6 +167,9 @@ class App:
         handle_signals: bool | None = None,
         transport: Transport | None = None,
         tracer_provider: TracerProvider | None = None,
+        join_service: bool = True,
+        managed: bool = False,
+        presence: bool = True,
     ) -> None:
         if transport is None:  # a module hosted by another program (the test kit) gets the host's
             transport = _runtime.hosted_transport(resource)
@@ -176,6 +187,10 @@ class App:
             if app or self.config.app:
                 raise
             self.app = None  # a resource that cannot name a service: announce nothing
+        if not join_service:
+            self.app = None
+        self.managed = managed
+        self._presence = presence
         self.accept_delayed = self.config.accept_delayed if accept_delayed is None else accept_delayed
         self.policy = AccessPolicy.create(self.config.jid, public=public, allow=self.config.allow)
         self.dispatcher = Dispatcher(self.policy, max_payload=self.config.max_payload,
@@ -201,7 +216,7 @@ class App:
         self._announcer: asyncio.TimerHandle | None = None
         self.started_at = time.time()
         self._keepalive = self.config.keepalive if keepalive is None else keepalive
-        self._exit_on_fatal = exit_on_fatal
+        self._exit_on_fatal = exit_on_fatal and not managed
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}  # (caller, request id) -> its task
         self._cancelled_by_caller: set[asyncio.Task[Any]] = set()
@@ -229,21 +244,28 @@ class App:
                 raise SystemExit(2) from None
             self.on_close(self._rest.close)
         self._metrics_server: MetricsServer | None = None
-        if self._rest is None and self.config.metrics_port:
+        if self._rest is None and self.config.metrics_port and not managed:
             self._metrics_server = MetricsServer(self.metrics, self.config.metrics_host, self.config.metrics_port)
             self.on_close(self._metrics_server.close)
         # Script style (App at import time, then run_forever): we own SIGINT/SIGTERM.
         # Inside a running loop the program around us decides, unless asked.
         self._handle_signals = not self.loop.is_running() if handle_signals is None else handle_signals
-        self.loop.call_soon_threadsafe(self._start)
+        self._handle_signals = self._handle_signals and not managed
+        if not managed:
+            self.loop.call_soon_threadsafe(self._start)
 
     # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start a ``managed`` worker (connect once the loop runs; others start by themselves).
+        Returns at once, from any thread; a second call changes nothing."""
+        self.loop.call_soon_threadsafe(self._start)
 
     def _start(self) -> None:
         if self.transport is not None or self._closing:
             return  # started already, or closed before the loop ran
         transport = self._given_transport or XmppTransport(self.config, self.resource, policy=self.policy,
-                                                           keepalive=self._keepalive)
+                                                           keepalive=self._keepalive, presence=self._presence)
         transport.on_request = self._on_request
         transport.on_message = self._on_message
         transport.on_fatal = self._on_fatal
@@ -263,9 +285,10 @@ class App:
             self._rest.start()
         if self._metrics_server is not None:
             self._spawn(self._serve_metrics(self._metrics_server))
-        if self.config.blocked_ms:  # QE_BLOCKED_MS=0: off
+        if self.config.blocked_ms and not self.managed:  # QE_BLOCKED_MS=0: off
             self._start_blocked_watch(self.config.blocked_ms)
-        _runtime.add_shutdown_hook(self.close)
+        if not self.managed:
+            _runtime.add_shutdown_hook(self.close)
         if self._handle_signals:
             _runtime.install_signal_handlers(self.loop, lambda: self.config.shutdown_timeout)
         log.info("worker %s starting (public=%s, allow=%s)", self.jid, self.public,
