@@ -4,7 +4,9 @@ Workers in one process (``bench/observability_worker.py``) on a private Prosody 
 network settings), the same ``echo`` command: ``obs-off`` has neither metrics nor a tracer
 provider, ``obs-metrics`` the metrics observer, ``obs-on`` the metrics observer and the
 OpenTelemetry SDK (a ``BatchSpanProcessor`` whose exporter drops the spans, so no network is
-measured), ``obs-unsampled`` the SDK only, called by a caller whose sampler says no. The
+measured), ``obs-unsampled`` the SDK only, called by a caller whose sampler says no; the
+"sampled" row calls ``obs-on`` from a caller that keeps 10 % of traces (``TraceIdRatioBased``),
+as production fleets sample. The
 request log is off in all. The caller (this process) calls each with its own ``Client``; the
 "on" one makes a ``CLIENT`` span per call too (same SDK set-up), so that ratio covers both
 ends of a real XMPP call. Sequential calls interleaved in blocks (``bench_bridge.latencies``)
@@ -39,13 +41,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_bridge import latencies, pct  # noqa: E402  (bench/ is on sys.path when run as a script)
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler  # noqa: E402
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased  # noqa: E402
 
 from libs.bridge import App, Client, MemoryNetwork, load_config, wait_answering  # noqa: E402
 from libs.bridge.protocol import encode_request  # noqa: E402
 from libs.devserver import DevServer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+SAMPLED = 0.1  # the "sampled" row: the share of traces a caller keeps (TraceIdRatioBased)
 BODY = {"text": "hello", "n": 42}
 
 
@@ -67,26 +70,31 @@ async def over_xmpp(seq: int, aa: bool) -> dict[str, list[float]]:
         env = {**os.environ, **server.env("worker", password), "QE_LOG_LEVEL": "WARNING", "QE_REQUEST_LOG": "off"}
         proc = await asyncio.create_subprocess_exec(sys.executable, str(HERE / "observability_worker.py"),
                                                     *(["aa"] if aa else []), env=env)
-        provider, unsampled = sdk(), sdk(ALWAYS_OFF)
+        provider, unsampled, tenth = sdk(), sdk(ALWAYS_OFF), sdk(TraceIdRatioBased(SAMPLED))
         config = load_config(server.env("worker", password))
         try:
             async with Client(config) as plain, \
                     Client(config, tracer_provider=None if aa else provider) as traced, \
-                    Client(config, tracer_provider=unsampled) as not_sampled:
-                rows = {"off": plain, "metrics": plain, "on": traced, "unsampled": not_sampled}
-                for mode in rows:
-                    await wait_answering(plain, f"{config.jid}/obs-{mode}", 20)
+                    Client(config, tracer_provider=unsampled) as not_sampled, \
+                    Client(config, tracer_provider=None if aa else tenth) as sampling:
+                # row -> (worker, caller); "sampled" calls the "on" worker, which follows the
+                # caller's decision (ParentBased), as a fleet that samples at its edge does
+                rows = {"off": ("off", plain), "metrics": ("metrics", plain), "on": ("on", traced),
+                        "sampled": ("on", sampling), "unsampled": ("unsampled", not_sampled)}
+                for worker, _client in rows.values():
+                    await wait_answering(plain, f"{config.jid}/obs-{worker}", 20)
 
-                def caller(mode: str, client: Client) -> Callable[[], Awaitable[object]]:
-                    jid = f"{config.jid}/obs-{mode}"
+                def caller(worker: str, client: Client) -> Callable[[], Awaitable[object]]:
+                    jid = f"{config.jid}/obs-{worker}"
                     return lambda: client.call(jid, "echo", BODY)
 
-                return await latencies({mode: caller(mode, client) for mode, client in rows.items()}, seq)
+                return await latencies({row: caller(*pair) for row, pair in rows.items()}, seq)
         finally:
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 20)
             provider.shutdown()
             unsampled.shutdown()
+            tenth.shutdown()
 
 
 async def in_process(calls: int) -> dict[str, float]:
@@ -188,6 +196,7 @@ async def main(args: argparse.Namespace) -> int:
     print(f"\n{'XMPP call':28} {'p50 ms':>8} {'p99 ms':>8} {'p50 vs off':>11}")
     rows = (("off", "metrics + tracing off"), ("metrics", "metrics on"),
             ("on", "off again (A/A)" if args.aa else "metrics + tracing on"),
+            ("sampled", "off again (A/A)" if args.aa else f"... {SAMPLED:.0%} of traces kept"),
             ("unsampled", "tracing on, not sampled"))
     for name, label in rows:
         print(f"{label:28} {p50[name]:8.3f} {pct(lat[name], 99):8.3f} {p50[name] / p50['off']:10.3f}x")
