@@ -357,6 +357,8 @@ async def test_poezio_runs_a_command_through_its_form(poezio_worker, prosody, ac
         await screen.wait_for("Authentication success", "Your JID is")
         await screen.type(f"/ad-hoc {worker.jid}")
         await screen.key("Enter")
+        # the list is drawn while it loads: wait for its last command before reading it
+        await screen.wait_line(lambda line: line.count("│") >= 1 and line.split("│")[1].startswith("ping "))
         listed = await screen.wait_for(f"Ad-hoc commands of JID {worker.jid}", "adjust a picture")
         nodes = [line.split("│")[1].split()[0] for line in listed.splitlines()
                  if line.count("│") >= 1 and line.split("│")[1].strip()]
