@@ -702,14 +702,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="the script's arguments (its sys.argv[1:]), options included")
     p.set_defaults(resource=None)  # None: not given (refused with a SCRIPT)
 
-    p = sub.add_parser("server", help="run a private Prosody on 127.0.0.1 for development")
+    p = sub.add_parser("server", help="run a private Prosody or ejabberd (cluster) on 127.0.0.1 for development")
     from libs import devserver
 
     devserver.add_arguments(p)  # its description and examples
     p.epilog = (p.epilog or "") + "\n" + _exit_codes((EXIT_OK, "stopped by Ctrl+C or SIGTERM"),
-                                                     (1, "Prosody failed to start, or exited unexpectedly"),
-                                                     (EXIT_USAGE, "bad usage"),
-                                                     (devserver.EXIT_NO_PROSODY, "Prosody is not installed"))
+                                                     (1, "the server failed to start, or exited unexpectedly"),
+                                                     (EXIT_USAGE, "bad usage (e.g. --nodes 2 without --engine ejabberd)"),
+                                                     (devserver.EXIT_NOT_INSTALLED, "the server is not installed"))
     p.set_defaults(func=_cmd_server)
 
     p = command("demo", "private Prosody + the default worker + a ping, all on this machine",

@@ -1,8 +1,16 @@
-"""Fixtures for tests against a real, private Prosody (see ``libs.devserver``), shared by
+"""Fixtures for tests against a real, private XMPP server (see ``libs.devserver``), shared by
 tests/integration and tests/reliability; unit tests never start a server. Also the
 Hypothesis profiles of the whole suite (below).
 
-A missing Prosody is a *failure*, not a skip: CI installs it, and a silently skipped
+The server is Prosody unless ``--xmpp-server`` (or ``QE_TEST_SERVER``) says ``ejabberd`` (one
+node) or ``ejabberd-cluster`` (two nodes; each account's clients log in on its own node,
+round-robin in registration order: ``worker`` on node 1, ``client`` on node 2, so calls cross
+nodes). The fixtures keep their historical names (``prosody``, ``fresh_prosody``) whatever
+the engine. Tests marked ``prosody_only("why")`` are skipped on ejabberd (``ejabberd_only``:
+the other way round); the ``core`` marker
+selects the suite CI runs on the ejabberd cluster too (``./run test-ejabberd``).
+
+A missing server is a *failure*, not a skip: CI installs it, and a silently skipped
 integration suite would look green while testing nothing.
 """
 
@@ -16,7 +24,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from libs.devserver import DevServer, ProsodyNotInstalled
+from libs.devserver import DevServer, EjabberdCluster, ServerNotInstalled
 
 # Hypothesis: one profile per place, chosen here, so that tests state only what they need.
 # - "ci" (the CI variable is set, as .ci/run and most CI services do): derandomized, so a
@@ -33,6 +41,33 @@ _SERVER_DIRS = tuple(Path(__file__).resolve().parent / d for d in ("integration"
 
 ACCOUNT_NAMES = ("worker", "client", "stranger")
 
+#: --xmpp-server value -> (engine, nodes)
+XMPP_SERVERS = {"prosody": ("prosody", 1), "ejabberd": ("ejabberd", 1), "ejabberd-cluster": ("ejabberd", 2)}
+
+_server_choice = "prosody"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--xmpp-server", choices=sorted(XMPP_SERVERS), default=os.environ.get("QE_TEST_SERVER") or "prosody",
+        help="the private server the integration tests run against (default: $QE_TEST_SERVER or prosody); "
+             "ejabberd-cluster is two nodes with the accounts spread over them",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _server_choice
+    choice = config.getoption("--xmpp-server", default="prosody")
+    if choice not in XMPP_SERVERS:
+        raise pytest.UsageError(f"QE_TEST_SERVER / --xmpp-server: unknown server {choice!r}; "
+                                f"choose one of {', '.join(sorted(XMPP_SERVERS))}")
+    _server_choice = choice
+
+
+def server_engine() -> str:
+    """``prosody`` or ``ejabberd``: what the session's fixtures start."""
+    return XMPP_SERVERS[_server_choice][0]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test under tests/integration and tests/reliability as ``integration`` (so
@@ -40,16 +75,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     The hook sees the whole session's items, so filter by path.
     """
+    on_prosody = server_engine() == "prosody"
     for item in items:
         parents = Path(str(item.path)).resolve().parents
         if any(d in parents for d in _SERVER_DIRS):
             item.add_marker(pytest.mark.integration)
+        only = item.get_closest_marker("prosody_only")
+        if only is not None and not on_prosody:
+            reason = only.args[0] if only.args else "relies on Prosody specifics"
+            item.add_marker(pytest.mark.skip(reason=f"Prosody only: {reason}"))
+        only = item.get_closest_marker("ejabberd_only")
+        if only is not None and on_prosody:
+            reason = only.args[0] if only.args else "needs ejabberd"
+            item.add_marker(pytest.mark.skip(reason=f"ejabberd only (--xmpp-server=ejabberd-cluster): {reason}"))
 
 
 def _new_server() -> DevServer:
+    """A new server of the session's engine (typed as ``DevServer``: ``EjabberdCluster`` offers
+    the same interface, ``libs.devserver.XmppDevServer``, and more)."""
+    engine, nodes = XMPP_SERVERS[_server_choice]
     try:
+        if engine == "ejabberd":
+            return EjabberdCluster(nodes=nodes)  # type: ignore[return-value]
         return DevServer()
-    except ProsodyNotInstalled as exc:
+    except ServerNotInstalled as exc:
         pytest.fail(str(exc), pytrace=False)
 
 
@@ -69,7 +118,8 @@ def _prosody_session() -> Iterator[tuple[DevServer, dict[str, tuple[str, str]]]]
 
 @pytest.fixture(scope="session")
 def prosody(_prosody_session: tuple[DevServer, dict[str, tuple[str, str]]]) -> DevServer:
-    """A started Prosody shared by the session, with accounts worker/client/stranger.
+    """A started server shared by the session (Prosody, or what ``--xmpp-server`` chose),
+    with accounts worker/client/stranger.
 
     Do not kill or restart it (use ``fresh_prosody``); registering extra accounts is fine.
     """
@@ -84,7 +134,8 @@ def accounts(_prosody_session: tuple[DevServer, dict[str, tuple[str, str]]]) -> 
 
 @pytest.fixture
 def fresh_prosody() -> Iterator[DevServer]:
-    """A started Prosody of the test's own (no accounts yet), for kill/restart tests."""
+    """A started server of the test's own (no accounts yet; the session's engine), for
+    kill/restart tests."""
     server = _new_server()
     try:
         server.start()

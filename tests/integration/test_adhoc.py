@@ -19,6 +19,8 @@ from slixmpp.exceptions import IqError
 from libs.bridge import APISpecs, App, load_config
 from tests.support.plain import PlainClient, plain_clients
 
+pytestmark = pytest.mark.core  # runs on every server (./run test-ejabberd: a 2-node ejabberd cluster)
+
 COMMANDS_NS = "http://jabber.org/protocol/commands"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
@@ -289,8 +291,17 @@ class Screen:
         (poezio loses characters that arrive in one burst)."""
         for i, ch in enumerate(text):
             await self.tmux("send-keys", "-t", "main", *(("Space",) if ch == " " else ("-l", ch)))
-            if ch != " ":
-                await self.wait_for(text[: i + 1].rsplit(" ", 1)[-1])
+            if ch == " ":
+                continue
+            shown = text[: i + 1].rsplit(" ", 1)[-1]
+            for _ in range(2):  # a key read while poezio handles a stanza is sometimes lost (seen on
+                try:            # ejabberd, about 1 run in 5): type it once more if it never shows
+                    await self.wait_for(shown, timeout=3)
+                    break
+                except AssertionError:
+                    await self.tmux("send-keys", "-t", "main", "-l", ch)
+            else:
+                await self.wait_for(shown)
 
 
 @pytest.fixture
@@ -343,9 +354,11 @@ async def test_poezio_runs_a_command_through_its_form(poezio_worker, prosody, ac
         command = ["env", "-u", "COLUMNS", "-u", "LINES", *env, *as_user, "poezio"]
         await screen.tmux("new-session", "-d", "-s", "main", "-x", "160", "-y", "45", " ".join(command))
         pane = int((await screen.tmux("list-panes", "-t", "main", "-F", "#{pane_pid}")).split()[0])
-        await screen.wait_for("Authentication success")
+        await screen.wait_for("Authentication success", "Your JID is")
         await screen.type(f"/ad-hoc {worker.jid}")
         await screen.key("Enter")
+        # the list is drawn while it loads: wait for its last command before reading it
+        await screen.wait_line(lambda line: line.count("│") >= 1 and line.split("│")[1].startswith("ping "))
         listed = await screen.wait_for(f"Ad-hoc commands of JID {worker.jid}", "adjust a picture")
         nodes = [line.split("│")[1].split()[0] for line in listed.splitlines()
                  if line.count("│") >= 1 and line.split("│")[1].strip()]

@@ -11,6 +11,8 @@ import pytest
 from libs.bridge import App, RemoteError, load_config
 from libs.bridge.protocol import encode_request, now_ms
 
+pytestmark = pytest.mark.core  # runs on every server (./run test-ejabberd: a 2-node ejabberd cluster)
+
 Factory = Callable[..., App]
 
 

@@ -13,6 +13,8 @@ import pytest
 from libs.bridge import Client, load_config, wait_answering
 from tests.support.scripts import EXAMPLES, ROOT, Script
 
+pytestmark = pytest.mark.core  # runs on every server (./run test-ejabberd: a 2-node ejabberd cluster)
+
 
 @pytest.fixture
 async def run_script(prosody, accounts) -> AsyncIterator:

@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from libs.bridge import APISpecs, App, Progress, load_config
+
+pytestmark = pytest.mark.core  # runs on every server (./run test-ejabberd: a 2-node ejabberd cluster)
 
 
 async def test_progress_and_cancel_over_xmpp(prosody, accounts, login) -> None:

@@ -18,6 +18,8 @@ from libs.bridge.protocol import DEFAULT_MAX_PAYLOAD, MAX_DEPTH, NS, decode_erro
 from tests.support.accounts import logged_in, new_account, xmpp_of
 from tests.support.stanzas import answer_to, api_iq, foreign_iq
 
+pytestmark = pytest.mark.core  # runs on every server (./run test-ejabberd: a 2-node ejabberd cluster)
+
 API = f"{{{NS}}}api"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 

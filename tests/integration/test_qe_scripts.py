@@ -16,6 +16,8 @@ from libs.bridge import App, MessageSpecs, load_config
 from tests.support.accounts import account_env, new_account, xmpp_of
 from tests.support.scripts import EXAMPLES, Script, qe_worker_run, start_script
 
+pytestmark = pytest.mark.core  # runs on every server (./run test-ejabberd: a 2-node ejabberd cluster)
+
 NEXUS = EXAMPLES / "qe_nexus_worker.py"
 LEGACY = EXAMPLES / "qe_legacy_channel.py"
 

@@ -15,6 +15,8 @@ import pytest
 from libs.bridge import APISpecs, App, MessageSpecs, load_config
 from tests.support.plain import PlainClient
 
+pytestmark = pytest.mark.core  # runs on every server (./run test-ejabberd: a 2-node ejabberd cluster)
+
 
 def qe_encode(doc: dict[str, Any]) -> str:  # as a QE client writes it, not with our codec
     return base64.b64encode(zlib.compress(json.dumps(doc).encode())).decode()

@@ -18,6 +18,8 @@ from libs.bridge import (
 )
 from tests.support.workers import WorkerProcess
 
+pytestmark = pytest.mark.core  # runs on every server (./run test-ejabberd: a 2-node ejabberd cluster)
+
 
 async def test_worker_comes_back_after_server_restart(fresh_prosody):
     fresh_prosody.register("worker", "wpw")

@@ -14,6 +14,8 @@ from libs.bridge import App, RemoteError, load_config, wait_answering
 from libs.scheduling import JobScheduler, JobStore, RemoteWorker
 from tests.support.workers import chat_messages, default_worker
 
+pytestmark = pytest.mark.core  # runs on every server (./run test-ejabberd: a 2-node ejabberd cluster)
+
 
 def scheduling_worker(prosody, accounts, store: Path, allow: str) -> App:
     """A non-public worker allowing ``allow`` (comma-separated bare JIDs), with a job

@@ -15,6 +15,8 @@ from libs.bridge import APISpecs, App, Client, RemoteError, load_config
 from libs.bridge.protocol import NS
 from tests.support.plain import PlainClient, plain_clients
 
+pytestmark = pytest.mark.core  # runs on every server (./run test-ejabberd: a 2-node ejabberd cluster)
+
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 BUILT_INS = ["commands", "info", "ping"]  # for everyone; "metrics" too for owner and partners

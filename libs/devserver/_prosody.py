@@ -46,49 +46,45 @@ Measured facts and quirks (Prosody 0.12.3 from Debian 12, checked with strace/op
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import re
-import secrets
-import shlex
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+from ._common import (
+    LOOPBACK,
+    ServerNotInstalled,
+    check_account,
+    check_domain,
+    check_port,
+    client_env,
+    free_port,
+    hard_stop,
+    log_tails,
+    signal_group,
+    stream_answers,
+)
 
 __all__ = [
     "ProsodyNotInstalled",
     "DevServer",
-    "serve",
-    "add_arguments",
-    "run_from_args",
 ]
 
 log = logging.getLogger(__name__)
 
 _INSTALL_HINT = "prosody not found: install it with `apt-get install -y prosody` (Debian)"
 
-#: Exit code of the CLI when Prosody is not installed.
-EXIT_NO_PROSODY = 3
-
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_DOMAIN_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
-# A deliberately conservative username alphabet: it survives Prosody's nodeprep unchanged
-# (apart from lower-casing), the shell, and the QE_JID variable.
-_USER_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
 # Rooms as workers use them: unlocked at once (no configuration form to submit first),
 # non-anonymous (every occupant sees real JIDs, status code 100), temporary (gone with the
 # last occupant), no history replayed to newcomers, and created by local accounts only.
 # Measured on Prosody 0.12.3; muc_room_default_history_length is read by mod_muc.lua there.
+# ejabberd gets the same rooms (libs.devserver._ejabberd).
 _MUC_OPTIONS = (
     "muc_room_locking = false",
     "muc_room_default_public_jids = true",
@@ -98,10 +94,9 @@ _MUC_OPTIONS = (
 )
 
 _READY_POLL = 0.02  # seconds between readiness checks; Prosody needs ~0.1 s to listen
-_LOG_TAIL_LINES = 30
 
 
-class ProsodyNotInstalled(RuntimeError):
+class ProsodyNotInstalled(ServerNotInstalled):
     """Raised when the ``prosody``/``prosodyctl`` executables cannot be found on PATH."""
 
     def __init__(self, message: str = _INSTALL_HINT) -> None:
@@ -114,14 +109,6 @@ def _which(name: str) -> str:
     if path is None:
         raise ProsodyNotInstalled()
     return path
-
-
-def _free_port(host: str) -> int:
-    """Ask the kernel for a free port (bind to port 0); there is a small race until Prosody
-    binds it, which ``start()`` detects through Prosody's log."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _lua_str(value: str | os.PathLike[str]) -> str:
@@ -138,31 +125,11 @@ def _lua_str(value: str | os.PathLike[str]) -> str:
     return "".join(out)
 
 
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    """Signal the process group we created for Prosody (its pgid is its pid: start_new_session)."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-    except PermissionError:  # pragma: no cover - only if the group changed hands
-        proc.send_signal(sig)
-
-
 def _finalize(proc_box: list[subprocess.Popen[bytes] | None], workdir: Path, owned: bool) -> None:
     """Last-resort cleanup at garbage collection / interpreter exit: never leave a Prosody running."""
     proc = proc_box[0]
     if proc is not None and proc.poll() is None:
-        _signal_group(proc, signal.SIGKILL)
+        signal_group(proc, signal.SIGKILL)
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover
@@ -179,7 +146,7 @@ class DevServer:
     ``restart()`` looks like a real server outage to connected clients.
     """
 
-    host: str = "127.0.0.1"
+    host: str = LOOPBACK
 
     def __init__(
         self,
@@ -192,11 +159,8 @@ class DevServer:
         tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
         nagle: bool = True,
     ) -> None:
-        domain = domain.strip().lower()
-        if not _DOMAIN_RE.match(domain):
-            raise ValueError(f"invalid XMPP domain: {domain!r}")
-        if port is not None and not (0 < port < 65536):
-            raise ValueError(f"invalid port: {port!r}")
+        domain = check_domain(domain)
+        check_port(port)
         if stanza_size_limit <= 0:
             raise ValueError("stanza_size_limit must be positive")
         # Fail before creating anything on disk: the message tells the user how to fix it.
@@ -204,7 +168,7 @@ class DevServer:
         self._prosodyctl = _which("prosodyctl")
 
         self.domain: str = domain
-        self.port: int = port if port is not None else _free_port(self.host)
+        self.port: int = port if port is not None else free_port(self.host)
         self.stanza_size_limit = stanza_size_limit
         self.muc = muc
         # Prosody's own default (Nagle on its sockets) unless told otherwise: what users'
@@ -388,7 +352,7 @@ class DevServer:
         if proc is None:
             return
         if proc.poll() is None:
-            _signal_group(proc, signal.SIGTERM)
+            signal_group(proc, signal.SIGTERM)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -439,12 +403,7 @@ class DevServer:
         Works whether the server runs or not: ``prosodyctl`` writes the account file directly
         and the running server reads it at the next login (measured on 0.12.3).
         """
-        if not _USER_RE.match(user):
-            raise ValueError(f"invalid username {user!r}: use letters, digits, '.', '_' or '-'")
-        if not password:
-            raise ValueError("password must not be empty")
-        if "\0" in password:
-            raise ValueError("password must not contain NUL")
+        check_account(user, password)
         self._write_config()
         t0 = time.monotonic()
         result = subprocess.run(
@@ -464,24 +423,11 @@ class DevServer:
     def env(self, user: str, password: str) -> dict[str, str]:
         """The ``QE_*`` variables that point a worker or client at this server (plain TCP)."""
         jid = user if "@" in user else f"{user.lower()}@{self.domain}"
-        return {
-            "QE_JID": jid,
-            "QE_PASSWORD": password,
-            "QE_HOST": self.host,
-            "QE_PORT": str(self.port),
-            "QE_TLS": "off",
-        }
+        return client_env(jid, password, self.host, self.port)
 
     # -- internals -------------------------------------------------------------------------
     def _hard_stop(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        _signal_group(proc, signal.SIGKILL)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
-            log.error("prosody pid %d survived SIGKILL", proc.pid)
+        hard_stop(self._proc)
 
     def _close_console(self) -> None:
         if self._console_file is not None:
@@ -497,180 +443,9 @@ class DevServer:
             return ""
 
     def _stream_answers(self, timeout: float) -> bool:
-        """Open an XMPP stream and wait for ``<stream:features>``.
-
-        A bare TCP connect is not enough: the kernel accepts into the backlog while Prosody is
-        still loading modules, and Prosody installs its SIGTERM handler only once its event
-        loop runs (a timer in mod_posix) -- a SIGTERM before that kills it without a clean
-        shutdown. A features answer proves the loop runs and our virtual host exists.
-        """
-        header = (
-            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-            "xmlns:stream='http://etherx.jabber.org/streams' version='1.0' "
-            f"to='{self.domain}'>"
-        ).encode()
-        deadline = time.monotonic() + timeout
-        try:
-            with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
-                sock.sendall(header)
-                received = b""
-                while b"</stream:features>" not in received and b"<stream:features/>" not in received:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    sock.settimeout(remaining)
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        return False
-                    received += chunk
-                ours = f"from='{self.domain}'".encode() in received
-                # Close the stream politely and wait for Prosody to hang up: a probe session
-                # still open at SIGTERM time makes Prosody's shutdown wait ~1 s for it.
-                try:
-                    sock.sendall(b"</stream:stream>")
-                    sock.settimeout(max(0.05, min(0.5, deadline - time.monotonic())))
-                    while sock.recv(65536):
-                        pass
-                except OSError:
-                    pass
-                return ours
-        except OSError:
-            return False
+        """A features answer proves Prosody's event loop runs (and with it mod_posix's SIGTERM
+        handler, installed from a timer: a SIGTERM before that kills it uncleanly)."""
+        return stream_answers(self.host, self.port, self.domain, timeout)
 
     def _log_tails(self) -> str:
-        parts = []
-        for path in (self.console_log_path, self.log_path):
-            tail = _tail(path)
-            if tail:
-                parts.append(f"--- {path} (tail) ---\n{tail}")
-        return "\n".join(parts) or "(no log output)"
-
-
-# -- CLI -----------------------------------------------------------------------------------
-
-_DESCRIPTION = """\
-Start a private, throwaway Prosody XMPP server on 127.0.0.1 for demos and tests.
-
-It runs as a child process with its own config and data in a temp directory (or --dir),
-listens on loopback only, offers no TLS, and touches nothing in /etc/prosody or
-/var/lib/prosody. For every account it prints a ready-to-paste `export QE_...` line;
-paste it in another shell to point a worker or client at this server. Ctrl+C (or SIGTERM)
-stops the server and removes the temp directory.
-"""
-
-_EPILOG = """\
-examples:
-  qe-worker server
-  qe-worker server --port 5222 --user worker:secret --user client:secret2
-  qe-worker server --dir ./.prosody   # keep accounts between runs
-"""
-
-
-def _user_spec(value: str) -> tuple[str, str]:
-    name, sep, password = value.partition(":")
-    if not sep or not name or not password:
-        raise argparse.ArgumentTypeError(f"expected NAME:PASSWORD, got {value!r}")
-    if not _USER_RE.match(name):
-        raise argparse.ArgumentTypeError(f"invalid user name {name!r}: use letters, digits, '.', '_' or '-'")
-    return name, password
-
-
-def _port(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"port out of range: {port}")
-    return port
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``server`` options to ``parser`` (lets the main CLI embed this as a subcommand)."""
-    if parser.description is None:
-        parser.description = _DESCRIPTION
-    if parser.epilog is None:
-        parser.epilog = _EPILOG
-        parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--port", type=_port, default=None,
-                        help="c2s port on 127.0.0.1 (default: a free port chosen by the OS)")
-    parser.add_argument("--domain", default="localhost",
-                        help="XMPP domain of the virtual host (default: %(default)s)")
-    parser.add_argument("--user", dest="users", action="append", type=_user_spec, default=None,
-                        metavar="NAME:PASSWORD",
-                        help="account to create (repeatable; default: 'worker' and 'client' "
-                             "with random passwords)")
-    parser.add_argument("--dir", dest="workdir", default=None, metavar="DIR",
-                        help="keep config and data in DIR (kept on exit) instead of a temp dir")
-
-
-def _export_line(env: dict[str, str]) -> str:
-    return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the server until Ctrl+C/SIGTERM. Returns the process exit code (0 on clean stop)."""
-    users: Sequence[tuple[str, str]] = args.users or [
-        ("worker", secrets.token_urlsafe(12)),
-        ("client", secrets.token_urlsafe(12)),
-    ]
-    try:
-        server = DevServer(domain=args.domain, port=args.port, workdir=args.workdir)
-    except ProsodyNotInstalled as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_NO_PROSODY
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    stop_requested = threading.Event()
-
-    def _on_signal(signum: int, frame: object) -> None:
-        stop_requested.set()
-
-    # Handle SIGINT ourselves too: a background job of a non-interactive shell starts with
-    # SIGINT ignored, so Python's KeyboardInterrupt would never fire there.
-    previous: dict[int, Any] = {}
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            previous[signum] = signal.signal(signum, _on_signal)
-        except ValueError:  # not the main thread: the caller has to stop us
-            pass
-    try:
-        try:
-            server.start()
-            for name, password in users:
-                server.register(name, password)
-        except (RuntimeError, TimeoutError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print(f"# Prosody dev server: {server.host}:{server.port}, domain {server.domain}, "
-              f"data in {server.workdir}")
-        for name, password in users:
-            print(_export_line(server.env(name, password)))
-        print("# Ctrl+C stops the server.", flush=True)
-        while not stop_requested.wait(0.5):
-            if not server.running:
-                print(f"error: prosody exited unexpectedly\n{server._log_tails()}", file=sys.stderr)
-                return 1
-        return 0
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        server.cleanup()
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-def serve(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m libs.devserver [options]``."""
-    parser = argparse.ArgumentParser(prog="qe-worker server")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return run_from_args(args)
-
-
-if __name__ == "__main__":
-    sys.exit(serve())
+        return log_tails(self.console_log_path, self.log_path)
