@@ -73,13 +73,14 @@ async def serve(config: WorkerConfig, options: DashboardOptions, stop: asyncio.E
     if token is None and not is_loopback(options.host):
         token = secrets.token_urlsafe(18)  # never serve data off loopback without one
     loop = asyncio.get_running_loop()
-    async with Client(config, resource=random_resource("dashboard"),
-                      connect_timeout=options.connect_timeout) as client:
-        model = Dashboard(own_jid=client.transport.jid, history=options.history,
-                          stale_after=max(3 * options.interval, options.interval + options.timeout))
-        changes = Changes()
-        poller = Poller(client, model, interval=options.interval, timeout=options.timeout, apps=options.apps,
-                        jids=options.jids, on_change=changes.notify)
+    client = Client(config, resource=random_resource("dashboard"), connect_timeout=options.connect_timeout)
+    model = Dashboard(own_jid=client.transport.jid, history=options.history,
+                      stale_after=max(3 * options.interval, options.interval + options.timeout))
+    changes = Changes()
+    # before logging in: the server tells a new session about the account's others at once
+    poller = Poller(client, model, interval=options.interval, timeout=options.timeout, apps=options.apps,
+                    jids=options.jids, on_change=changes.notify)
+    async with client:
         failed: asyncio.Future[Any] = loop.create_future()
 
         def on_error(reason: str) -> None:

@@ -34,7 +34,10 @@ _IDLE_FACTOR = 10  # a session of the own account that never answered is asked t
 
 class Poller:
     """Feeds ``model`` from ``client`` until ``close()``. ``apps``: services whose rooms to
-    watch; ``jids``: full JIDs to poll whatever presence says. Loop-affine."""
+    watch; ``jids``: full JIDs to poll whatever presence says. Loop-affine.
+
+    Create it before the client logs in: the server sends the presence of the account's
+    other sessions right after the login, and the hooks must be in place by then."""
 
     def __init__(self, client: Client, model: Dashboard, *, interval: float, timeout: float,
                  apps: tuple[str, ...] = (), jids: tuple[str, ...] = (),
@@ -48,6 +51,7 @@ class Poller:
         self._rooms: dict[str, str] = {}  # room JID -> service name
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closed = False
+        self._started = False
         for jid in jids:
             model.add(jid)
         transport = client.transport
@@ -68,11 +72,13 @@ class Poller:
             room = service_room(app, self.client.config.rooms_domain)
             self._rooms[room] = app
             transport.join(room, transport.jid)  # an occupant without a load: not counted as a worker
+        self._started = True
         self._sync()
 
     def _presence(self, jid: str, available: bool) -> None:
         self.model.presence(jid, available)
-        self._sync()
+        if self._started:
+            self._sync()
         self.on_change()
 
     def _occupant(self, room: str, nick: str, jid: str | None, payload: str | None, present: bool) -> None:
@@ -83,7 +89,8 @@ class Poller:
             return  # a caller watching the room (e.g. another dashboard), not a worker
         self.model.occupant(jid, announcement.app if announcement else None,
                             announcement.load if announcement else None, present)
-        self._sync()
+        if self._started:
+            self._sync()
         self.on_change()
 
     def _sync(self) -> None:

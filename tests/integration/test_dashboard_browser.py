@@ -11,6 +11,7 @@ where ``./run test`` installs it: there it fails, so that the test cannot go gre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from collections.abc import Callable
@@ -54,7 +55,7 @@ def _start_chrome(chromium: str, driver: str) -> Any:
     options = webdriver.ChromeOptions()
     options.binary_location = chromium  # Debian's: Selenium Manager must not fetch a browser
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,1000", "--no-first-run", "--disable-extensions"):
+                "--window-size=1400,1050", "--no-first-run", "--disable-extensions"):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
@@ -73,6 +74,14 @@ async def _until(browser: Any, condition: Callable[[Any], Any], what: str) -> An
                              f"{browser.find_element('tag name', 'body').text[:2000]}") from None
 
 
+def _cards(browser: Any) -> dict[str, str]:
+    """Each listed worker's status, read in one script (the page redraws between two reads)."""
+    found: dict[str, str] = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('section.worker')]"
+        ".map(s => [s.dataset.jid, s.dataset.status]));")
+    return found
+
+
 def _row(jid: str, cmd: str) -> Callable[[Any], Any]:
     """The row of ``cmd`` in the card of ``jid``: (total calls, points in its calls chart)."""
     def find(browser: Any) -> tuple[int, int] | None:
@@ -84,6 +93,22 @@ def _row(jid: str, cmd: str) -> Callable[[Any], Any]:
             " svg.querySelectorAll('polyline').length] : null;", jid, cmd)
         return None if found is None else (found[0], found[1] if found[2] else 0)
     return find
+
+
+async def _screenshot(browser: Any, client: Any, jid_one: str, jid_two: str) -> None:
+    """docs/dashboard.png: a few rounds of calls of varying rates first, each waited out by
+    its point on the page, so that the charts have lines to show."""
+    from libs.bridge import RemoteError
+
+    for rate in (5, 15, 30, 10, 25, 40, 20, 35):
+        _calls, points = _row(jid_one, "echo")(browser) or (0, 0)
+        for i in range(rate):
+            await client.call(jid_one if i % 3 else jid_two, "echo", {"i": i}, timeout=5)
+        if rate % 10 == 5:
+            with contextlib.suppress(RemoteError):
+                await client.call(jid_one, "no-such-command", timeout=5)  # errors, charted as _other
+        await _until(browser, lambda b, p=points: (r := _row(jid_one, "echo")(b)) and r[1] > p, "a new point")
+    await asyncio.to_thread(browser.save_screenshot, str(ROOT / "docs" / "dashboard.png"))
 
 
 async def test_the_page_lists_two_live_workers_and_charts_calls(
@@ -106,14 +131,8 @@ async def test_the_page_lists_two_live_workers_and_charts_calls(
             browser = await asyncio.to_thread(_start_chrome, chromium, driver)
             try:
                 await asyncio.to_thread(browser.get, url)
-                online = await _until(browser, lambda b: sorted(
-                    e.get_attribute("data-jid") for e in
-                    b.find_elements("css selector", 'section.worker[data-status="online"]')) or None,
-                    "workers online")
-                await _until(browser, lambda b: len(b.find_elements(
-                    "css selector", 'section.worker[data-status="online"]')) == 2, "two workers online")
-                assert {jid_one, jid_two} <= set(online) | {
-                    e.get_attribute("data-jid") for e in browser.find_elements("css selector", "section.worker")}
+                await _until(browser, lambda b: _cards(b).get(jid_one) == _cards(b).get(jid_two) == "online",
+                             "both workers online")
                 assert _row(jid_one, "echo")(browser) is None  # no call yet
 
                 for i in range(20):
@@ -126,11 +145,14 @@ async def test_the_page_lists_two_live_workers_and_charts_calls(
                 await _until(browser, lambda b: (r := _row(jid_one, "echo")(b)) and r[0] == 40 and r[1] > points,
                              "40 echo calls and a calls chart with more points")
                 assert _row(jid_two, "echo")(browser) is None  # the other worker got none
-                await _until(browser, lambda b: b.find_elements("css selector", "tr[data-job]"),
-                             "the scheduled job listed")
+                await _until(browser, lambda b: b.execute_script(
+                    "return document.querySelectorAll('tr[data-job]').length") == 1, "the scheduled job listed")
                 if os.environ.get("QE_DASHBOARD_SCREENSHOT"):
-                    await _until(browser, lambda b: (r := _row(jid_one, "ping")(b)) and r[1] >= 3, "ping charted")
-                    await asyncio.to_thread(browser.save_screenshot, str(ROOT / "docs" / "dashboard.png"))
+                    await _screenshot(browser, client, jid_one, jid_two)
+
+                await two.aclose()  # SIGTERM: it leaves the server, whose presence says so
+                await _until(browser, lambda b: _cards(b).get(jid_two) == "offline", "the stopped worker offline")
+                assert _cards(browser).get(jid_one) == "online"
             finally:
                 await asyncio.to_thread(browser.quit)
             dashboard.signal(15)  # SIGTERM: a clean stop

@@ -89,7 +89,9 @@
     let max = 0;
     for (const p of shown) for (const f of fields) if (p[f.index] !== null && p[f.index] > max) max = p[f.index];
     max = max > 0 ? max * 1.1 : 1;
-    const x = (i) => shown.length <= 1 ? CHART_W - 2 : 2 + (CHART_W - 4) * i / (SHOWN - 1) + (CHART_W - 4) * (SHOWN - shown.length) / (SHOWN - 1);
+    // newest point on the right; a young series fills the chart, an old one scrolls
+    const slots = Math.max(30, shown.length);
+    const x = (i) => 2 + (CHART_W - 4) * (slots - shown.length + i) / (slots - 1);
     const y = (v) => CHART_H - 2 - (CHART_H - 4) * v / max;
     for (const f of fields) {
       let run = [];
