@@ -382,7 +382,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         config = load_config()
     except ConfigError as exc:
         raise CliError(EXIT_USAGE, "config", str(exc)) from None
-    configure_logging(config.log_level if os.environ.get("QE_LOG_LEVEL") else "WARNING", config.secrets,
+    # the outcome is one line, the workers' troubles are on the page; logs only when asked for
+    configure_logging(config.log_level if os.environ.get("QE_LOG_LEVEL") else "CRITICAL", config.secrets,
                       config.log_format)
     options = DashboardOptions(host=args.host, port=args.port,
                                token=args.token or os.environ.get("QE_DASHBOARD_TOKEN") or None,
@@ -752,8 +753,9 @@ def _parser() -> argparse.ArgumentParser:
                                                        "requires a token)")
     p.add_argument("--port", type=_port_arg, default=_DASHBOARD_PORT,
                    help=f"port to serve on (default {_DASHBOARD_PORT}; 0: a free one, printed)")
-    p.add_argument("--token", default=None, help="the token the page needs (default: QE_DASHBOARD_TOKEN; "
-                                                 "off loopback a random one if neither)")
+    p.add_argument("--token", default=None, help="the token the page needs (default: QE_DASHBOARD_TOKEN, which "
+                                                 "other users cannot see in ps; off loopback a random one if "
+                                                 "neither)")
     p.add_argument("--app", metavar="NAME", type=_service_arg, action="append", default=[],
                    help="also show the workers of service NAME (repeatable)")
     p.add_argument("--jid", metavar="FULL_JID", type=_full_jid_arg, action="append", default=[],

@@ -27,7 +27,7 @@ from ._poller import Poller
 from ._web import Changes, make_app
 
 __all__ = ["DEFAULT_PORT", "Dashboard", "DashboardError", "DashboardOptions", "Point", "Poller", "WorkerState",
-           "dashboard_url", "quantile", "serve"]
+           "dashboard_url", "page_token", "quantile", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,14 @@ class DashboardOptions:
     connect_timeout: float = 10.0
 
 
+def page_token(options: DashboardOptions) -> str | None:
+    """The token the page will need: the one given, else none on loopback, else a random one
+    (never serve data off loopback without one)."""
+    if options.token is None and not is_loopback(options.host):
+        return secrets.token_urlsafe(18)
+    return options.token
+
+
 def dashboard_url(host: str, port: int, token: str | None) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
@@ -69,9 +77,7 @@ async def serve(config: WorkerConfig, options: DashboardOptions, stop: asyncio.E
     ``CallError`` when it cannot log in, ``DashboardError`` when it cannot serve."""
     from .._asgi import LoopServer
 
-    token = options.token
-    if token is None and not is_loopback(options.host):
-        token = secrets.token_urlsafe(18)  # never serve data off loopback without one
+    token = page_token(options)
     loop = asyncio.get_running_loop()
     client = Client(config, resource=random_resource("dashboard"), connect_timeout=options.connect_timeout)
     model = Dashboard(own_jid=client.transport.jid, history=options.history,

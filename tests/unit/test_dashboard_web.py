@@ -97,6 +97,18 @@ async def test_the_stream_sends_the_whole_state_then_only_new_points_and_ends_on
             await stream.__anext__()
 
 
+def test_off_loopback_there_is_always_a_token_and_the_url_carries_it() -> None:
+    from libs.dashboard import DashboardOptions, dashboard_url, page_token
+
+    assert page_token(DashboardOptions()) is None
+    assert page_token(DashboardOptions(host="::1")) is None
+    assert page_token(DashboardOptions(host="0.0.0.0", token="given")) == "given"
+    made = page_token(DashboardOptions(host="0.0.0.0"))
+    assert made and len(made) >= 20 and made != page_token(DashboardOptions(host="192.0.2.1"))
+    assert dashboard_url("0.0.0.0", 8790, made) == f"http://0.0.0.0:8790/?token={made}"
+    assert dashboard_url("::1", 80, None) == "http://[::1]:80/"
+
+
 def test_the_cli_knows_the_default_port_without_importing_the_dashboard() -> None:
     assert cli._DASHBOARD_PORT == DEFAULT_PORT
 
