@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from libs.bridge import load_config, wait_answering
 from libs.dashboard import DashboardOptions, serve
@@ -72,3 +73,17 @@ async def test_a_refused_login_is_exit_status_5(prosody: Any, accounts: dict[str
                              tmp_path / "dashboard.log") as dashboard:
         assert await dashboard.wait(20) == 5
         assert "qe-worker: " in dashboard.log() and not dashboard.lines  # no URL: it never served
+
+
+async def test_a_port_in_use_is_a_dashboard_error(prosody: Any, accounts: dict[str, tuple[str, str]]) -> None:
+    import socket
+
+    from libs.dashboard import DashboardError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        options = DashboardOptions(port=taken.getsockname()[1], interval=1.0)
+        config = load_config(prosody.env("client", accounts["client"][1]))
+        with pytest.raises(DashboardError, match="cannot listen on 127.0.0.1"):
+            await asyncio.wait_for(serve(config, options, asyncio.Event()), 20)
