@@ -81,6 +81,7 @@ class WorkerState:
     error: str | None = None  # the last poll's failure, None after a good one
     error_at: float | None = None
     answered: bool = False  # ever answered a poll
+    left_at: float | None = None  # when it was last seen leaving (monotonic), None while present
     series: dict[str, deque[Point]] = field(default_factory=dict)
     totals: dict[str, tuple[int, int]] = field(default_factory=dict)  # cmd -> (calls, errors) since start
 
@@ -88,12 +89,16 @@ class WorkerState:
 class Dashboard:
     """The workers seen and their series. ``stale_after``: seconds without a good answer
     after which a worker that still looks present shows ``stale``; ``history``: points
-    kept per command. Single-threaded: call it from one event loop."""
+    kept per command; ``forget_after``: seconds a worker that left stays listed (offline)
+    before ``prune`` drops it (those named with ``add`` stay). Single-threaded: call it from
+    one event loop; ``now`` is always the caller's monotonic clock."""
 
-    def __init__(self, *, own_jid: str = "", stale_after: float = 10.0, history: int = 300) -> None:
+    def __init__(self, *, own_jid: str = "", stale_after: float = 10.0, history: int = 300,
+                 forget_after: float = 600.0) -> None:
         self.own_jid = own_jid
         self.stale_after = stale_after
         self.history = history
+        self.forget_after = forget_after
         self.workers: dict[str, WorkerState] = {}
         self.seq = 0  # the newest point's number: views send only what a page has not seen
 
@@ -110,7 +115,7 @@ class Dashboard:
         """A worker named by the user (``--jid``): shown whatever it answers."""
         self._worker(jid, "option")
 
-    def presence(self, jid: str, available: bool) -> None:
+    def presence(self, jid: str, available: bool, now: float) -> None:
         """Another session of the own account came or left."""
         if jid == self.own_jid:
             return
@@ -119,17 +124,36 @@ class Dashboard:
             return
         worker = worker or self._worker(jid, "account")
         worker.sources.add("account")
-        worker.present = available
+        self._present(worker, available, now)
+        if not available and not self.shown(worker):
+            del self.workers[jid]  # a caller of the account that came and went: nothing to keep
 
-    def occupant(self, jid: str, service: str | None, load: int | None, present: bool) -> None:
+    def occupant(self, jid: str, service: str | None, load: int | None, present: bool, now: float) -> None:
         """A worker announced itself in a service room (``service``, ``load``), or left it."""
         if jid == self.own_jid or (not present and jid not in self.workers):
             return
         worker = self._worker(jid, "service")
-        worker.present = present
+        self._present(worker, present, now)
         if present:
             worker.service = service
             worker.load = load
+
+    @staticmethod
+    def _present(worker: WorkerState, present: bool, now: float) -> None:
+        if not present and worker.present is not False:
+            worker.left_at = now
+        elif present:
+            worker.left_at = None
+        worker.present = present
+
+    def prune(self, now: float) -> list[str]:
+        """Forget the workers that left more than ``forget_after`` seconds ago (not those named
+        with ``add``); their JIDs."""
+        gone = [jid for jid, w in self.workers.items() if w.present is False and "option" not in w.sources
+                and w.left_at is not None and now - w.left_at > self.forget_after]
+        for jid in gone:
+            del self.workers[jid]
+        return gone
 
     def failed(self, jid: str, code: str, message: str, now: float) -> None:
         """A poll of ``jid`` failed with error ``code`` (``timeout``, ``unavailable``, ...)."""
@@ -139,7 +163,7 @@ class Dashboard:
         worker.error = f"{code}: {message}" if message else code
         worker.error_at = now
         if code == "unavailable":  # the server says no such session is online
-            worker.present = False
+            self._present(worker, False, now)
 
     def sample(self, jid: str, doc: dict[str, Any], now: float) -> bool:
         """A poll of ``jid`` answered ``doc``; False (and an error noted) when ``doc`` is not
@@ -157,7 +181,7 @@ class Dashboard:
         worker.error = worker.error_at = None
         worker.answered = True
         if "account" not in worker.sources or worker.present is None:
-            worker.present = True
+            self._present(worker, True, now)
         if isinstance(doc.get("service"), str) and worker.service is None:
             worker.service = doc["service"]
         self._totals(worker, doc)

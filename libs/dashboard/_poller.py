@@ -76,7 +76,7 @@ class Poller:
         self._sync()
 
     def _presence(self, jid: str, available: bool) -> None:
-        self.model.presence(jid, available)
+        self.model.presence(jid, available, asyncio.get_running_loop().time())
         if self._started:
             self._sync()
         self.on_change()
@@ -88,7 +88,7 @@ class Poller:
         if present and announcement is None:
             return  # a caller watching the room (e.g. another dashboard), not a worker
         self.model.occupant(jid, announcement.app if announcement else None,
-                            announcement.load if announcement else None, present)
+                            announcement.load if announcement else None, present, asyncio.get_running_loop().time())
         if self._started:
             self._sync()
         self.on_change()
@@ -97,6 +97,7 @@ class Poller:
         """One polling task per worker to poll; none for those gone."""
         if self._closed:
             return
+        self.model.prune(asyncio.get_running_loop().time())
         wanted = set(self.model.to_poll())
         for jid in list(self._tasks):
             if jid not in wanted:

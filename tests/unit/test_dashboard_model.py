@@ -73,7 +73,7 @@ def test_no_point_across_a_restart_or_a_clock_that_went_back(second: dict[str, A
 
 def test_status_follows_answers_presence_and_the_server() -> None:
     model = Dashboard(stale_after=5.0)
-    model.presence(ONE, True)
+    model.presence(ONE, True, now=0.0)
     worker = model.workers[ONE]
     assert model.status(worker, 0.0) == "waiting"
     model.sample(ONE, doc(time=1.0), now=10.0)
@@ -83,10 +83,10 @@ def test_status_follows_answers_presence_and_the_server() -> None:
     assert model.status(worker, 16.0) == "stale" and worker.error == "timeout: no answer"
     model.sample(ONE, doc(time=2.0), now=17.0)
     assert model.status(worker, 17.0) == "online" and worker.error is None
-    model.presence(ONE, False)
+    model.presence(ONE, False, now=17.0)
     assert model.status(worker, 17.0) == "offline"
     assert ONE not in model.to_poll()  # not asked while it is away
-    model.presence(ONE, True)
+    model.presence(ONE, True, now=17.5)
     assert ONE in model.to_poll()
     model.failed(ONE, "unavailable", "the server says it is offline", now=18.0)
     assert model.status(worker, 18.0) == "offline"
@@ -94,10 +94,10 @@ def test_status_follows_answers_presence_and_the_server() -> None:
 
 def test_only_workers_are_listed_not_the_accounts_other_clients() -> None:
     model = Dashboard(own_jid="worker@localhost/dashboard_1")
-    model.presence("worker@localhost/dashboard_1", True)  # ourselves
-    model.presence("worker@localhost/cli_x", True)  # a caller of the same account: never answers
-    model.presence("worker@localhost/gone", False)  # left before we knew it
-    model.occupant("worker@localhost/svc", "resize", 2, True)
+    model.presence("worker@localhost/dashboard_1", True, now=0.0)  # ourselves
+    model.presence("worker@localhost/cli_x", True, now=0.0)  # a caller of the same account: never answers
+    model.presence("worker@localhost/gone", False, now=0.0)  # left before we knew it
+    model.occupant("worker@localhost/svc", "resize", 2, True, now=0.0)
     model.add("other@localhost/python")
     model.failed("worker@localhost/cli_x", "timeout", "", now=1.0)
     listed = [w["jid"] for w in model.view(now=1.0)["workers"]]
@@ -131,3 +131,21 @@ def test_views_carry_only_the_points_a_page_has_not_seen() -> None:
     [echo] = update["workers"][0]["commands"]
     assert [p[0] for p in echo["points"]] == [6] and echo["points"][0][2] == 4.0  # 4 calls in 1 s
     assert echo["last"][0] == 6
+
+
+def test_callers_that_leave_are_dropped_and_workers_that_left_are_forgotten_later() -> None:
+    model = Dashboard(forget_after=60.0)
+    model.presence("worker@localhost/cli_x", True, now=0.0)  # a `qe-worker call` of the account
+    model.presence("worker@localhost/cli_x", False, now=1.0)
+    assert "worker@localhost/cli_x" not in model.workers
+    model.presence(ONE, True, now=0.0)
+    model.sample(ONE, doc(time=1.0), now=1.0)
+    model.occupant("worker@localhost/svc", "resize", 0, True, now=0.0)
+    model.add("other@localhost/python")
+    model.failed("other@localhost/python", "unavailable", "", now=2.0)
+    model.presence(ONE, False, now=10.0)
+    model.occupant("worker@localhost/svc", None, None, False, now=20.0)
+    assert model.prune(now=70.1) == [ONE]  # left over 60 s ago; the room's worker 50 s ago
+    assert model.prune(now=80.1) == ["worker@localhost/svc"]
+    assert list(model.workers) == ["other@localhost/python"]  # named with --jid: always listed
+    assert model.status(model.workers["other@localhost/python"], 80.1) == "offline"
