@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,8 @@ async def test_the_page_lists_two_live_workers_and_charts_calls(
                 await two.aclose()  # SIGTERM: it leaves the server, whose presence says so
                 await _until(browser, lambda b: _cards(b).get(jid_two) == "offline", "the stopped worker offline")
                 assert _cards(browser).get(jid_one) == "online"
+                dashboard.signal(signal.SIGTERM)  # a clean stop, with the page's event stream open
+                assert await dashboard.wait(10) == 0, dashboard.log()
+                assert "Traceback" not in dashboard.log() and "ERROR" not in dashboard.log(), dashboard.log()
             finally:
                 await asyncio.to_thread(browser.quit)
-            dashboard.signal(15)  # SIGTERM: a clean stop
-            assert await dashboard.wait(10) == 0, dashboard.log()
