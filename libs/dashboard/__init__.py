@@ -22,6 +22,7 @@ from typing import Any
 
 from ..bridge.client import Client, random_resource
 from ..bridge.config import WorkerConfig, is_loopback
+from ..bridge.xmpp import XmppTransport
 from ._model import Dashboard, Point, WorkerState, quantile
 from ._poller import Poller
 from ._web import Changes, make_app
@@ -73,20 +74,38 @@ def dashboard_url(host: str, port: int, token: str | None) -> str:
 async def serve(config: WorkerConfig, options: DashboardOptions, stop: asyncio.Event,
                 on_ready: Callable[[str], None] = lambda url: None) -> None:
     """Log in with ``config`` (under a random resource), serve the page until ``stop`` is
-    set, then leave. ``on_ready(url)`` once the page can be opened. Raises the client's
+    set (set before the page is up, it ends the wait for the login too), then leave. ``on_ready(url)`` once the page can be opened. Raises the client's
     ``CallError`` when it cannot log in, ``DashboardError`` when it cannot serve."""
     from .._asgi import LoopServer
 
     token = page_token(options)
     loop = asyncio.get_running_loop()
-    client = Client(config, resource=random_resource("dashboard"), connect_timeout=options.connect_timeout)
+    # a long-lived session, unlike a one-off call: keepalive pings find a dead link (reconnects
+    # then rejoin the rooms and bring the account's presence again)
+    transport = XmppTransport(config, random_resource("dashboard"), keepalive=config.keepalive, fail_fast=True)
+    client = Client(config, transport=transport, connect_timeout=options.connect_timeout)
     model = Dashboard(own_jid=client.transport.jid, history=options.history,
                       stale_after=max(3 * options.interval, options.interval + options.timeout))
     changes = Changes()
     # before logging in: the server tells a new session about the account's others at once
     poller = Poller(client, model, interval=options.interval, timeout=options.timeout, apps=options.apps,
                     jids=options.jids, on_change=changes.notify)
-    async with client:
+    login = loop.create_task(client.__aenter__())
+    interrupted = loop.create_task(stop.wait())
+    try:
+        await asyncio.wait({login, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        login.cancel()
+        raise
+    finally:
+        interrupted.cancel()
+    if not login.done():  # stopped while logging in
+        login.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await login
+        return
+    login.result()  # the login's error, if it failed
+    try:
         failed: asyncio.Future[Any] = loop.create_future()
 
         def on_error(reason: str) -> None:
@@ -117,3 +136,5 @@ async def serve(config: WorkerConfig, options: DashboardOptions, stop: asyncio.E
             await poller.close()
             with contextlib.suppress(asyncio.CancelledError):
                 await started
+    finally:
+        await client.__aexit__(None, None, None)

@@ -87,3 +87,22 @@ async def test_a_port_in_use_is_a_dashboard_error(prosody: Any, accounts: dict[s
         config = load_config(prosody.env("client", accounts["client"][1]))
         with pytest.raises(DashboardError, match="cannot listen on 127.0.0.1"):
             await asyncio.wait_for(serve(config, options, asyncio.Event()), 20)
+
+
+async def test_sigint_while_the_server_does_not_answer_ends_the_wait_for_the_login(tmp_path: Path) -> None:
+    import signal
+    import socket
+
+    with socket.socket() as silent:  # accepts connections, never speaks XMPP
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.setblocking(False)
+        env = {"QE_JID": "worker@localhost", "QE_PASSWORD": "pw", "QE_HOST": "127.0.0.1",
+               "QE_PORT": str(silent.getsockname()[1]), "QE_TLS": "off"}
+        async with WorkerProcess(["-m", "libs.cli", "dashboard", "--port", "0", "--connect-timeout", "60"], env,
+                                 tmp_path / "dashboard.log") as dashboard:
+            link, _ = await asyncio.wait_for(asyncio.get_running_loop().sock_accept(silent), _WAIT_S)
+            with link:  # it is connecting, and waits for the server
+                dashboard.signal(signal.SIGINT)
+                assert await dashboard.wait(10) == 0, dashboard.log()
+            assert not dashboard.lines  # never served
