@@ -54,7 +54,7 @@ class DashboardOptions:
     timeout: float = 5.0
     apps: tuple[str, ...] = ()
     jids: tuple[str, ...] = ()
-    history: int = 300
+    history: int = 150
     connect_timeout: float = 10.0
 
 

@@ -93,7 +93,7 @@ class Dashboard:
     before ``prune`` drops it (those named with ``add`` stay). Single-threaded: call it from
     one event loop; ``now`` is always the caller's monotonic clock."""
 
-    def __init__(self, *, own_jid: str = "", stale_after: float = 10.0, history: int = 300,
+    def __init__(self, *, own_jid: str = "", stale_after: float = 10.0, history: int = 150,
                  forget_after: float = 600.0) -> None:
         self.own_jid = own_jid
         self.stale_after = stale_after
@@ -270,9 +270,14 @@ class Dashboard:
             series = worker.series.get(cmd, ())
             last = series[-1] if series else None
             calls, errors = worker.totals.get(cmd, (0, 0))
+            fresh = []
+            for point in reversed(series):  # newest first: an update stops at the first point sent before
+                if point.seq <= since:
+                    break
+                fresh.append(point.as_list())
+            fresh.reverse()
             commands.append({"cmd": cmd, "calls": calls, "errors": errors,
-                             "last": last.as_list() if last is not None else None,
-                             "points": [p.as_list() for p in series if p.seq > since]})
+                             "last": last.as_list() if last is not None else None, "points": fresh})
         jobs = doc.get("jobs") if isinstance(doc.get("jobs"), dict) else None
         requests = dict(doc["requests"]) if isinstance(doc.get("requests"), dict) else None
         if requests is not None and type(requests.get("in_flight")) is int:

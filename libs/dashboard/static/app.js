@@ -5,11 +5,11 @@
 "use strict";
 (function () {
   const SVG = "http://www.w3.org/2000/svg";
-  const CHART_W = 112, CHART_H = 30, SHOWN = 120; // points drawn per chart (the newest)
+  const CHART_W = 112, CHART_H = 30, SHOWN = 150; // points drawn per chart (the newest)
   const token = new URLSearchParams(location.search).get("token");
   const query = token ? "?token=" + encodeURIComponent(token) : "";
   const workers = new Map(); // jid -> {info, series: Map(cmd -> [[seq, t, calls, errors, p50, p99]])}
-  let history = 300;
+  let history = 150;
 
   const main = document.getElementById("workers");
   const conn = document.getElementById("conn");
