@@ -43,7 +43,8 @@ _DEFAULT_POLL_S = 30.0  # schedule --notify: how often to ask the worker whether
 _CONFIG_HELP = """\
 configuration (environment):
   QE_JID, QE_PASSWORD     account to log in with (required)
-  QE_HOST, QE_PORT        server address (default: the JID's domain, 5222)
+  QE_HOST, QE_PORT        server(s): HOST[:PORT] or a comma-separated list tried in order
+                          (default: DNS SRV of the JID's domain, else the domain; port 5222)
   QE_TLS                  required (default) | optional | off (loopback only)
   QE_ALLOW                comma-separated bare JIDs allowed to call a non-public worker
   QE_MAX_PAYLOAD          largest request or answer, in bytes on the wire (default 240000)

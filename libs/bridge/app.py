@@ -30,11 +30,13 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from opentelemetry.trace import TracerProvider
 
     from ..scheduling import JobScheduler
 
 from .. import _runtime
 from ..observability.metrics import MetricsServer, WorkerMetrics
+from ..observability.tracing import Tracing
 from ..timers import timer_stats
 from . import qewire
 from ._blocked import BlockedWatch
@@ -143,7 +145,8 @@ class App:
     (default: only when created before the loop runs) makes SIGINT/SIGTERM shut down
     gracefully and stop the loop. ``transport`` replaces the XMPP connection, e.g. with
     ``MemoryNetwork().transport(...)`` for tests without a server; the worker then takes its
-    JID and configuration from it.
+    JID and configuration from it. ``tracer_provider``: where its OpenTelemetry spans go
+    (default: the global provider, if the application installed one).
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class App:
         exit_on_fatal: bool = True,
         handle_signals: bool | None = None,
         transport: Transport | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         if transport is None:  # a module hosted by another program (the test kit) gets the host's
             transport = _runtime.hosted_transport(resource)
@@ -187,7 +191,12 @@ class App:
         self.scheduler: JobScheduler | None = None  # set by JobScheduler(self)
         self.metrics = WorkerMetrics(self)
         """This worker's Prometheus metrics (``metrics.registry``, ``metrics.render()``)."""
-        self.dispatcher.observer = self.metrics.observe
+        if self.config.metrics:  # QE_METRICS=off: nothing recorded per request
+            self.dispatcher.observer = self.metrics.observe
+        self.dispatcher.tracing = self.tracing = Tracing(tracer_provider)
+        """Where this worker's spans go (docs/operations.md, Tracing): ``tracer_provider``,
+        else OpenTelemetry's global one; no provider installed, no spans."""
+        self.dispatcher.service = self.app
         self.xmpp = _XmppHooks(self.dispatcher)
         self.nexus = Nexus(self)
         self.jid = f"{self.config.jid}/{self.resource}"
@@ -647,7 +656,8 @@ class App:
         if exec_modifier is not None:
             return await exec_modifier.submit(self, jid, cmd, body, timeout=timeout)
         return await api_call(await self._transport(), jid, cmd, body, timeout=timeout,
-                              max_payload=self.config.max_payload, app=self.app, on_progress=on_progress)
+                              max_payload=self.config.max_payload, app=self.app, on_progress=on_progress,
+                              tracing=self.tracing)
 
     @overload
     async def api(self, app: str | None = None, cmd: str = "", body: dict[str, Any] | None = None,

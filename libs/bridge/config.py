@@ -20,7 +20,10 @@ from .access import bare_jid, check_resource
 from .protocol import DEFAULT_MAX_PAYLOAD
 from .services import check_service
 
-__all__ = ["LOG_FORMATS", "TLS_MODES", "WIRE_MODES", "ConfigError", "WorkerConfig", "is_loopback", "load_config"]
+__all__ = [
+    "LOG_FORMATS", "TLS_MODES", "WIRE_MODES", "ConfigError", "WorkerConfig", "format_address", "is_loopback",
+    "load_config", "parse_servers",
+]
 
 TLS_MODES: Final = ("required", "optional", "off")
 
@@ -30,6 +33,7 @@ _FILE_KEYS: Final = {
     "password_file": "QE_PASSWORD_FILE",
     "host": "QE_HOST",
     "port": "QE_PORT",
+    "dns_server": "QE_DNS_SERVER",
     "tls": "QE_TLS",
     "ca_file": "QE_CA_FILE",
     "allow": "QE_ALLOW",
@@ -50,6 +54,7 @@ _FILE_KEYS: Final = {
     "rest_cors": "QE_REST_CORS",
     "metrics_port": "QE_METRICS_PORT",
     "metrics_host": "QE_METRICS_HOST",
+    "metrics": "QE_METRICS",
     "request_log": "QE_REQUEST_LOG",
     "log_format": "QE_LOG_FORMAT",
     "blocked_ms": "QE_BLOCKED_MS",
@@ -74,8 +79,11 @@ class WorkerConfig:
 
     jid: str
     password: str = field(repr=False)
-    host: str
+    host: str  # the first server (or the domain when ``srv``)
     port: int = 5222
+    servers: tuple[tuple[str, int], ...] = ()  # QE_HOST's list, in order; () means just (host, port)
+    srv: bool = False  # no QE_HOST: the servers come from DNS SRV (_xmpp-client._tcp.<domain>)
+    dns_server: str | None = None  # QE_DNS_SERVER: "IP" or "IP:PORT" for the SRV lookup; None: the system's
     tls: str = "required"
     ca_file: str | None = None
     allow: frozenset[str] = frozenset()
@@ -97,6 +105,7 @@ class WorkerConfig:
     rest_cors: tuple[str, ...] = ()
     metrics_port: int = 0  # 0: no metrics port of its own (App.rest serves /metrics when there is one)
     metrics_host: str = "127.0.0.1"
+    metrics: bool = True  # False: no per-request metrics (calls by command, latency)
     request_log: float = 1.0  # share of finished requests logged at INFO (0: off, 1: all)
     log_format: str = "text"
     blocked_ms: int = 100  # 0: no loop-blocked detector
@@ -105,6 +114,18 @@ class WorkerConfig:
     def secrets(self) -> tuple[str, ...]:
         """What must never reach a log line: the password and the HTTP tokens."""
         return (self.password, *(token for token, _role in self.rest_tokens))
+
+    @property
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """The servers to try, in order (with ``srv``: the fallback when DNS has no SRV record)."""
+        return self.servers or ((self.host, self.port),)
+
+    @property
+    def server_names(self) -> str:
+        """The servers for a log line or an error: ``h1:5222, [::1]:5222`` or the SRV name."""
+        if self.srv:
+            return f"_xmpp-client._tcp.{self.domain} (DNS SRV, else {format_address(self.host, self.port)})"
+        return ", ".join(format_address(h, p) for h, p in self.addresses)
 
     @property
     def domain(self) -> str:
@@ -123,6 +144,77 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets (``[::1]:5222``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bad_host(host: str) -> bool:
+    return not host or any(c.isspace() or c in "/@[]" for c in host)
+
+
+def _server(entry: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> ``(host, port)``; ValueError says why."""
+    if entry.startswith("["):
+        address, bracket, rest = entry[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IPv6 address in brackets like [::1]:5222") from None
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{entry!r} is not HOST, HOST:PORT or [IPv6]:PORT")
+        host, port_text = address, rest[1:] if rest else None
+    elif entry.count(":") > 1:
+        try:  # a bare IPv6 address: no port (as before lists); [v6]:PORT is the documented form
+            return str(ipaddress.IPv6Address(entry)), default_port
+        except ValueError:
+            pass
+        raise ValueError(f"{entry!r}: an IPv6 address needs brackets, e.g. [::1]:5222")
+    else:
+        host, colon, port_text = entry.partition(":")
+        if not colon:
+            port_text = None
+        if _bad_host(host):
+            raise ValueError(f"{entry!r} is not a host name or IP address")
+    if port_text is None:
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{entry!r}: the port {port_text!r} is not a number between 1 and 65535")
+    return host, int(port_text)
+
+
+def parse_servers(raw: str, default_port: int = 5222) -> tuple[tuple[str, int], ...]:
+    """``QE_HOST``: a comma-separated list of servers tried in order; an entry without a port
+    gets ``default_port``. ``ValueError`` (one line) for an empty entry, a bad host or port, or
+    a server listed twice (a typo more likely than a wish to try it twice in a row)."""
+    servers: list[tuple[str, int]] = []
+    seen: set[tuple[str, int]] = set()
+    for item in raw.split(","):
+        entry = item.strip()
+        if not entry:
+            raise ValueError(f"{raw.strip()!r} has an empty entry (a comma-separated list of HOST[:PORT])")
+        server = _server(entry, default_port)
+        if (server[0].lower(), server[1]) in seen:
+            raise ValueError(f"{format_address(*server)} is listed twice")
+        seen.add((server[0].lower(), server[1]))
+        servers.append(server)
+    return tuple(servers)
+
+
+def _dns_server(values: Mapping[str, str]) -> str | None:
+    """``QE_DNS_SERVER``: ``IP`` or ``IP:PORT`` (``[v6]:PORT``) of the server for the SRV lookup."""
+    raw = values.get("QE_DNS_SERVER", "").strip()
+    if not raw:
+        return None
+    try:
+        host, port = _server(raw, 53)
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError("QE_DNS_SERVER", f"{raw!r} is not an IP address with an optional port, "
+                                           "e.g. 192.0.2.53 or 127.0.0.1:5353") from None
+    return format_address(host, port)
 
 
 def _read_file(path: str) -> dict[str, str]:
@@ -224,16 +316,23 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
     if not password:
         raise ConfigError("QE_PASSWORD", "not set: the password of the account in QE_JID (or use QE_PASSWORD_FILE)")
 
-    host = values.get("QE_HOST", "").strip() or jid.split("@", 1)[1]
-    if any(c.isspace() or c in "/@" for c in host):
-        raise ConfigError("QE_HOST", f"{host!r} is not a host name or IP address")
     port = _number(values, "QE_PORT", 5222, 1, 65535, int)
+    servers: tuple[tuple[str, int], ...] = ()
+    if values.get("QE_HOST", "").strip():
+        try:
+            servers = parse_servers(values["QE_HOST"], port)
+        except ValueError as exc:
+            raise ConfigError("QE_HOST", str(exc)) from None
+        host, port = servers[0]
+    else:
+        host = jid.split("@", 1)[1]
 
     tls = values.get("QE_TLS", "required").strip().lower() or "required"
     if tls not in TLS_MODES:
         raise ConfigError("QE_TLS", f"{tls!r} is not one of {', '.join(TLS_MODES)}")
-    if tls == "off" and not is_loopback(host):
-        raise ConfigError("QE_TLS", f"'off' is only accepted for a loopback host, not {host!r} (use 'required')")
+    remote = [h for h, _ in servers or ((host, port),) if not is_loopback(h)]
+    if tls == "off" and remote:
+        raise ConfigError("QE_TLS", f"'off' is only accepted for a loopback host, not {remote[0]!r} (use 'required')")
 
     ca_file = values.get("QE_CA_FILE", "").strip() or None
     if ca_file and not Path(ca_file).is_file():
@@ -301,6 +400,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         password=password,
         host=host,
         port=port,
+        servers=servers if len(servers) > 1 else (),
+        srv=not servers and tls != "off",  # off: loopback only, so the domain itself (no DNS to trust)
+        dns_server=_dns_server(values),
         tls=tls,
         ca_file=ca_file,
         allow=allow,
@@ -322,6 +424,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         rest_cors=rest_cors,
         metrics_port=_number(values, "QE_METRICS_PORT", 0, 0, 65535, int),
         metrics_host=metrics_host,
+        metrics=_flag(values, "QE_METRICS", True),
         request_log=_request_log(values),
         log_format=log_format,
         blocked_ms=_number(values, "QE_BLOCKED_MS", 100, 0, 600_000, int),

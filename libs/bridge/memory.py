@@ -26,7 +26,7 @@ from .config import WorkerConfig
 from .errors import CallTimeout, NotConnected, RemoteError
 from .protocol import DEFAULT_MAX_PAYLOAD, ApiError, ApiResult, decode_error
 from .serial import serial_generator
-from .transport import Message, OnProgress, Transport
+from .transport import Message, OnProgress, Takeover, Transport
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
 
@@ -64,6 +64,7 @@ class MemoryNetwork:
         if previous is not None and previous is not transport:
             self._leave(previous)
             previous._taken_over()  # as a server does with a second login on one resource
+            Takeover.here().report(transport.jid)  # as the loser's farewell makes the newcomer do
         self._online[transport.jid] = transport
         for callback in list(self._watchers.get(transport.jid, ())):
             asyncio.get_running_loop().call_soon(callback)

@@ -16,6 +16,7 @@ origins. Built in: ``POST /api/{cmd}`` (the same dispatch; errors mapped to HTTP
 # annotations at run time, and fastapi is imported only when a worker serves HTTP.
 import asyncio
 import hmac
+import inspect
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any, Final
@@ -73,7 +74,13 @@ class RestServer:
         self.host = app.config.rest_host
         self.port = port
         self.tokens = tuple((token.encode(), Role(role)) for token, role in app.config.rest_tokens)
-        self.fastapi: "FastAPI" = FastAPI(title=f"qe-worker {app.jid}", version="1")
+        # FastAPI's own HTTP server span (0.165+: OpenTelemetry's HTTP conventions, W3C trace
+        # context from the headers) is the parent of the dispatcher's span; its per-operation
+        # spans (dependencies, serialisation) would only add noise around one handler call.
+        options: dict[str, Any] = {}
+        if "telemetry" in inspect.signature(FastAPI).parameters:
+            options["telemetry"] = {"tracer_provider": app.tracing.provider, "operation_spans": False}
+        self.fastapi: "FastAPI" = FastAPI(title=f"qe-worker {app.jid}", version="1", **options)
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
         self.started = asyncio.Event()

@@ -9,7 +9,10 @@ Callbacks run on the worker's event loop.
 
 from __future__ import annotations
 
+import logging
+import os
 import random
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +24,9 @@ if TYPE_CHECKING:
     from .config import WorkerConfig
 
 __all__ = ["Backoff", "Describe", "Message", "OnCancel", "OnFatal", "OnMessage", "OnOccupant", "OnPresence",
-           "OnProgress", "OnRequest", "RunCommand", "Transport"]
+           "OnProgress", "OnRequest", "RunCommand", "Takeover", "Transport"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,31 @@ class Message:
     text: str
     room: str | None = None
     delayed: bool = False
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """Where a session that lost its resource to a newer login ran: what the loser tells the
+    newcomer, so that both sides report the takeover.
+
+    Why the loser tells: servers tell only the session they replace (a ``<conflict/>`` stream
+    error); the newcomer gets a normal login (XMPP-NOTES, measured on Prosody 0.12). Two
+    processes configured with one account and resource would otherwise look healthy on the
+    side that won. Only the host name and process id travel; they are shown, never trusted.
+    """
+
+    host: str
+    pid: int
+
+    @classmethod
+    def here(cls) -> "Takeover":
+        return cls(socket.gethostname(), os.getpid())
+
+    def report(self, jid: str) -> None:
+        """The newcomer's line: a WARNING, since one of two misconfigured processes stopped."""
+        log.warning("%s took over this resource from another session (host %s, pid %d), which has "
+                    "stopped: two processes were started with the same account and resource", jid,
+                    self.host[:64], self.pid)
+
 
 OnRequest = Callable[[str, str, str | None, str], None]
 """``(iq_id, sender_full_jid, api_text, iq_type)``: an ``<api/>`` payload arrived in an IQ

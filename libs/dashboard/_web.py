@@ -17,6 +17,7 @@ the static files, which hold no data, are the only thing served without it.
 import asyncio
 import contextlib
 import hmac
+import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -84,7 +85,10 @@ def make_app(model: Dashboard, changes: Changes, clock: Callable[[], float], *, 
     if token is None and not is_loopback(host):
         raise ValueError(f"a token is required when serving on {host!r} (not a loopback address)")
     files = _static_files()
-    api = FastAPI(title="qe-worker dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    # no spans for the page's requests (FastAPI 0.165+ would emit them once a tracer provider is set)
+    options: dict[str, Any] = {"telemetry": {"tracing": False}} \
+        if "telemetry" in inspect.signature(FastAPI).parameters else {}
+    api = FastAPI(title="qe-worker dashboard", docs_url=None, redoc_url=None, openapi_url=None, **options)
     wanted = token.encode() if token is not None else None
 
     def allowed(request: Request) -> bool:

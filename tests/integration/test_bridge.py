@@ -242,9 +242,9 @@ async def test_wrong_password_is_fatal_not_retried(prosody, accounts, monkeypatc
     connects = []
     connect = XmppTransport._connect
 
-    def counting_connect(self: XmppTransport) -> None:
+    def counting_connect(self: XmppTransport, host: str, port: int) -> None:
         connects.append(self.jid)
-        connect(self)
+        connect(self, host, port)
 
     monkeypatch.setattr(XmppTransport, "_connect", counting_connect)
     jid = accounts["worker"][0]

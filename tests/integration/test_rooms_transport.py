@@ -307,3 +307,34 @@ async def test_an_occupant_the_room_put_out_joins_again(start_peer: StartPeer, p
     await b.transport.wait_joined(room, STEP)
     a.transport.send_group(room, "welcome back")
     await b.until(lambda p: p.got("welcome back"))
+
+
+async def test_a_room_we_are_in_answers_our_self_ping_as_joined(prosody: DevServer) -> None:
+    """XEP-0410 on a real Prosody: a quiet room is self-pinged at the keepalive interval, and
+    what Prosody answers means "still in" (no rejoin). (A room that vanished, the case the
+    ping is for, needs an ejabberd node to die: the rules are in tests/unit/test_xmpp_rooms.py.)"""
+    room = new_room(prosody)
+    account = new_account(prosody, "room")
+    transport = XmppTransport(load_config(account_env(prosody, account)), f"r{secrets.token_hex(3)}",
+                              keepalive=0.2, keepalive_timeout=STEP)
+    answers: list[tuple[str | None, bool]] = []
+    answered = asyncio.Event()
+    ping_answer = transport.rooms.ping_answer
+
+    def spy(room_: str, condition: str | None, now: float, **kw: Any) -> Any:
+        answers.append((condition, kw.get("answered", True)))
+        answered.set()
+        return ping_answer(room_, condition, now, **kw)
+
+    transport.rooms.ping_answer = spy  # type: ignore[method-assign]
+    transport.join(room, "quiet", None)
+    transport.start()
+    try:
+        await transport.wait_joined(room, STEP)
+        await asyncio.wait_for(answered.wait(), STEP)
+        state = transport.rooms.get(room)
+        assert state is not None and state.phase.value == "joined"
+        assert answers[0][1] is True, answers  # answered, not timed out
+        assert answers[0][0] is None, answers  # Prosody 0.12 answers the self-ping itself, with a result
+    finally:
+        await transport.close(2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from pathlib import Path
 
 from libs.bridge import Client, load_config, wait_answering
@@ -64,12 +65,19 @@ async def test_a_second_login_on_the_same_resource_ends_the_first_worker(fresh_p
         worker.log_path.parent.mkdir()
     async with first, Client(load_config(fresh_prosody.env("client", "cpw")), connect_timeout=10) as client:
         await wait_answering(client, "worker@localhost/python", 20)
+        first_pid = first.proc.pid if first.proc else 0
         async with second:
             assert await first.wait(20) == EXIT_FATAL
             assert second.running
             assert await client.call("worker@localhost/python", "ping", timeout=5) == {"pong": True, "environment": "python"}  # the newcomer
+            # the newcomer reports it too: the server told only the first, which told it on the way out
+            told = f"took over this resource from another session (host {socket.gethostname()[:64]}, pid {first_pid})"
+            async with asyncio.timeout(10):
+                while not _lines(second, told):
+                    await asyncio.sleep(0.05)  # reading another process's log: nothing to await
     took_over = _lines(first, "qe-worker: another client logged in as worker@localhost/python")
     assert len(took_over) == 1, first.log()
+    assert len(_lines(second, told)) == 1 and "WARNING" in _lines(second, told)[0], second.log()
 
 
 async def test_an_unreachable_server_is_retried_with_backoff_until_sigterm_which_exits_0(fresh_prosody, tmp_path):
@@ -90,3 +98,45 @@ async def test_an_unreachable_server_is_retried_with_backoff_until_sigterm_which
         assert await worker.wait(15) == 0
     assert 3 <= attempts <= 6, worker.log()
     assert "Traceback" not in worker.log(tail=1000)
+
+
+async def test_only_our_own_account_can_claim_to_have_held_our_resource(prosody, accounts, caplog):
+    """The takeover notice makes the newcomer log a WARNING; another account's notice is
+    ignored (it cannot have held our resource), our own account's is reported."""
+    import logging
+    import xml.etree.ElementTree as ET
+
+    from libs.bridge import App
+    from libs.bridge.protocol import NS
+    from tests.support.plain import PlainClient
+
+    seen = asyncio.Event()
+
+    class _Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "took over this resource" in record.getMessage():
+                seen.set()
+
+    handler = _Seen()
+    logging.getLogger("libs.bridge.transport").addHandler(handler)
+    app = App(resource="held", config=load_config(prosody.env("worker", accounts["worker"][1])),
+              exit_on_fatal=False, keepalive=0)
+    try:
+        await app.wait_online(10)
+
+        async def claim(name: str, resource: str, pid: str) -> None:
+            jid, password = accounts[name]
+            async with PlainClient(jid, password, prosody.host, prosody.port, resource=resource) as plain:
+                msg = plain.xmpp.make_message(mto=app.jid, mtype="headline")
+                msg.xml.append(ET.Element(f"{{{NS}}}takeover", {"host": "elsewhere", "pid": pid}))
+                msg.send()
+
+        await claim("stranger", "x", "111")
+        await claim("worker", "held.takeover-abc", "222")  # after the stranger's, on the same server
+        await asyncio.wait_for(seen.wait(), 10)
+        told = [r.getMessage() for r in caplog.records if "took over this resource" in r.getMessage()]
+        assert told == [f"{app.jid} took over this resource from another session (host elsewhere, pid 222), "
+                        "which has stopped: two processes were started with the same account and resource"]
+    finally:
+        logging.getLogger("libs.bridge.transport").removeHandler(handler)
+        await app.close()

@@ -87,7 +87,7 @@ def error_of(iq: ET.Element) -> str:
 
 @pytest.fixture
 async def make_worker(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Any]]:
-    monkeypatch.setattr(XmppTransport, "_connect", lambda self: None)  # no server here
+    monkeypatch.setattr(XmppTransport, "_connect", lambda *_: None)  # no server here
     apps: list[App] = []
 
     async def make(**env: str) -> Worker:

@@ -35,7 +35,7 @@ def assert_names(environ: dict[str, str], variable: str) -> ConfigError:
 
 def test_minimal_valid_config_and_defaults() -> None:
     config = load_config(dict(MINIMAL))
-    assert config == WorkerConfig(jid="worker@example.org", password=PASSWORD, host="example.org")
+    assert config == WorkerConfig(jid="worker@example.org", password=PASSWORD, host="example.org", srv=True)
     assert config.port == 5222
     assert config.tls == "required"
     assert config.ca_file is None
@@ -172,7 +172,7 @@ def test_tls_off_refused_for_default_host_from_jid() -> None:
 def test_tls_off_accepted_for_loopback(host: str) -> None:
     config = load_config(env(QE_TLS="Off", QE_HOST=host))
     assert config.tls == "off"
-    assert config.host == host
+    assert config.host == host.strip("[]")
 
 
 @pytest.mark.parametrize(("host", "loop"), [("localhost", True), ("127.0.0.1", True), ("::1", True),
@@ -316,6 +316,7 @@ INVALID = {  # one invalid value per variable; the test below fails when a varia
     "QE_PASSWORD_FILE": "/nonexistent/pw",
     "QE_HOST": "two words",
     "QE_PORT": "http",
+    "QE_DNS_SERVER": "dns.example.org",
     "QE_TLS": "maybe",
     "QE_CA_FILE": "/nonexistent/ca.pem",
     "QE_ALLOW": "friend-without-domain",
@@ -336,11 +337,71 @@ INVALID = {  # one invalid value per variable; the test below fails when a varia
     "QE_REST_CORS": "ui.example",
     "QE_METRICS_PORT": "65536",
     "QE_METRICS_HOST": "two words",
+    "QE_METRICS": "sometimes",
     "QE_REQUEST_LOG": "sometimes",
     "QE_LOG_FORMAT": "xml",
     "QE_BLOCKED_MS": "slow",
     "RESOURCE": "a/b",
 }
+
+
+def test_a_list_of_servers_is_kept_in_order_with_default_ports() -> None:
+    config = load_config(env(QE_HOST=" node1.example.org:5223, [::1]:5300 ,Node3.example.org,[2001:db8::1]",
+                             QE_PORT="5290"))
+    assert config.servers == (("node1.example.org", 5223), ("::1", 5300), ("Node3.example.org", 5290),
+                              ("2001:db8::1", 5290))
+    assert config.addresses == config.servers
+    assert (config.host, config.port, config.srv) == ("node1.example.org", 5223, False)
+    assert config.server_names == "node1.example.org:5223, [::1]:5300, Node3.example.org:5290, [2001:db8::1]:5290"
+
+
+def test_one_server_or_none() -> None:
+    one = load_config(env(QE_HOST="[::1]:5299"))
+    assert (one.host, one.port, one.servers, one.addresses, one.srv) == ("::1", 5299, (), (("::1", 5299),), False)
+    none = load_config(dict(MINIMAL))  # RFC 6120 §3.2: SRV of the domain, else the domain on QE_PORT
+    assert (none.srv, none.addresses) == (True, (("example.org", 5222),))
+    assert none.server_names == "_xmpp-client._tcp.example.org (DNS SRV, else example.org:5222)"
+    assert load_config(env(QE_JID="w@localhost", QE_TLS="off")).srv is False  # off: loopback, no DNS
+
+
+def test_a_toml_list_of_servers(tmp_path: Path) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text('host = ["a.example.org:5222", "b.example.org:5223"]\n')
+    config = load_config(env(QE_CONFIG=str(path)))
+    assert config.servers == (("a.example.org", 5222), ("b.example.org", 5223))
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("a.example.org:5222,,b.example.org", "empty entry"),
+    ("a.example.org,", "empty entry"),
+    ("a.example.org:0", "port '0'"),
+    ("a.example.org:65536", "port '65536'"),
+    ("a.example.org:http", "port 'http'"),
+    ("a.example.org:", "port ''"),
+    ("fe80::1::5222", "needs brackets"),
+    ("[::1", "not HOST"),
+    ("[::1]5222", "not HOST"),
+    ("[example.org]:5222", "not an IPv6 address"),
+    ("a.example.org:5222, A.example.org:5222", "listed twice"),
+    ("a.example.org, a.example.org:5222", "listed twice"),  # 5222 is the default port
+    ("user@a.example.org", "not a host name"),
+])
+def test_bad_server_lists_get_one_line_that_says_what_is_wrong(value: str, words: str) -> None:
+    assert words in str(assert_names(env(QE_HOST=value), "QE_HOST"))
+
+
+def test_tls_off_needs_every_server_on_loopback() -> None:
+    assert load_config(env(QE_HOST="127.0.0.1:5222,[::1]:5222,localhost:5223", QE_TLS="off")).tls == "off"
+    err = assert_names(env(QE_HOST="127.0.0.1:5222,xmpp.example.org", QE_TLS="off"), "QE_TLS")
+    assert "xmpp.example.org" in str(err)
+
+
+def test_dns_server() -> None:
+    assert load_config(dict(MINIMAL)).dns_server is None
+    assert load_config(env(QE_DNS_SERVER="192.0.2.53")).dns_server == "192.0.2.53:53"
+    assert load_config(env(QE_DNS_SERVER=" 127.0.0.1:5353 ")).dns_server == "127.0.0.1:5353"
+    assert load_config(env(QE_DNS_SERVER="[::1]:5353")).dns_server == "[::1]:5353"
+    assert_names(env(QE_DNS_SERVER="127.0.0.1:99999"), "QE_DNS_SERVER")
 
 
 def test_rest_settings_and_tokens_stay_secret() -> None:
@@ -388,6 +449,8 @@ def test_every_variable_with_a_bad_value_gets_one_line_naming_it(var: str, value
     ("QE_REQUEST_LOG", "0.1", "request_log", 0.1),
     ("QE_LOG_FORMAT", "JSON", "log_format", "json"),
     ("QE_BLOCKED_MS", "0", "blocked_ms", 0),
+    ("QE_METRICS", "off", "metrics", False),
+    ("QE_METRICS", "on", "metrics", True),
 ])
 def test_the_newer_variables_are_read(var: str, value: str, field: str, expected: Any) -> None:
     assert getattr(load_config(env(**{var: value})), field) == expected

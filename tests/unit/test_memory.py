@@ -158,7 +158,7 @@ async def test_wait_answering_wakes_when_the_worker_comes_online(net, make_app, 
     assert app.online
 
 
-async def test_a_second_login_on_the_resource_takes_it_over(net, make_app, connect) -> None:
+async def test_a_second_login_on_the_resource_takes_it_over(net, make_app, connect, caplog) -> None:
     reasons: list[str] = []
     first = make_app(exit_on_fatal=False)
     first._on_fatal = reasons.append  # type: ignore[method-assign]
@@ -166,6 +166,10 @@ async def test_a_second_login_on_the_resource_takes_it_over(net, make_app, conne
     second = make_app()
     await second.wait_online(1)
     assert reasons == ["another client logged in as worker@localhost/python and took over this resource"]
+    # and the newcomer says so too (on a real server, the loser's farewell message tells it)
+    told = [r for r in caplog.records if "took over this resource from another session" in r.getMessage()]
+    assert len(told) == 1 and told[0].levelname == "WARNING"
+    assert told[0].getMessage().startswith("worker@localhost/python took over")
     assert not first.online and second.online
     friend = await connect("friend@localhost")
     assert await friend.call(second.jid, "ping", timeout=2) == {"pong": True, "environment": "python"}

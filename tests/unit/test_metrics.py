@@ -186,3 +186,20 @@ async def test_the_json_form_of_metrics_has_the_same_numbers(make_app: Factory, 
     with pytest.raises(RemoteError) as refused:
         await stranger.call(app.jid, "metrics", {"format": "json"}, timeout=2)
     assert refused.value.code == "forbidden"
+
+
+async def test_qe_metrics_off_records_nothing_per_request(make_app: Factory, connect: Any, net: MemoryNetwork) -> None:
+    import dataclasses
+
+    transport = net.transport("worker@localhost/quiet", allow=["friend@localhost"])
+    app = App(transport=transport, config=dataclasses.replace(transport.config, metrics=False))
+    try:
+        await app.wait_online(1)
+        friend = await connect("friend@localhost")
+        await friend.call(app.jid, "ping", timeout=2)
+        found = samples(app.metrics.render().decode())
+        assert app.dispatcher.observer is None
+        assert not any(name.startswith(("qe_calls", "qe_call_duration")) for name, _ in found)
+        assert value(found, "qe_requests_received_total") == 1  # read from the counters at scrape time
+    finally:
+        await app.close(1)

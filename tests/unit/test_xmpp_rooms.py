@@ -27,6 +27,7 @@ from libs.bridge.xmpp._rooms import (
     Rooms,
     SendJoin,
     SendLeave,
+    SendPing,
     SendUpdate,
     instant_config,
     join_children,
@@ -511,3 +512,62 @@ def test_a_refused_join_after_a_new_session_is_tried_again_too() -> None:
     rooms.went_online(False, 1.0)
     assert rooms.presence(error_presence("conflict"), 1.0)[-1] == Refused(ROOM, "conflict", "the nick is taken in the room")
     assert phase(rooms) is Phase.PENDING
+
+
+# -- self-ping (XEP-0410): a room that vanished without a word ---------------------------------
+
+
+def test_a_quiet_room_is_self_pinged_once_until_it_answers() -> None:
+    rooms = joined()
+    assert rooms.due_pings(29.0, idle=30.0) == []  # heard from at t=0
+    assert rooms.due_pings(30.0, idle=30.0) == [SendPing(ROOM, ME)]
+    assert rooms.due_pings(90.0, idle=30.0) == []  # one out at a time
+    assert rooms.ping_answer(ROOM, None, 91.0) == []  # a result: we are in
+    assert phase(rooms) is Phase.JOINED
+    assert rooms.due_pings(120.0, idle=30.0) == []  # the answer counts as hearing from it
+    assert rooms.due_pings(121.0, idle=30.0) == [SendPing(ROOM, ME)]
+
+
+def test_traffic_from_the_room_makes_a_ping_unneeded() -> None:
+    rooms = joined()
+    rooms.presence(occupant("other", "o@localhost/x"), 25.0)
+    assert rooms.due_pings(50.0, idle=30.0) == []
+    rooms.message(groupchat("other", "hi"), 55.0)
+    assert rooms.due_pings(80.0, idle=30.0) == []
+    assert rooms.due_pings(85.0, idle=30.0) == [SendPing(ROOM, ME)]
+
+
+def test_a_self_ping_answered_not_joined_rejoins() -> None:
+    for condition in ("item-not-found", "not-acceptable"):
+        rooms = joined("load 1")
+        rooms.due_pings(30.0, idle=30.0)
+        actions = rooms.ping_answer(ROOM, condition, 31.0)
+        assert isinstance(actions[0], Note) and condition in actions[0].text
+        assert actions[1:] == [SendJoin(ROOM, ME, "load 1")]
+        assert phase(rooms) is Phase.JOINING
+
+
+def test_a_self_ping_relayed_to_us_or_unanswered_means_nothing_changed() -> None:
+    for condition in ("service-unavailable", "feature-not-implemented", "remote-server-timeout"):
+        rooms = joined()
+        rooms.due_pings(30.0, idle=30.0)
+        assert rooms.ping_answer(ROOM, condition, 31.0) == []
+        assert phase(rooms) is Phase.JOINED
+    rooms = joined()
+    rooms.due_pings(30.0, idle=30.0)
+    [note] = rooms.ping_answer(ROOM, None, 40.0, answered=False)
+    assert isinstance(note, Note) and phase(rooms) is Phase.JOINED
+    assert rooms.due_pings(40.0, idle=30.0) == [SendPing(ROOM, ME)]  # not heard from: ask again
+
+
+def test_no_self_ping_offline_or_before_joined_and_a_late_answer_is_ignored() -> None:
+    rooms = Rooms()
+    rooms.went_online(False, 0.0)
+    rooms.join(ROOM, ME, None, 0.0)
+    assert rooms.due_pings(100.0, idle=30.0) == []  # still joining
+    rooms = joined()
+    rooms.due_pings(30.0, idle=30.0)
+    rooms.went_offline()
+    assert rooms.due_pings(60.0, idle=30.0) == []
+    assert rooms.ping_answer(ROOM, "item-not-found", 61.0) == []  # about a session that is gone
+    assert rooms.ping_answer("other@conference.localhost", "item-not-found", 61.0) == []

@@ -17,7 +17,7 @@ EVENTS = list(Event)
 
 
 def session(state: State = State.IDLE, *, sessions: int = 0, **kwargs: object) -> Session:
-    s = Session(server="127.0.0.1:5222", account="w@localhost", backoff=Backoff(rand=lambda: 0.0), **kwargs)  # type: ignore[arg-type]
+    s = Session(server="127.0.0.1:5222", account="w@localhost", servers=(("127.0.0.1", 5222),), backoff=Backoff(rand=lambda: 0.0), **kwargs)  # type: ignore[arg-type]
     s.state, s.sessions = state, sessions
     return s
 
@@ -45,7 +45,7 @@ def test_start_connects_only_from_idle(state: State) -> None:
     s = session(state)
     actions = s.handle(Event.START)
     if state is State.IDLE:
-        assert actions == [Connect()] and s.state is State.CONNECTING
+        assert actions == [Connect("127.0.0.1", 5222)] and s.state is State.CONNECTING
     else:
         assert actions == [] and s.state is state
 
@@ -55,7 +55,7 @@ def test_a_retry_connects_only_while_waiting(state: State) -> None:
     s = session(state)
     actions = s.handle(Event.RETRY_DUE)
     if state is State.WAITING:
-        assert actions == [Connect()] and s.state is State.CONNECTING
+        assert actions == [Connect("127.0.0.1", 5222)] and s.state is State.CONNECTING
     else:
         assert actions == [] and s.state is state
 
@@ -85,7 +85,7 @@ def test_a_lost_link_schedules_one_retry_with_the_backoff(state: State) -> None:
     assert s.handle(Event.DISCONNECTED, detail="reset") == [Offline(), Retry(0.1, "disconnected (reset)")]
     assert s.state is State.WAITING
     assert s.handle(Event.DISCONNECTED) == []  # one retry at a time
-    assert s.handle(Event.RETRY_DUE) == [Connect()]
+    assert s.handle(Event.RETRY_DUE) == [Connect("127.0.0.1", 5222)]
     assert s.handle(Event.CONNECT_FAILED, detail="refused") == [
         Offline(), Retry(0.2, "cannot reach 127.0.0.1:5222 (refused)")]  # the next delay doubles
 

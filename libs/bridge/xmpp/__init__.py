@@ -23,7 +23,11 @@ the session alive, which slixmpp alone does not do:
 - group-chat rooms (XEP-0045) without slixmpp's plugin: the rules are ``_rooms.Rooms``
   (joined again after every new session, not after a resumption), the stanzas from rooms
   we are in are taken by the same incoming filter as API requests;
-- TLS per ``QE_TLS``: ``required`` refuses a session that is not encrypted.
+- TLS per ``QE_TLS``: ``required`` refuses a session that is not encrypted;
+- several servers (``QE_HOST`` as a list, or DNS SRV when it is not set): tried in turn per
+  the session table (``_session``), one per slixmpp ``connect()``; the TLS certificate is
+  checked against the account's domain whichever server we reach (slixmpp's STARTTLS uses
+  ``default_domain``), as a cluster's nodes all present the domain's certificate.
 
 Requests sent while offline are not queued: ``request()`` waits for the session (within the
 caller's timeout) and then sends, so a call is never replayed after its caller gave up.
@@ -32,7 +36,9 @@ caller's timeout) and then sends, so a call is never replayed after its caller g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -46,11 +52,22 @@ from ..access import AccessPolicy, bare_jid
 from ..config import WorkerConfig, is_loopback
 from ..errors import CallTimeout, NotConnected, RemoteError
 from ..protocol import NS, ApiError, ApiResult, Progress, decode_error, decode_progress, xml_safe
-from ..transport import Backoff, Describe, Message, OnFatal, OnMessage, OnOccupant, OnProgress, OnRequest, Transport
-from . import _adhoc, _compat, _disco, _rooms
-from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Retry, Session
+from ..transport import (
+    Backoff,
+    Describe,
+    Message,
+    OnFatal,
+    OnMessage,
+    OnOccupant,
+    OnProgress,
+    OnRequest,
+    Takeover,
+    Transport,
+)
+from . import _adhoc, _compat, _disco, _rooms, _srv
+from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Resolve, Retry, Session
 
-__all__ = ["XmppTransport"]
+__all__ = ["ATTEMPT_TIMEOUT", "XmppTransport"]
 
 log = logging.getLogger(__name__)
 _slixmpp_log = logging.getLogger("slixmpp.xmlstream.xmlstream")
@@ -60,13 +77,20 @@ _PING_TAG = "{urn:xmpp:ping}ping"
 _DELAY_TAG = "{urn:xmpp:delay}delay"
 _PROGRESS_TAG = f"{{{NS}}}progress"
 _CANCEL_TAG = f"{{{NS}}}cancel"
-_CONTROL_TAGS = frozenset({_PROGRESS_TAG, _CANCEL_TAG})
+_TAKEOVER_TAG = f"{{{NS}}}takeover"  # the session we replaced says where it ran (Takeover)
+_CONTROL_TAGS = frozenset({_PROGRESS_TAG, _CANCEL_TAG, _TAKEOVER_TAG})
+_FAREWELL_TIMEOUT = 3.0  # s for the session that lost its resource to tell the newcomer
 _NO_STORE_TAG = "{urn:xmpp:hints}no-store"  # XEP-0334: not for offline storage or archives
 # How long an XEP-0198 ack may wait, to cover every <r/> of that time with one <a/>. Only
 # where each read is ACKed at once by the kernel (_compat.ack_each_read); elsewhere at the end
 # of the loop pass (see XmppTransport._enable_stream_management).
 _ACK_DELAY = 0.02 if _compat.QUICKACK is not None else 0.0
 _CONFIGURE_TIMEOUT = 10.0  # s for a room we created to answer its configuration form
+ATTEMPT_TIMEOUT = 15.0
+"""Seconds a connection attempt may take until the session is up (TCP, TLS, login, resumption):
+a server host that is down without refusing (no RST: a dead machine, a firewall that drops)
+would otherwise hold the attempt for the kernel's SYN timeout (~2 min on Linux) before the
+next server of the list is tried, and a server that accepts and then says nothing, forever."""
 _ERROR_TYPES = {
     "bad-request": "modify",
     "not-acceptable": "modify",
@@ -84,6 +108,13 @@ def _room_jid(room: str) -> str:
     if not jid.user or jid.resource:
         raise ValueError(f"{room!r} is not a room's bare JID (room@conference.example.org)")
     return str(jid.bare)
+
+
+def _plain_scram(tls: str, host: str) -> bool:
+    """SCRAM without TLS only where no one can listen, decided per server (a list may mix
+    them): to a remote host, "optional" means TLS when offered and no login when not (not a
+    downgrade to plain text)."""
+    return tls == "off" or (tls == "optional" and is_loopback(host))
 
 
 def _api_text(stanza: Any) -> str | None:
@@ -153,6 +184,8 @@ class XmppTransport(Transport):
         keepalive_timeout: float = 10.0,
         backoff: Backoff | None = None,
         fail_fast: bool = False,
+        srv_lookup: _srv.Lookup | None = None,
+        attempt_timeout: float = ATTEMPT_TIMEOUT,
     ) -> None:
         self.config = config
         self.jid = f"{config.jid}/{resource}"
@@ -171,8 +204,13 @@ class XmppTransport(Transport):
         # the reconnect / resume / give-up rules: a pure table (_session.py); we report
         # slixmpp's events to it and carry out what it answers (_apply)
         self.session = Session(
-            server=f"{config.host}:{config.port}", account=config.jid, require_tls=config.tls == "required",
-            fail_fast=fail_fast, auth_grace=config.auth_grace, backoff=backoff or Backoff())
+            server=config.server_names, account=config.jid, servers=config.addresses, srv=config.srv,
+            require_tls=config.tls == "required", fail_fast=fail_fast, auth_grace=config.auth_grace,
+            backoff=backoff or Backoff())
+        # DNS SRV (config.srv): injectable for tests; else aiodns, at QE_DNS_SERVER if set
+        self._srv_lookup = srv_lookup or _srv.aiodns_lookup(config.dns_server)
+        self.attempt_timeout = attempt_timeout
+        self._attempt_timer: asyncio.TimerHandle | None = None
         self.resumable = False  # XEP-0198 enabled with resumption on the current stream
         self.pings_answered = 0  # keepalive pings the server answered (each proves the link alive)
         self.pings_late = 0  # pings not answered in time while the server acknowledged our stanzas
@@ -181,6 +219,7 @@ class XmppTransport(Transport):
         self._session_changed = asyncio.Condition()
         self._retry: asyncio.TimerHandle | None = None
         self._closed = False  # close() ran (the session may have failed before)
+        self._farewell: asyncio.Task[None] | None = None  # _tell_newcomer, after a conflict
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._log_limit = LogLimit()  # lines that other people's traffic causes
@@ -223,22 +262,25 @@ class XmppTransport(Transport):
         if self.keepalive > 0:
             self._spawn(self._keepalive_loop())
 
-    def _make_client(self) -> slixmpp.ClientXMPP:
+    def _new_client(self, jid: str) -> slixmpp.ClientXMPP:
+        """A slixmpp client for ``jid`` that connects and logs in as our configuration says
+        (TLS, SCRAM without TLS only to loopback, CA file), with none of our handlers."""
         cfg = self.config
-        client = slixmpp.ClientXMPP(self.jid, cfg.password)
-        if cfg.stream_management:
-            self._enable_stream_management(client)
+        client = slixmpp.ClientXMPP(jid, cfg.password)
         client.auto_authorize = None  # we decide, in _on_subscribe
         client.auto_subscribe = False
         client.enable_direct_tls = False
         client.enable_starttls = cfg.tls != "off"
         client.enable_plaintext = True  # TCP first; STARTTLS upgrades it unless tls=off
-        if cfg.tls == "off" or (cfg.tls == "optional" and is_loopback(cfg.host)):
-            # SCRAM without TLS only where no one can listen: to a remote host, "optional"
-            # means TLS when offered and no login when not (not a downgrade to plain text)
-            client.plugin["feature_mechanisms"].unencrypted_scram = True
+        client.plugin["feature_mechanisms"].unencrypted_scram = _plain_scram(cfg.tls, cfg.host)  # set again per server
         if cfg.ca_file:
             client.ca_certs = Path(cfg.ca_file)
+        return client
+
+    def _make_client(self) -> slixmpp.ClientXMPP:
+        client = self._new_client(self.jid)
+        if self.config.stream_management:
+            self._enable_stream_management(client)
         client.add_event_handler("session_start", self._on_session_start)
         client.add_event_handler("session_resumed", self._on_session_resumed)
         client.add_event_handler("disconnected", self._on_disconnected)
@@ -289,11 +331,16 @@ class XmppTransport(Transport):
     def _carry_out(self, action: Action) -> None:
         client = self._client
         if isinstance(action, Connect):
-            self._connect()
+            # not from inside slixmpp's connect loop, which reports a failed attempt to us and
+            # would take a new attempt started there for its own to reschedule
+            asyncio.get_running_loop().call_soon(self._connect, action.host, action.port)
+        elif isinstance(action, Resolve):
+            self._spawn(self._resolve())
         elif isinstance(action, Retry):
             log.log(action.level, "%s: %s; reconnecting in %.1f s", self.jid, action.why, action.delay)
             self._retry = asyncio.get_running_loop().call_later(action.delay, self._retry_due)
         elif isinstance(action, Online):
+            self._end_attempt_timer()
             if not action.resumed and client is not None:
                 client.send_presence()
             # a new session has lost every room server-side; a resumed one kept them
@@ -322,10 +369,45 @@ class XmppTransport(Transport):
             if self.on_fatal is not None:
                 self.on_fatal(action.reason)
 
-    def _connect(self) -> None:
-        if self._client is not None:
-            log.debug("connecting %s to %s:%s", self.jid, self.config.host, self.config.port)
-            self._client.connect(self.config.host, self.config.port)
+    def _connect(self, host: str, port: int) -> None:
+        client = self._client
+        if client is None or self._closed or self.session.current != (host, port):
+            return  # closed, or superseded meanwhile
+        client.plugin["feature_mechanisms"].unencrypted_scram = _plain_scram(self.config.tls, host)
+        log.debug("connecting %s to %s:%s", self.jid, host, port)
+        self._end_attempt_timer()
+        if self.attempt_timeout > 0:
+            self._attempt_timer = asyncio.get_running_loop().call_later(
+                self.attempt_timeout, self._attempt_timed_out, host, port)
+        client.connect(host, port)
+
+    def _end_attempt_timer(self) -> None:
+        if self._attempt_timer is not None:
+            self._attempt_timer.cancel()
+            self._attempt_timer = None
+
+    def _attempt_timed_out(self, host: str, port: int) -> None:
+        """No session within ``attempt_timeout``: the server counts as unreachable (no TCP
+        yet) or as having dropped us (connected, but the login did not finish), and the
+        session table moves on to the next server."""
+        self._attempt_timer = None
+        client = self._client
+        if client is None or self.session.current != (host, port) or self.online or self._closed or self.fatal:
+            return
+        why = f"no session within {self.attempt_timeout:g} s"
+        if client.transport is None:
+            client.cancel_connection_attempt()
+            self._apply(Event.CONNECT_FAILED, detail=why)
+        else:
+            client.disconnect_reason = why
+            client.abort()  # a DISCONNECTED event follows
+
+    async def _resolve(self) -> None:
+        """The servers of our domain from DNS SRV, reported to the session table."""
+        servers = await _srv.servers_for(self.config.domain, self._srv_lookup)
+        if servers:
+            log.debug("%s: DNS SRV gives %s", self.jid, ", ".join(f"{h}:{p}" for h, p in servers))
+        self._apply(Event.RESOLVED, servers=servers)
 
     def _retry_due(self) -> None:
         self._retry = None
@@ -336,10 +418,14 @@ class XmppTransport(Transport):
             return
         self._closed = True
         self._apply(Event.CLOSE)
+        self._end_attempt_timer()
         if self._retry is not None:
             self._retry.cancel()
         for task in list(self._tasks):
             task.cancel()
+        if self._farewell is not None:
+            await asyncio.wait({self._farewell}, timeout=_FAREWELL_TIMEOUT)
+            self._farewell.cancel()
         self.rooms.went_offline()
         for timer in self._room_timers.values():
             timer.cancel()
@@ -424,9 +510,41 @@ class XmppTransport(Transport):
     def _on_stream_error(self, error: Any) -> None:
         condition = error["condition"]
         if condition == "conflict":
+            if self._farewell is None and not self._closed:
+                self._farewell = asyncio.get_running_loop().create_task(self._tell_newcomer())
             self._apply(Event.CONFLICT, detail=self.jid)
         else:
             log.warning("%s: stream error %s %s", self.jid, condition, error["text"])
+
+    async def _tell_newcomer(self) -> None:
+        """Log in once more under a resource of our own and tell the session that replaced
+        ours where we ran (``Takeover``): the server tells only us. Best effort, bounded, on
+        the way out; ``close`` waits for it."""
+        jid = JID(self.jid)
+        client = self._new_client(f"{jid.bare}/{jid.resource or 'qe'}.takeover-{secrets.token_hex(3)}")
+        told = asyncio.Event()
+        here = Takeover.here()
+
+        def _started(_event: Any) -> None:
+            msg = client.make_message(mto=jid, mtype="headline")
+            msg.xml.append(ET.Element(_TAKEOVER_TAG, {"host": here.host, "pid": str(here.pid)}))
+            msg.xml.append(ET.Element(_NO_STORE_TAG))
+            msg.send()
+            told.set()
+
+        client.add_event_handler("session_start", _started)
+        host, port = self.session.home or self.config.addresses[0]  # where the newcomer took our place
+        client.plugin["feature_mechanisms"].unencrypted_scram = _plain_scram(self.config.tls, host)
+        client.connect(host, port)
+        try:
+            await asyncio.wait_for(told.wait(), _FAREWELL_TIMEOUT)
+            await asyncio.wait_for(client.disconnect(wait=1.0), _FAREWELL_TIMEOUT)
+        except TimeoutError:
+            log.info("%s: could not tell the session that took over our resource where we ran", self.jid)
+        finally:
+            client.cancel_connection_attempt()
+            client.abort()
+            _compat.end_send_task(client)
 
     async def wait_online(self, timeout: float) -> None:
         if self.fatal:
@@ -436,9 +554,7 @@ class XmppTransport(Transport):
         try:
             await asyncio.wait_for(self._online.wait(), timeout)
         except TimeoutError:
-            raise NotConnected(
-                f"not connected to {self.config.host}:{self.config.port} within {timeout:g} s"
-            ) from None
+            raise NotConnected(f"not connected to {self.config.server_names} within {timeout:g} s") from None
         if self.fatal:
             raise self.session.fatal_kind(self.fatal)
 
@@ -457,6 +573,8 @@ class XmppTransport(Transport):
             client = self._client
             if client is None or not self.online:
                 continue
+            # rooms we have not heard from for as long: are we still in? (_rooms: self-ping)
+            self._do_rooms(self.rooms.due_pings(asyncio.get_running_loop().time(), self.keepalive))
             iq = client.make_iq_get(ito=self.config.domain)
             iq.xml.append(ET.Element(_PING_TAG))
             acked = _acked(client)
@@ -679,6 +797,13 @@ class XmppTransport(Transport):
             callback = self._progress.get(iq_id)
             if entry is not None and callback is not None and JID(xml.get("from", "")) == JID(entry[0]):
                 callback(progress.text or "")
+            return True
+        takeover = xml.find(_TAKEOVER_TAG)
+        if takeover is not None:
+            # only our own account can have held our resource; anyone else's claim is noise
+            if JID(xml.get("from", "")).bare == JID(self.jid).bare:
+                with contextlib.suppress(ValueError):
+                    Takeover(takeover.get("host", "?"), int(takeover.get("pid", ""))).report(self.jid)
             return True
         cancel = xml.find(_CANCEL_TAG)
         if cancel is not None:
@@ -918,6 +1043,8 @@ class XmppTransport(Transport):
                 action.when, self._room_flush_due, action.room)
         elif isinstance(action, _rooms.Configure):
             self._spawn(self._configure_room(action.room))
+        elif isinstance(action, _rooms.SendPing):
+            self._spawn(self._self_ping(action.room, action.nick))
         elif isinstance(action, _rooms.Joined):
             log.info("%s joined %s", self.jid, action.room)
             self._wake_room_waiters(action.room, None)
@@ -946,6 +1073,21 @@ class XmppTransport(Transport):
                 log.warning("%s: %s refused its configuration form (%s); occupants may not see real JIDs",
                             self.jid, room, answer["error"]["condition"])
         self._do_rooms(self.rooms.configured(room, asyncio.get_running_loop().time()))
+
+    async def _self_ping(self, room: str, nick: str) -> None:
+        """XEP-0410: ping our own occupant JID; the room answers for us, or relays it to us."""
+        assert self._client is not None
+        occupant = f"{room}/{nick}"
+        iq = self._client.make_iq_get(ito=occupant)
+        iq.xml.append(ET.Element(_PING_TAG))
+        try:
+            answer = await self._send_iq(iq, occupant, self.keepalive_timeout)
+        except TimeoutError:
+            actions = self.rooms.ping_answer(room, None, asyncio.get_running_loop().time(), answered=False)
+        else:
+            condition = answer["error"]["condition"] if answer.xml.get("type") == "error" else None
+            actions = self.rooms.ping_answer(room, condition, asyncio.get_running_loop().time())
+        self._do_rooms(actions)
 
     def _wake_room_waiters(self, room: str, error: Callable[[], Exception] | None) -> None:
         """End every ``wait_joined`` on ``room``: returned (``error`` None) or raising a fresh

@@ -19,7 +19,14 @@ A room's phase::
 ``JOINED`` goes back to ``JOINING`` (a rejoin, with the same nick and the latest payload)
 after every new session, and when the room shows it no longer has us: our own unavailable
 presence that we did not ask for, or an ``item-not-found``/``not-acceptable`` error from
-the room's bare JID (an ejabberd node that crashed took the room with it). A rejoin keeps
+the room's bare JID (an ejabberd node that crashed took the room with it).
+
+A room can also vanish without a word: an ejabberd node killed with its rooms tells no
+occupant on the other nodes, and a worker that only listens would never send anything that
+bounces. So a room we have not heard from for a while is asked with a self-ping (XEP-0410:
+an IQ ping to our own occupant JID, ``due_pings``); ``item-not-found`` or ``not-acceptable``
+means we are not in and we rejoin; any other answer (a result, or ``service-unavailable`` /
+``feature-not-implemented`` relayed from ourselves) means we are; no answer proves nothing. A rejoin keeps
 the occupants it knew until the room has listed them again, then reports only those that
 are gone, so a reconnect does not flap every occupant. A resumed session (XEP-0198) keeps
 its rooms: nothing is sent then, except what was asked for while offline.
@@ -69,6 +76,7 @@ __all__ = [
     "Rooms",
     "SendJoin",
     "SendLeave",
+    "SendPing",
     "SendUpdate",
     "instant_config",
     "join_children",
@@ -334,7 +342,16 @@ class Note:
     text: str
 
 
-Action = SendJoin | SendUpdate | SendLeave | FlushAt | Configure | Occupant | Joined | Refused | Deliver | Note
+@dataclass(frozen=True, slots=True)
+class SendPing:
+    """An IQ ping to ``room/nick`` (XEP-0410); call ``Rooms.ping_answer`` with the result."""
+
+    room: str
+    nick: str
+
+
+Action = (SendJoin | SendUpdate | SendLeave | SendPing | FlushAt | Configure | Occupant | Joined | Refused | Deliver
+          | Note)
 
 _INFO, _WARNING = 20, 30  # logging levels, without importing logging into a pure module
 
@@ -364,6 +381,8 @@ class Room:
     _sent_payload: str | None = None  # what our last presence to the room carried
     _sent_at: float = -math.inf  # loop time of that presence
     _flush_at: float | None = None  # a coalesced update is scheduled for then
+    _heard_at: float = -math.inf  # loop time of the last stanza from the room (or proof we are in)
+    _pinging: bool = False  # a self-ping is out
 
 
 class Rooms:
@@ -463,6 +482,35 @@ class Rooms:
 
     def went_offline(self) -> None:
         self.online = False
+        for r in self:
+            r._pinging = False  # an answer that comes now proves nothing about the next session
+
+    def due_pings(self, now: float, idle: float) -> list[Action]:
+        """Self-pings for the rooms we are in and have not heard from for ``idle`` s."""
+        if not self.online:
+            return []
+        actions: list[Action] = []
+        for r in self:
+            if r.phase is Phase.JOINED and not r._pinging and now - r._heard_at >= idle:
+                r._pinging = True
+                actions.append(SendPing(r.jid, r.nick))
+        return actions
+
+    def ping_answer(self, room: str, condition: str | None, now: float, *, answered: bool = True) -> list[Action]:
+        """What the self-ping to ``room`` got: a result (``condition`` None) or an error
+        condition; ``answered`` False if nothing came in time."""
+        r = self._rooms.get(room)
+        if r is None or not r._pinging:
+            return []
+        r._pinging = False
+        if r.phase is not Phase.JOINED:
+            return []
+        if not answered:
+            return [Note(_INFO, f"{r.jid} did not answer our self-ping; asking again later")]
+        if condition in _VANISHED:
+            return self._lost(r, now, f"it answered our self-ping with {condition}")
+        r._heard_at = now
+        return []
 
     # -- what the rooms say ------------------------------------------------------------------
 
@@ -470,6 +518,7 @@ class Rooms:
         r = self._rooms.get(p.room)
         if r is None:
             return []
+        r._heard_at = now
         if p.kind == "error":
             return self._presence_error(r, p, now)
         if r.phase is Phase.FAILED:
@@ -489,6 +538,8 @@ class Rooms:
         r = self._rooms.get(m.room)
         if r is None or r.phase is Phase.FAILED:
             return []
+        if m.kind != "error":
+            r._heard_at = now
         if m.kind == "error":
             if not m.nick and m.condition in _VANISHED and r.phase is Phase.JOINED:
                 return self._lost(r, now, f"it answered a message with {m.condition}")
