@@ -106,7 +106,8 @@ async def test_commands_are_listed_with_the_features_xep_0050_requires(worker, a
                                                  "info": "this worker's JID, version, uptime, commands and request "
                                                  "counters",
                                                  "metrics": "this worker's Prometheus metrics: {\"text\": "
-                                                 "<text exposition>} (owner and partners only)",
+                                                 "<text exposition>}; with {\"format\": \"json\"} the same "
+                                                 "numbers as JSON (owner and partners only)",
                                                  "paint": "paint a picture",
                                                  "ping": "QE's liveness check: {\"pong\": true, \"environment\": "
                                                  "\"python\"}"}

@@ -146,6 +146,48 @@ async def test_command_labels_stay_bounded(make_app: Factory, connect: Any) -> N
     assert value(samples(app.metrics.render().decode()), "qe_calls_total", cmd=OTHER, outcome="ok") == 20
 
 
+async def test_the_json_form_of_metrics_has_the_same_numbers(make_app: Factory, connect: Any, tmp_path: Any) -> None:
+    from libs.observability.metrics import BUCKETS
+    from libs.scheduling import JobScheduler, JobStore
+
+    app = make_app(public=True)
+    JobScheduler(app, JobStore(tmp_path / "jobs.sqlite3"))
+
+    @app.command("add")
+    async def add(x: int, y: int) -> dict[str, Any]:
+        return {"sum": x + y}
+
+    await app.wait_online(1)
+    friend = await connect("friend@localhost")
+    for i in range(3):
+        await friend.call(app.jid, "add", {"x": i, "y": 1}, timeout=2)
+    with pytest.raises(RemoteError):
+        await friend.call(app.jid, "add", {"x": "wide"}, timeout=2)
+    owner = await connect("worker@localhost")
+    job = await owner.call(app.jid, "schedule", {"cmd": "ping", "trigger": {"every": "1h"}}, timeout=2)
+
+    doc = await friend.call(app.jid, "metrics", {"format": "json"}, timeout=2)
+    assert doc["format"] == "json" and doc["version"] == 1 and doc["jid"] == app.jid
+    assert doc["service"] == "python" and doc["started_at"] == app.started_at
+    assert doc["calls"]["add"] == {"ok": 3, "bad-request": 1}
+    assert doc["latency"]["buckets"] == list(BUCKETS)
+    counts = doc["latency"]["commands"]["add"]["counts"]
+    assert len(counts) == len(BUCKETS) + 1 and sum(counts) == 4
+    assert doc["requests"]["received"] >= 5 and doc["requests"]["in_flight"] == 1  # this very call
+    assert doc["jobs"]["count"] == 1 and "list" not in doc["jobs"]  # a partner: counts only
+    mine = await owner.call(app.jid, "metrics", {"format": "json"}, timeout=2)
+    [entry] = mine["jobs"]["list"]
+    assert entry["job"] == job["job"] and entry["cmd"] == "ping" and entry["next_run"]
+    assert "text" in await friend.call(app.jid, "metrics", {"format": "text"}, timeout=2)
+    with pytest.raises(RemoteError) as bad:
+        await friend.call(app.jid, "metrics", {"format": "xml"}, timeout=2)
+    assert bad.value.code == "bad-request"
+    stranger = await connect("stranger@elsewhere")
+    with pytest.raises(RemoteError) as refused:
+        await stranger.call(app.jid, "metrics", {"format": "json"}, timeout=2)
+    assert refused.value.code == "forbidden"
+
+
 async def test_qe_metrics_off_records_nothing_per_request(make_app: Factory, connect: Any, net: MemoryNetwork) -> None:
     import dataclasses
 

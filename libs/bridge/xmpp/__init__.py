@@ -306,6 +306,8 @@ class XmppTransport(Transport):
         client.add_event_handler("ssl_invalid_chain", self._on_untrusted_certificate)
         client.add_event_handler("message", self._on_message)
         client.add_event_handler("presence_subscribe", self._on_subscribe)
+        client.add_event_handler("presence_available", self._on_presence)
+        client.add_event_handler("presence_unavailable", self._on_presence)
         # Last of the incoming filters (after XEP-0198 has counted the stanza): API requests
         # and answers to our own calls are taken here, before slixmpp tests the stanza
         # against every handler it has.
@@ -838,6 +840,15 @@ class XmppTransport(Transport):
         element = ET.Element(_PROGRESS_TAG, {"id": iq_id})
         element.text = payload
         self._send_control(to, element)
+
+    def _on_presence(self, presence: Any) -> None:
+        """``on_presence`` for the other sessions of our own account (rooms' presences never
+        get here: the incoming filter takes them)."""
+        if self.on_presence is None:
+            return
+        sender = str(presence["from"])
+        if "/" in sender and sender != self.jid and bare_jid(sender) == bare_jid(self.jid):
+            self.on_presence(sender, presence["type"] != "unavailable")
 
     def _on_subscribe(self, presence: Any) -> None:
         assert self._client is not None
