@@ -1,6 +1,7 @@
 """Prometheus metrics of a worker on a ``MemoryNetwork``: the families carry the right values
 after some calls; each App has its own registry; strangers read no internals (``info``,
-``metrics``); label values stay bounded whatever names callers send."""
+``metrics``); label values stay bounded whatever names callers send; timer counts stay exact
+when the timers sample lateness."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from libs.bridge import App, MemoryNetwork, ProtocolError, RemoteError
 from libs.observability.metrics import MAX_COMMANDS, OTHER
+from libs.timers import SetIntervalSafe
+from libs.timers._stats import BUSY_BATCH
+from libs.timers.virtual import VirtualClock
 
 Factory = Callable[..., App]
 
@@ -144,3 +148,17 @@ async def test_command_labels_stay_bounded(make_app: Factory, connect: Any) -> N
     cmds = {dict(labels)["cmd"] for name, labels in samples(app.metrics.render().decode()) if name == "qe_calls_total"}
     assert len(cmds) == MAX_COMMANDS + 1 and OTHER in cmds
     assert value(samples(app.metrics.render().decode()), "qe_calls_total", cmd=OTHER, outcome="ok") == 20
+
+
+async def test_timer_counts_stay_exact_when_lateness_is_sampled(make_app: Factory) -> None:
+    # 32 intervals due together: batches big enough that lateness is sampled (every 8th run)
+    app = make_app()
+    with VirtualClock() as clock:
+        for _ in range(2 * BUSY_BATCH):
+            SetIntervalSafe(lambda: None, 10).start()
+        assert await clock.advance(0.205) == 20 * 2 * BUSY_BATCH
+        found = samples(app.metrics.render().decode())
+    assert value(found, "qe_timers", kind="interval") == 2 * BUSY_BATCH
+    assert value(found, "qe_timer_runs") == 20 * 2 * BUSY_BATCH
+    assert value(found, "qe_timer_missed") == 0
+    assert value(found, "qe_timer_lateness_seconds", quantile="0.99") == pytest.approx(0.5e-6)  # on time: 0-1 us
