@@ -48,8 +48,8 @@ def spec_of(scenario: str, key: str, args: argparse.Namespace) -> dict[str, Any]
 def run_scenario(scenario: str, keys: list[str], args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     what = f"{args.n:,} one-second intervals" if scenario == "scale" else "one 10 ms interval, idle loop"
     print(f"### {scenario}: {what}, {args.rounds} round(s)\n")
-    print("| round | implementation | p50 (ms) | p99 (ms) | max (ms) | ticks / expected | RSS (MB) |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print("| round | implementation | p50 (ms) | p99 (ms) | max (ms) | ticks / expected | RSS (MB) | CPU / tick (us) |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     runs: dict[str, list[dict[str, Any]]] = {key: [] for key in keys}
     for r in range(1, args.rounds + 1):
         for key in keys:
@@ -58,29 +58,34 @@ def run_scenario(scenario: str, keys: list[str], args: argparse.Namespace) -> di
             busy = "*" if res.get("busy_before", 0.0) > bench_timers.QUIET else ""
             if "error" in res or "p99_ms" not in res:
                 why = res.get("error", "no tick measured")
-                print(f"| {r}{busy} | {name} | error: {why} | | | | |", flush=True)
+                print(f"| {r}{busy} | {name} | error: {why} | | | | | |", flush=True)
                 continue
             runs[key].append(res)
             expected = res.get("expected", res["ticks"])
-            rss = res.get("rss_mb")
+            rss, cpu = res.get("rss_mb"), res.get("cpu_us_per_tick")
             print(
                 f"| {r}{busy} | {name} | {res['p50_ms']:.3f} | {res['p99_ms']:.3f} | {res['max_ms']:.1f}"
-                f" | {res['ticks']:,} / {expected:,} | {'' if rss is None else f'{rss:.1f}'} |",
+                f" | {res['ticks']:,} / {expected:,} | {'' if rss is None else f'{rss:.1f}'}"
+                f" | {'' if cpu is None else f'{cpu:.2f}'} |",
                 flush=True,
             )
     print()
     limit = LIMITS[scenario]
-    print(f"| implementation | runs | median p50 (ms) | median p99 (ms) | best p99 (ms) | runs with p99 <= {limit:g} ms |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| implementation | runs | median p50 (ms) | median p99 (ms) | best p99 (ms) "
+        f"| runs with p99 <= {limit:g} ms | median CPU / tick (us) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for key in keys:
         done = runs[key]
         if not done:
             continue
         p99 = [x["p99_ms"] for x in done]
+        cpu = [x["cpu_us_per_tick"] for x in done if "cpu_us_per_tick" in x]
         print(
             f"| {bench_timers.IMPLS[key].name} | {len(done)} "
             f"| {statistics.median(x['p50_ms'] for x in done):.3f} | {statistics.median(p99):.3f} "
-            f"| {min(p99):.3f} | {sum(v <= limit for v in p99)} |"
+            f"| {min(p99):.3f} | {sum(v <= limit for v in p99)} | {f'{statistics.median(cpu):.2f}' if cpu else '-'} |"
         )
     print(flush=True)
     return runs

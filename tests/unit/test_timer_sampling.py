@@ -24,7 +24,7 @@ from libs.timers._stats import (
     lateness_samples,
     stride_for,
 )
-from tests.support.timers import Virtual
+from tests.support.timers import FakeLoop, Virtual
 
 TICK = 0.010  # s: the interval of every timer here
 US = 1e-6
@@ -162,3 +162,35 @@ def test_weights_mixed_with_single_runs_never_overflow_a_window() -> None:
         counts = lateness_add(counts, rng.expovariate(1 / 100e-6), SAMPLE_EVERY if i % 3 else 1)
         assert counts[0] <= WINDOW and counts[1] <= WINDOW
         assert max(counts[3:]) <= WINDOW
+
+
+# -- the hand-over's routing (one pass per wake-up, fast when every tick is for one loop) --
+
+
+def test_one_wake_up_routes_plain_ticks_and_each_loops_ticks_where_they_belong() -> None:
+    v = Virtual()
+    other = FakeLoop()
+    ran: list[str] = []
+    v.SetIntervalSafe(lambda: ran.append("a"), 10).start()
+    v.engine.resolve_loop = lambda: other  # type: ignore[assignment,return-value]
+    v.SetIntervalSafe(lambda: ran.append("b"), 10).start()
+    plain = v.SetInterval(lambda: ran.append("p"), 10).start()
+    v.pump(TICK, run=False)
+    assert [t for t, _ in v.ticks] == [plain]
+    assert (len(v.loop.posted), len(other.posted)) == (1, 1)
+    v.loop.run_posted()
+    other.run_posted()
+    assert ran == ["a", "b"]
+
+
+def test_ticks_due_before_the_posted_drain_ran_ride_along_with_it() -> None:
+    v = Virtual()
+    ran: list[str] = []
+    for i in range(BUSY_BATCH):
+        v.SetIntervalSafe(lambda i=i: ran.append(f"fast{i}"), TICK * 1000).start()
+        v.SetIntervalSafe(lambda i=i: ran.append(f"slow{i}"), 2 * TICK * 1000).start()
+    v.pump(TICK)
+    v.pump(2 * TICK)  # the first drain has not run: the fast ones are still in flight
+    assert len(v.loop.posted) == 1
+    v.loop.run_posted()
+    assert sorted(ran) == sorted([f"fast{i}" for i in range(BUSY_BATCH)] + [f"slow{i}" for i in range(BUSY_BATCH)])
