@@ -4,9 +4,9 @@ Why a histogram and not a list of the last 1024 samples: a worker may run 100,00
 and 1024 floats each would be 0.8 GB. Lateness is recorded instead in log-spaced buckets
 (1 us wide below 8 us, then 4 buckets per power of two, so a reported percentile - the
 bucket's middle - is within 12.5 % of the true sample) with 8-bit counts, in two windows
-of 255 samples: the current one and the previous one. Percentiles therefore describe the
+of 255 runs: the current one and the previous one. Percentiles therefore describe the
 last 255-510 runs. Memory: about 100 bytes per timer (a range of a few octaves of
-lateness), allocated at the first run; the range shrinks again when outliers age out.
+lateness), allocated at the first sampled run; the range shrinks again when outliers age out.
 
 Layout of the ``array('B')``: ``[n_current, n_previous, lo, cur_lo, prev_lo, cur_lo+1, ...]``:
 only buckets from the lowest to the highest one seen in the two windows are stored.
@@ -16,7 +16,7 @@ a timer's statistics allocate nothing per run once it has run a few times. They 
 
 Lateness is sampled under load. Recording a lateness sample was the largest part of a
 tick's statistics (about a third of the loop's whole per-tick cost at 100,000 ticks a
-second, bench/RESULTS.md, 2026-12-03 "cheaper timer statistics"), so when runs are recorded
+second, bench/RESULTS.md, "Timers: cheaper statistics"), so when runs are recorded
 in batches of more than ``BUSY_BATCH`` (many ticks due together: the load where the cost
 shows), only every ``SAMPLE_EVERY``-th run of each timer is sampled, counting that timer's
 own runs (its 8th, 16th, 24th, ...): deterministic, and fair to every timer whatever its
@@ -236,7 +236,7 @@ class Recorded(Protocol):
     _missed: int
     _inflight: int
     _acc: array[float] | None  # ACC_* counters, allocated at the first run
-    _hist: array[int] | None  # the lateness windows, allocated at the first run
+    _hist: array[int] | None  # the lateness windows, allocated at the first sampled run
 
 
 def record_runs(runs: Sequence[Any], stride: int = 1) -> None:
