@@ -1,6 +1,7 @@
 """Prometheus metrics of a worker on a ``MemoryNetwork``: the families carry the right values
 after some calls; each App has its own registry; strangers read no internals (``info``,
-``metrics``); label values stay bounded whatever names callers send."""
+``metrics``); label values stay bounded whatever names callers send; timer counts stay exact
+when the timers sample lateness."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from libs.bridge import App, MemoryNetwork, ProtocolError, RemoteError
 from libs.observability.metrics import MAX_COMMANDS, OTHER
+from libs.timers import SetIntervalSafe
+from libs.timers._stats import BUSY_BATCH
+from libs.timers.virtual import VirtualClock
 
 Factory = Callable[..., App]
 
@@ -203,3 +207,17 @@ async def test_qe_metrics_off_records_nothing_per_request(make_app: Factory, con
         assert value(found, "qe_requests_received_total") == 1  # read from the counters at scrape time
     finally:
         await app.close(1)
+
+
+async def test_timer_counts_stay_exact_when_lateness_is_sampled(make_app: Factory) -> None:
+    # 32 intervals due together: batches big enough that lateness is sampled (every 8th run)
+    app = make_app()
+    with VirtualClock() as clock:
+        for _ in range(2 * BUSY_BATCH):
+            SetIntervalSafe(lambda: None, 10).start()
+        assert await clock.advance(0.205) == 20 * 2 * BUSY_BATCH
+        found = samples(app.metrics.render().decode())
+    assert value(found, "qe_timers", kind="interval") == 2 * BUSY_BATCH
+    assert value(found, "qe_timer_runs") == 20 * 2 * BUSY_BATCH
+    assert value(found, "qe_timer_missed") == 0
+    assert value(found, "qe_timer_lateness_seconds", quantile="0.99") == pytest.approx(0.5e-6)  # on time: 0-1 us
