@@ -18,8 +18,9 @@ What is measured (all times from time.monotonic() taken first thing in the callb
 * "blocked": the same, while a task on the loop busy-spins 50 ms every 200 ms (CPU-bound
   handler code: it holds the GIL as well as the loop).
 * scale: N one-second intervals started evenly over one second (a steady load of N ticks
-  per second), 1.5 s warm-up, then lateness, ticks delivered vs. expected, and RSS growth
-  (after the callbacks and sample buffers were allocated, so only the scheduler counts).
+  per second), 1.5 s warm-up, then lateness, ticks delivered vs. expected, RSS growth
+  (after the callbacks and sample buffers were allocated, so only the scheduler counts) and
+  the process's CPU time per tick (all threads; less noisy than lateness on a shared VM).
   Creating N long-lived objects makes CPython run one full garbage collection soon after
   (~0.2-0.3 s at 100k here); it is forced right after the start phase so that it does not
   land at a random point of the measured window. Steady-state collections still count.
@@ -475,8 +476,10 @@ async def run_scale(impl: Impl, n: int, measure: float) -> dict[str, Any]:
     await asyncio.sleep(1.5)
     first = rec.mark()
     m0 = mono()
+    cpu0 = time.process_time()
     await asyncio.sleep(measure)
     last = rec.mark()
+    cpu = time.process_time() - cpu0
     elapsed = mono() - m0
     gc.collect()
     rss1 = rss_mb()  # before the sorted copy of the samples below, which is the benchmark's
@@ -489,6 +492,9 @@ async def run_scale(impl: Impl, n: int, measure: float) -> dict[str, Any]:
         "ticks": got,
         "expected": round(n * elapsed),
         "rss_mb": rss1 - rss0,
+        # CPU time of the whole process (every thread) per tick delivered: what the design
+        # and our code cost, whatever the lateness the machine's other load adds
+        "cpu_us_per_tick": cpu / max(1, got) * 1e6,
     }
     if lat:
         out["p50_ms"] = pct(lat, 0.50) * 1e3

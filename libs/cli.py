@@ -1,6 +1,7 @@
 """``qe-worker``: call workers (``call``, ``ping``, ``info``, ``commands``), schedule jobs on them
-(``schedule``, ``jobs``, ``cancel``), run a worker script or the default worker (``run``), start a
-private Prosody (``server``), run the demo (``demo``), print shell completion (``completion``).
+(``schedule``, ``jobs``, ``cancel``), watch them live in a browser (``dashboard``), run a worker
+script or the default worker (``run``), start a private Prosody (``server``), run the demo
+(``demo``), print shell completion (``completion``).
 
 Every subcommand's ``--help`` lists its exit codes. Those that call a worker share them: 0
 success, 2 bad usage or configuration, 3 timeout, 4 the worker answered with an error (or, for
@@ -36,6 +37,7 @@ EXIT_OK, EXIT_USAGE, EXIT_TIMEOUT, EXIT_REMOTE, EXIT_CONNECT, EXIT_NEGATIVE = 0,
 WORKERS_GROUP = "qe_worker.workers"
 DEFAULT_WORKER = "python"
 DEFAULT_RESOURCE = "python"
+_DASHBOARD_PORT = 8790  # libs.dashboard.DEFAULT_PORT, not imported here: it loads slixmpp (a test checks)
 _DEFAULT_POLL_S = 30.0  # schedule --notify: how often to ask the worker whether the job still runs
 
 _CONFIG_HELP = """\
@@ -344,6 +346,72 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     return _print_answer(_call(args, "cancel", {"job": args.job}))
 
 
+def _full_jid_arg(value: str) -> str:
+    """argparse type for a worker's full JID (``user@domain/resource``)."""
+    node, at, rest = value.partition("@")
+    if not node or not at or "/" not in rest or rest.startswith("/") or any(c.isspace() for c in value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a full JID, e.g. worker@example.org/python")
+    return value
+
+
+def _service_arg(value: str) -> str:
+    from libs.bridge.services import check_service
+
+    try:
+        return check_service(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _port_arg(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= port < 65536:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535 (0: a free one), not {port}")
+    return port
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; the URL on stdout once the page can be opened."""
+    from libs.bridge import CallError, ConfigError, load_config
+    from libs.dashboard import DashboardError, DashboardOptions, serve
+    from libs.startup import configure_logging
+
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        raise CliError(EXIT_USAGE, "config", str(exc)) from None
+    # the outcome is one line, the workers' troubles are on the page; logs only when asked for
+    configure_logging(config.log_level if os.environ.get("QE_LOG_LEVEL") else "CRITICAL", config.secrets,
+                      config.log_format)
+    options = DashboardOptions(host=args.host, port=args.port,
+                               token=args.token or os.environ.get("QE_DASHBOARD_TOKEN") or None,
+                               interval=args.interval, timeout=args.timeout or min(5.0, max(1.0, args.interval)),
+                               apps=tuple(args.app), jids=tuple(args.jid), connect_timeout=args.connect_timeout)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+
+        def ready(url: str) -> None:
+            print(f"dashboard: {url}", flush=True)
+            print("qe-worker: serving the dashboard; Ctrl+C to stop", file=sys.stderr, flush=True)
+
+        await serve(config, options, stop, ready)
+
+    try:
+        asyncio.run(main())
+    except CallError as exc:
+        raise _call_error(exc) from None
+    except DashboardError as exc:
+        raise CliError(1, "cannot-serve", str(exc)) from None
+    return EXIT_OK
+
+
 def _cmd_completion(args: argparse.Namespace) -> int:
     from libs._completion import script
 
@@ -361,6 +429,16 @@ def _resource_arg(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count_arg(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of workers (1 or more)")
+    return count
+
+
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     """What a worker's ``run(options) -> exit status`` receives: the options of
@@ -369,6 +447,7 @@ class RunOptions:
     resource: str
     public: bool
     maintenance: bool
+    workers: int = 1
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
@@ -386,6 +465,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--maintenance", action="store_true",
                         help="run the maintenance tasks: health check (5 min), statistics log (15 min), "
                              "job-history cleanup (1 h)")
+    parser.add_argument("--workers", type=_count_arg, default=1, metavar="N",
+                        help="run N workers in this one process, as RESOURCE-0 .. RESOURCE-{N-1}: each its "
+                             "own XMPP session, sharing the loop, timers, executor and TLS context; they "
+                             "log in 50 at a time, and a failed login is reported without stopping the "
+                             "others (default: 1, as RESOURCE)")
 
 
 def _load_worker(name: str) -> Callable[[RunOptions], int]:
@@ -410,7 +494,8 @@ def _load_worker(name: str) -> Callable[[RunOptions], int]:
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.script is not None:
         given = [flag for flag, value in (("--resource", args.resource is not None), ("--public", args.public),
-                                          ("--maintenance", args.maintenance)) if value]
+                                          ("--maintenance", args.maintenance), ("--workers", args.workers != 1))
+                 if value]
         if given:
             _err(f"{', '.join(given)}: options of the default worker, not of a script (the script's "
                  "App(...) sets them; RESOURCE=... overrides its resource)")
@@ -660,6 +745,45 @@ def _parser() -> argparse.ArgumentParser:
                        "not-found, like a job that never existed (the worker's own account may cancel any).",
                        _cmd_cancel)
     p.add_argument("job", metavar="JOB", help="the id printed by `qe-worker schedule`")
+
+    p = command("dashboard", "serve a live web page of the workers this account can see",
+                "Serve a web page (default http://127.0.0.1:%d/) that shows the workers this account\n"
+                "can see, updated live: online/offline, service, version, uptime; calls/s, p50/p99\n"
+                "latency and errors per command as charts; timers with their lateness; scheduled jobs\n"
+                "with their next and last runs (the list for the worker's own account, counts for\n"
+                "partners).\n\n"
+                "It logs in with the QE_* configuration under a random resource and learns everything\n"
+                "through XMPP: the other sessions of its own account (presence), the workers of each\n"
+                "--app service (its room), and each --jid; every worker is asked `metrics` (JSON form)\n"
+                "every --interval seconds. A worker that stops answering shows stale, one that left\n"
+                "offline. Workers answer it only if its account is theirs or in their QE_ALLOW.\n\n"
+                "On a loopback --host (the default) no token is needed. On any other address a token\n"
+                "is required: --token, else QE_DASHBOARD_TOKEN, else a random one; open the URL printed\n"
+                "on stdout (it carries ?token=...).\n\n"
+                "  qe-worker dashboard\n"
+                "  qe-worker dashboard --app resize --jid other@example.org/python --port 9000" % _DASHBOARD_PORT,
+                _exit_codes((EXIT_OK, "stopped by Ctrl+C or SIGTERM"),
+                            (1, "cannot serve on --host/--port (in use, or not allowed)"),
+                            (EXIT_USAGE, "bad usage or configuration (e.g. QE_JID not set)"),
+                            (EXIT_CONNECT, "cannot connect or log in within --connect-timeout"))
+                + f"\n\n{_CONFIG_HELP}", _cmd_dashboard)
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1; any other "
+                                                       "requires a token)")
+    p.add_argument("--port", type=_port_arg, default=_DASHBOARD_PORT,
+                   help=f"port to serve on (default {_DASHBOARD_PORT}; 0: a free one, printed)")
+    p.add_argument("--token", default=None, help="the token the page needs (default: QE_DASHBOARD_TOKEN, which "
+                                                 "other users cannot see in ps; off loopback a random one if "
+                                                 "neither)")
+    p.add_argument("--app", metavar="NAME", type=_service_arg, action="append", default=[],
+                   help="also show the workers of service NAME (repeatable)")
+    p.add_argument("--jid", metavar="FULL_JID", type=_full_jid_arg, action="append", default=[],
+                   help="also show the worker at FULL_JID, whatever its presence (repeatable)")
+    p.add_argument("--interval", type=_seconds, default=2.0, metavar="S",
+                   help="seconds between two polls of a worker (default 2)")
+    p.add_argument("--timeout", type=_seconds, default=None, metavar="S",
+                   help="seconds one poll may take (default: --interval, between 1 and 5)")
+    p.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="S",
+                   help="seconds to wait for the connection and login to the server (default 10)")
 
     p = command("run", "run a worker script, or the default worker, until Ctrl+C",
                 "Run a worker until Ctrl+C or SIGTERM.\n\n"

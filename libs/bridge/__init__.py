@@ -33,6 +33,7 @@ from .errors import (
     NotConnected,
     RemoteError,
 )
+from .group import GroupStarted, WorkerGroup
 from .memory import MemoryNetwork, MemoryTransport
 from .nexus import NexusAPISpecs, NexusMessageSpecs
 from .protocol import Progress, ProtocolError
@@ -62,6 +63,7 @@ __all__ = [
     "CallTimeout",
     "Client",
     "ConfigError",
+    "GroupStarted",
     "MemoryNetwork",
     "MemoryTransport",
     "MessageSpecs",
@@ -83,6 +85,7 @@ __all__ = [
     "TimerStats",
     "Transport",
     "WorkerConfig",
+    "WorkerGroup",
     "call",
     "clearInterval",
     "clearTimeout",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -29,11 +30,13 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from opentelemetry.trace import TracerProvider
 
     from ..scheduling import JobScheduler
 
 from .. import _runtime
 from ..observability.metrics import MetricsServer, WorkerMetrics
+from ..observability.tracing import Tracing
 from ..timers import timer_stats
 from . import qewire
 from ._blocked import BlockedWatch
@@ -73,11 +76,12 @@ _OUT_OF_SCOPE = {
     "sync": "QE's cloud library sync",
 }
 _ANNOUNCE_EVERY_S = 1.0  # how often a changed load is announced in the service room
-_BUILT_INS = {  # the fallbacks' descriptions in `commands`; their bodies are ignored (schema {})
+_BUILT_INS = {  # the fallbacks' descriptions in `commands` (schema {}); only metrics reads its body
     "ping": "QE's liveness check: {\"pong\": true, \"environment\": \"python\"}",
     "info": "this worker's JID, version, uptime, commands and request counters",
     "commands": "the commands you may run here, with their descriptions and arguments (JSON Schema)",
-    "metrics": "this worker's Prometheus metrics: {\"text\": <text exposition>} (owner and partners only)",
+    "metrics": "this worker's Prometheus metrics: {\"text\": <text exposition>}; with {\"format\": \"json\"} "
+               "the same numbers as JSON (owner and partners only)",
 }
 _BUILT_IN_ACCESS = {"metrics": Role.PARTNER}  # the others: anyone the worker answers
 _H = TypeVar("_H", bound=Callable[..., Awaitable[Any]])
@@ -92,7 +96,10 @@ class OutOfScope(AttributeError):
 log = logging.getLogger(__name__)
 
 
+@functools.cache
 def version() -> str:
+    """The installed qe-worker's version, read once: ``importlib.metadata`` scans the installed
+    distributions on every call (~0.4 ms), and ``info``/``metrics`` answer it on every poll."""
     try:
         return metadata.version("qe-worker")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
@@ -138,7 +145,16 @@ class App:
     (default: only when created before the loop runs) makes SIGINT/SIGTERM shut down
     gracefully and stop the loop. ``transport`` replaces the XMPP connection, e.g. with
     ``MemoryNetwork().transport(...)`` for tests without a server; the worker then takes its
-    JID and configuration from it.
+    JID and configuration from it. ``tracer_provider``: where its OpenTelemetry spans go
+    (default: the global provider, if the application installed one).
+
+    ``join_service=False``: belong to no service (join no service room; ``App.find`` and
+    ``App.api(app=...)`` elsewhere do not see this worker, which can still call services).
+    ``managed=True``: another object runs this worker's life cycle (``WorkerGroup``): the
+    constructor does not start it (``start()`` does), and it has no shutdown hook, signal
+    handlers, metrics server or loop-blocked detector of its own; a refused login never
+    ends the process. ``presence=False``: send no available presence to the server (calls
+    still arrive; see ``XmppTransport``).
     """
 
     def __init__(
@@ -155,6 +171,10 @@ class App:
         exit_on_fatal: bool = True,
         handle_signals: bool | None = None,
         transport: Transport | None = None,
+        tracer_provider: TracerProvider | None = None,
+        join_service: bool = True,
+        managed: bool = False,
+        presence: bool = True,
     ) -> None:
         if transport is None:  # a module hosted by another program (the test kit) gets the host's
             transport = _runtime.hosted_transport(resource)
@@ -172,6 +192,10 @@ class App:
             if app or self.config.app:
                 raise
             self.app = None  # a resource that cannot name a service: announce nothing
+        if not join_service:
+            self.app = None
+        self.managed = managed
+        self._presence = presence
         self.accept_delayed = self.config.accept_delayed if accept_delayed is None else accept_delayed
         self.policy = AccessPolicy.create(self.config.jid, public=public, allow=self.config.allow)
         self.dispatcher = Dispatcher(self.policy, max_payload=self.config.max_payload,
@@ -182,7 +206,12 @@ class App:
         self.scheduler: JobScheduler | None = None  # set by JobScheduler(self)
         self.metrics = WorkerMetrics(self)
         """This worker's Prometheus metrics (``metrics.registry``, ``metrics.render()``)."""
-        self.dispatcher.observer = self.metrics.observe
+        if self.config.metrics:  # QE_METRICS=off: nothing recorded per request
+            self.dispatcher.observer = self.metrics.observe
+        self.dispatcher.tracing = self.tracing = Tracing(tracer_provider)
+        """Where this worker's spans go (docs/operations.md, Tracing): ``tracer_provider``,
+        else OpenTelemetry's global one; no provider installed, no spans."""
+        self.dispatcher.service = self.app
         self.xmpp = _XmppHooks(self.dispatcher)
         self.nexus = Nexus(self)
         self.jid = f"{self.config.jid}/{self.resource}"
@@ -192,7 +221,7 @@ class App:
         self._announcer: asyncio.TimerHandle | None = None
         self.started_at = time.time()
         self._keepalive = self.config.keepalive if keepalive is None else keepalive
-        self._exit_on_fatal = exit_on_fatal
+        self._exit_on_fatal = exit_on_fatal and not managed
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}  # (caller, request id) -> its task
         self._cancelled_by_caller: set[asyncio.Task[Any]] = set()
@@ -220,21 +249,28 @@ class App:
                 raise SystemExit(2) from None
             self.on_close(self._rest.close)
         self._metrics_server: MetricsServer | None = None
-        if self._rest is None and self.config.metrics_port:
+        if self._rest is None and self.config.metrics_port and not managed:
             self._metrics_server = MetricsServer(self.metrics, self.config.metrics_host, self.config.metrics_port)
             self.on_close(self._metrics_server.close)
         # Script style (App at import time, then run_forever): we own SIGINT/SIGTERM.
         # Inside a running loop the program around us decides, unless asked.
         self._handle_signals = not self.loop.is_running() if handle_signals is None else handle_signals
-        self.loop.call_soon_threadsafe(self._start)
+        self._handle_signals = self._handle_signals and not managed
+        if not managed:
+            self.loop.call_soon_threadsafe(self._start)
 
     # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start a ``managed`` worker (connect once the loop runs; others start by themselves).
+        Returns at once, from any thread; a second call changes nothing."""
+        self.loop.call_soon_threadsafe(self._start)
 
     def _start(self) -> None:
         if self.transport is not None or self._closing:
             return  # started already, or closed before the loop ran
         transport = self._given_transport or XmppTransport(self.config, self.resource, policy=self.policy,
-                                                           keepalive=self._keepalive)
+                                                           keepalive=self._keepalive, presence=self._presence)
         transport.on_request = self._on_request
         transport.on_message = self._on_message
         transport.on_fatal = self._on_fatal
@@ -254,9 +290,10 @@ class App:
             self._rest.start()
         if self._metrics_server is not None:
             self._spawn(self._serve_metrics(self._metrics_server))
-        if self.config.blocked_ms:  # QE_BLOCKED_MS=0: off
+        if self.config.blocked_ms and not self.managed:  # QE_BLOCKED_MS=0: off
             self._start_blocked_watch(self.config.blocked_ms)
-        _runtime.add_shutdown_hook(self.close)
+        if not self.managed:
+            _runtime.add_shutdown_hook(self.close)
         if self._handle_signals:
             _runtime.install_signal_handlers(self.loop, lambda: self.config.shutdown_timeout)
         log.info("worker %s starting (public=%s, allow=%s)", self.jid, self.public,
@@ -545,6 +582,11 @@ class App:
     async def _metrics(self, specs: APISpecs) -> dict[str, Any]:
         if not Role(specs.role).at_least(Role.PARTNER):
             raise ProtocolError("forbidden", "you are not allowed to run this command")
+        form = specs.body.get("format", "text") if isinstance(specs.body, dict) else "text"
+        if form == "json":
+            return self.metrics.snapshot(jobs=Role(specs.role).at_least(Role.OWNER))
+        if form != "text":
+            raise ProtocolError("bad-request", f"format must be \"text\" or \"json\", not {form!r}")
         return {"text": self.metrics.render().decode()}
 
     async def _commands(self, specs: APISpecs) -> dict[str, Any]:
@@ -637,7 +679,8 @@ class App:
         if exec_modifier is not None:
             return await exec_modifier.submit(self, jid, cmd, body, timeout=timeout)
         return await api_call(await self._transport(), jid, cmd, body, timeout=timeout,
-                              max_payload=self.config.max_payload, app=self.app, on_progress=on_progress)
+                              max_payload=self.config.max_payload, app=self.app, on_progress=on_progress,
+                              tracing=self.tracing)
 
     @overload
     async def api(self, app: str | None = None, cmd: str = "", body: dict[str, Any] | None = None,

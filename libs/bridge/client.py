@@ -12,16 +12,20 @@ import logging
 import math
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
+from ..observability.tracing import Tracing, end
 from .access import bare_jid
 from .config import WorkerConfig, load_config
-from .errors import CallTimeout, RemoteError
+from .errors import CallError, CallTimeout, RemoteError
 from .protocol import Progress, ProtocolError, decode_progress, decode_result, encode_request, now_ms
 from .serial import serial_generator
 from .services import ServiceFinder
 from .transport import Transport
 from .xmpp import XmppTransport
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["Caller", "Client", "ExecModifier", "api_call", "call", "random_resource", "wait_answering"]
 
@@ -66,13 +70,40 @@ async def api_call(
     max_payload: int | None = None,
     app: str | None = None,
     on_progress: Callable[[Progress], object] | None = None,
+    tracing: Tracing | None = None,
 ) -> dict[str, Any]:
     """Call ``cmd`` on the worker at full JID ``jid`` over an existing transport.
 
     Returns the worker's dict. Raises ``ValueError`` for a bad cmd/body (nothing sent),
     ``RemoteError`` (the worker said no: ``.code`` tells why), ``CallTimeout``,
-    ``NotConnected`` or ``AuthenticationFailed``.
+    ``NotConnected`` or ``AuthenticationFailed``. The call is a ``CLIENT`` span of
+    ``tracing`` (default: OpenTelemetry's global provider), and the request carries the
+    current trace context either way (docs/operations.md, Tracing).
     """
+    span, trace = (tracing or _TRACING).start_call(cmd, jid)
+    if span is None:  # no spans here; a context our handler received goes on
+        return await _call(transport, jid, cmd, body, timeout, max_payload, app, on_progress, trace)
+    outcome = "interrupted"  # cancelled: the caller gave up
+    try:
+        result = await _call(transport, jid, cmd, body, timeout, max_payload, app, on_progress, trace)
+        outcome = "ok"
+        return result
+    except CallError as exc:
+        outcome = exc.code
+        raise
+    except ValueError:
+        outcome = "bad-request"
+        raise
+    finally:
+        end(span, None, outcome)
+
+
+_TRACING = Tracing()  # OpenTelemetry's global provider, for api_call without one
+
+
+async def _call(transport: Transport, jid: str, cmd: str, body: dict[str, Any] | None, timeout: float,
+                max_payload: int | None, app: str | None, on_progress: Callable[[Progress], object] | None,
+                trace: dict[str, str] | None) -> dict[str, Any]:
     node, _, rest = jid.partition("@")
     if not node or not rest or " " in jid or rest.startswith("/"):
         raise ValueError(f"{jid!r} is not a JID: expected user@domain/resource")
@@ -82,7 +113,8 @@ async def api_call(
         raise ValueError("timeout must be a positive number of seconds")
     kwargs = {} if max_payload is None else {"max_payload": max_payload}
     try:
-        text = encode_request(cmd, body, deadline_ms=now_ms() + int(timeout * 1000), app=app, **kwargs)
+        text = encode_request(cmd, body, deadline_ms=now_ms() + int(timeout * 1000), app=app, trace=trace,
+                              **kwargs)
     except ProtocolError as exc:
         raise ValueError(exc.message) from None
     try:
@@ -118,10 +150,14 @@ class Client:
 
     Logs in with the ``QE_*`` configuration under a random resource, so it never takes over
     a worker's resource; or uses ``transport`` (e.g. ``MemoryNetwork().transport(...)``).
+    ``tracer_provider``: where its call spans go (default: OpenTelemetry's global provider).
     """
 
     def __init__(self, config: WorkerConfig | None = None, *, resource: str | None = None,
-                 connect_timeout: float = 10.0, transport: Transport | None = None) -> None:
+                 connect_timeout: float = 10.0, transport: Transport | None = None,
+                 tracer_provider: TracerProvider | None = None) -> None:
+        self.tracing = Tracing(tracer_provider)
+        """Where this client's call spans go: ``tracer_provider``, else OpenTelemetry's global one."""
         self.config = config or (transport.config if transport is not None else load_config())
         self.connect_timeout = connect_timeout
         self.transport: Transport = transport or XmppTransport(
@@ -162,7 +198,7 @@ class Client:
         if exec_modifier is not None:
             return await exec_modifier.submit(self, jid, cmd, body, timeout=timeout)
         return await api_call(self.transport, jid, cmd, body, timeout=timeout,
-                              max_payload=self.config.max_payload, on_progress=on_progress)
+                              max_payload=self.config.max_payload, on_progress=on_progress, tracing=self.tracing)
 
     async def find(self, app: str, *, timeout: float = 10.0) -> list[str]:
         """Full JIDs of the online workers of service ``app``, least loaded first."""

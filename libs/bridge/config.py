@@ -54,6 +54,7 @@ _FILE_KEYS: Final = {
     "rest_cors": "QE_REST_CORS",
     "metrics_port": "QE_METRICS_PORT",
     "metrics_host": "QE_METRICS_HOST",
+    "metrics": "QE_METRICS",
     "request_log": "QE_REQUEST_LOG",
     "log_format": "QE_LOG_FORMAT",
     "blocked_ms": "QE_BLOCKED_MS",
@@ -104,6 +105,7 @@ class WorkerConfig:
     rest_cors: tuple[str, ...] = ()
     metrics_port: int = 0  # 0: no metrics port of its own (App.rest serves /metrics when there is one)
     metrics_host: str = "127.0.0.1"
+    metrics: bool = True  # False: no per-request metrics (calls by command, latency)
     request_log: float = 1.0  # share of finished requests logged at INFO (0: off, 1: all)
     log_format: str = "text"
     blocked_ms: int = 100  # 0: no loop-blocked detector
@@ -422,6 +424,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> WorkerConfig:
         rest_cors=rest_cors,
         metrics_port=_number(values, "QE_METRICS_PORT", 0, 0, 65535, int),
         metrics_host=metrics_host,
+        metrics=_flag(values, "QE_METRICS", True),
         request_log=_request_log(values),
         log_format=log_format,
         blocked_ms=_number(values, "QE_BLOCKED_MS", 100, 0, 600_000, int),

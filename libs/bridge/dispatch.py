@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
 from types import CoroutineType
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
+from ..observability.tracing import Tracing, end
 from ._eager import Resumed
 from ._log_limit import LogLimit, suppressed_note
 from ._requestlog import RequestLog
@@ -48,7 +50,12 @@ _NOT_YOURS = "you are not allowed to run this command"  # says no more: not whic
 ApiHandler = Callable[[APISpecs], Awaitable[dict[str, Any] | None]]
 MessageHandler = Callable[[MessageSpecs], Awaitable[None]]
 Observer = Callable[[str, ApiResult | ApiError, float], None]
-"""``(cmd, answer, seconds)``: told of every admitted request once it is answered."""
+"""``(cmd, answer, seconds)``: told of every admitted request once it is answered; ``seconds``
+from receipt to answer, the same reading of the clock as the request log's."""
+
+
+def _outcome(answer: ApiResult | ApiError) -> str:
+    return "ok" if type(answer) is ApiResult else answer.code  # type: ignore[union-attr]
 
 
 def _cancel_requested() -> bool:
@@ -102,6 +109,10 @@ class Dispatcher:
         self.stats = DispatchStats()
         self.observer: Observer | None = None
         """Told of each request that got past decoding and access (metrics); on the loop, so cheap."""
+        self.tracing = Tracing()
+        """Where the request spans go (libs.observability.tracing); no provider: none made."""
+        self.service: str | None = None
+        """The worker's service, for the spans' ``rpc.service``."""
         self._log_limit = LogLimit()  # lines that other people's traffic causes
         self.request_log = RequestLog()  # one INFO line per finished request (rate 0: off)
 
@@ -111,29 +122,57 @@ class Dispatcher:
         ``KeyboardInterrupt`` and a ``CancelledError`` of its own included). ``iq_type`` is
         the type of the IQ that carried ``text`` (only ``set`` is a request)."""
         self.stats.received += 1
-        started = perf_counter_ns() if self.request_log.rate else 0
-        cmd, answer = await self._handle(iq_id, sender, text, iq_type)
-        return self._count(answer, cmd, started)
+        started = perf_counter_ns() if self.request_log.rate or self.observer is not None else 0
+        try:
+            request = decode_request(iq_id, sender, text, iq_type=iq_type, max_payload=self.max_payload)
+        except ProtocolError as exc:
+            if (dropped := self._log_limit.allow("bad-request")) is not None:
+                log.info("bad request %s from %s: %s%s", iq_id, sender, exc.message, suppressed_note(dropped))
+            return self._count(ApiError(iq_id, sender, exc.code, exc.message), "", started)
+        role = self.policy.role_of(sender)
+        if role is None:
+            if (dropped := self._log_limit.allow("forbidden")) is not None:
+                log.warning("refused %r from %s: not the owner and not in QE_ALLOW%s", request.cmd, sender,
+                            suppressed_note(dropped))
+            return self._count(ApiError(iq_id, sender, "forbidden", "this worker is not public and you are not "
+                                        "allowed"), request.cmd, started)
+        answer = await self._admit(request, role, self.progress_sink, SpanKind.SERVER)
+        return self._count(answer, request.cmd, started, admitted=True)
 
     async def execute(self, request: ApiRequest, role: Role) -> ApiResult | ApiError:
         """Run a request that did not arrive over the wire but was authorised by the caller
-        earlier (a scheduled job); routed and counted like any other."""
+        earlier (a scheduled job); routed and counted like any other, its span the root of
+        a trace of its own, linked to ``request.trace`` (the call that scheduled it)."""
         self.stats.received += 1
-        started = perf_counter_ns() if self.request_log.rate else 0
+        started = perf_counter_ns() if self.request_log.rate or self.observer is not None else 0
         self.stats.in_flight += 1
-        start = time.perf_counter()
         try:
-            answer = await self._run(request, role)
+            if self.tracing.tracer() is None:
+                answer = await self._run(request, role)
+            else:
+                span, token = self.tracing.start_serving(request.cmd, request.trace, kind=SpanKind.INTERNAL,
+                                                         service=self.service, job=True)
+                outcome = "interrupted"
+                try:
+                    answer = await self._run(request, role)
+                    outcome = _outcome(answer)
+                finally:
+                    end(span, token, outcome)
         finally:
             self.stats.in_flight -= 1
-        if self.observer is not None:
-            self.observer(request.cmd, answer, time.perf_counter() - start)
-        return self._count(answer, request.cmd, started)
+        return self._count(answer, request.cmd, started, admitted=True)
 
-    def _count(self, answer: ApiResult | ApiError, cmd: str = "", started: int = 0) -> ApiResult | ApiError:
+    def _count(self, answer: ApiResult | ApiError, cmd: str, started: int, *, admitted: bool = False
+               ) -> ApiResult | ApiError:
+        """Count the answer; with ``started`` (``perf_counter_ns()`` at receipt, 0: not
+        timed), one reading of the clock feeds both the observer (admitted requests only)
+        and the request log."""
         if started:
-            self.request_log.finished(cmd, answer.to, "ok" if isinstance(answer, ApiResult) else answer.code,
-                                      started)
+            elapsed_ns = perf_counter_ns() - started
+            if admitted and self.observer is not None:
+                self.observer(cmd, answer, elapsed_ns / 1e9)
+            if self.request_log.rate:
+                self.request_log.finished(cmd, answer.to, _outcome(answer), elapsed_ns)
         if isinstance(answer, ApiResult):
             self.stats.answered += 1
         elif answer.code == "forbidden":
@@ -144,42 +183,32 @@ class Dispatcher:
             self.stats.failed += 1
         return answer
 
-    async def _handle(self, iq_id: str, sender: str, text: str | None,
-                      iq_type: str) -> tuple[str, ApiResult | ApiError]:
-        """``(cmd, answer)``; cmd is empty when the request could not be decoded."""
-        try:
-            request = decode_request(iq_id, sender, text, iq_type=iq_type, max_payload=self.max_payload)
-        except ProtocolError as exc:
-            if (dropped := self._log_limit.allow("bad-request")) is not None:
-                log.info("bad request %s from %s: %s%s", iq_id, sender, exc.message, suppressed_note(dropped))
-            return "", ApiError(iq_id, sender, exc.code, exc.message)
-        role = self.policy.role_of(sender)
-        if role is None:
-            if (dropped := self._log_limit.allow("forbidden")) is not None:
-                log.warning("refused %r from %s: not the owner and not in QE_ALLOW%s", request.cmd, sender,
-                            suppressed_note(dropped))
-            return request.cmd, ApiError(iq_id, sender, "forbidden", "this worker is not public and you are not allowed")
-        return request.cmd, await self._admit(request, role, self.progress_sink)
-
     async def serve(self, request: ApiRequest, role: Role,
                     progress: Callable[[str, str, str], None] | None = None) -> ApiResult | ApiError:
         """Serve a request from another front-end (HTTP) that authenticated its caller itself
         and gives its role: from there on, the life cycle of a request that came over XMPP
         (shutdown, deadline, per-caller limit, routing, the same answers), counted alike.
-        ``progress`` gets the handler's progress reports, as ``progress_sink`` does for XMPP."""
+        ``progress`` gets the handler's progress reports, as ``progress_sink`` does for XMPP.
+        Its span is ``INTERNAL``, a child of the span current here (the HTTP server's)."""
         self.stats.received += 1
-        started = perf_counter_ns() if self.request_log.rate else 0
-        return self._count(await self._admit(request, role, progress), request.cmd, started)
+        started = perf_counter_ns() if self.request_log.rate or self.observer is not None else 0
+        answer = await self._admit(request, role, progress, SpanKind.INTERNAL)
+        return self._count(answer, request.cmd, started, admitted=True)
 
-    async def _admit(self, request: ApiRequest, role: Role,
-                     sink: Callable[[str, str, str], None] | None = None) -> ApiResult | ApiError:
-        """``sink``: where ``specs.progress`` reports go (None: nowhere)."""
-        observer = self.observer
-        if observer is None:
+    async def _admit(self, request: ApiRequest, role: Role, sink: Callable[[str, str, str], None] | None,
+                     kind: SpanKind) -> ApiResult | ApiError:
+        """``sink``: where ``specs.progress`` reports go (None: nowhere). The handler runs
+        inside the request's span (when tracing is on, or the caller sent a trace context)."""
+        if request.trace is None and self.tracing.tracer() is None:
             return await self._gate(request, role, sink)
-        start = time.perf_counter()
-        answer = await self._gate(request, role, sink)
-        observer(request.cmd, answer, time.perf_counter() - start)
+        span, token = self.tracing.start_serving(request.cmd, request.trace, kind=kind, service=self.service,
+                                                 inherit=kind is SpanKind.INTERNAL)
+        outcome = "interrupted"  # cancelled: the worker shut down, or the caller gave up
+        try:
+            answer = await self._gate(request, role, sink)
+            outcome = _outcome(answer)
+        finally:
+            end(span, token, outcome)
         return answer
 
     async def _gate(self, request: ApiRequest, role: Role,

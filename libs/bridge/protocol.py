@@ -1,8 +1,9 @@
 """The qe-worker wire protocol as plain objects: no sockets, no slixmpp.
 
 An API call is an IQ ``set`` to the worker's full JID carrying one ``<api xmlns=NS>`` element
-whose text is a JSON object ``{"cmd": str, "body": object, "deadline": int?}`` (RFC 8259 JSON:
-no ``NaN``/``Infinity``, nested at most ``MAX_DEPTH`` levels). The answer is
+whose text is a JSON object ``{"cmd": str, "body": object, "deadline": int?, "app": str?,
+"trace": object?}`` (RFC 8259 JSON: no ``NaN``/``Infinity``, nested at most ``MAX_DEPTH``
+levels; keys we do not know are ignored). The answer is
 an IQ ``result`` whose ``<api>`` text is the JSON result, or an IQ ``error`` with a standard
 XMPP condition plus an ``<api>`` element holding ``{"error": {"code": str, "message": str}}``.
 ``docs/protocol.md`` is the normative description; this module is its reference
@@ -26,6 +27,8 @@ __all__ = [
     "CONDITIONS",
     "DEFAULT_MAX_PAYLOAD",
     "MAX_DEPTH",
+    "MAX_TRACEPARENT",
+    "MAX_TRACESTATE",
     "NS",
     "ApiError",
     "ApiRequest",
@@ -111,6 +114,9 @@ class ApiRequest:
     body: dict[str, Any] = field(default_factory=dict)
     deadline_ms: int | None = None
     app: str | None = None
+    trace: dict[str, str] | None = None
+    """W3C trace context (``traceparent``, maybe ``tracestate``) for tracing only; None when
+    the caller sent none or one that is not well formed."""
 
     def expired(self, at_ms: int | None = None) -> bool:
         return self.deadline_ms is not None and (now_ms() if at_ms is None else at_ms) >= self.deadline_ms
@@ -197,10 +203,12 @@ def encode_request(
     deadline_ms: int | None = None,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
     app: str | None = None,
+    trace: dict[str, str] | None = None,
 ) -> str:
     """The ``<api/>`` text of a call (``app``: the caller's service, for the worker's
-    ``specs.app``). Raises ``ValueError`` for a bad cmd/body and ``ProtocolError('too-large')``
-    before anything is sent."""
+    ``specs.app``; ``trace``: W3C trace context, ``{"traceparent": ..., "tracestate": ...}``).
+    Raises ``ValueError`` for a bad cmd/body and ``ProtocolError('too-large')`` before
+    anything is sent."""
     if not isinstance(cmd, str) or not cmd:
         raise ValueError(f"cmd must be a non-empty string, not {cmd!r}")
     if body is None:
@@ -212,6 +220,8 @@ def encode_request(
         doc["deadline"] = int(deadline_ms)
     if app is not None:
         doc["app"] = app
+    if trace:
+        doc["trace"] = trace
     try:
         text = _dumps(doc)
     except (TypeError, ValueError) as exc:
@@ -315,7 +325,30 @@ def decode_request(
     app = doc.get("app")
     if app is not None and not isinstance(app, str):
         raise ProtocolError("bad-request", "'app' must be a string: the caller's service")
-    return ApiRequest(id=iq_id, sender=sender, cmd=cmd, body=body, deadline_ms=deadline, app=app)
+    trace = doc.get("trace")
+    return ApiRequest(id=iq_id, sender=sender, cmd=cmd, body=body, deadline_ms=deadline, app=app,
+                      trace=None if trace is None else _trace_context(trace))
+
+
+MAX_TRACEPARENT: Final = 128
+"""Longest ``traceparent`` kept (version 00 is 55 characters; later versions may add fields)."""
+MAX_TRACESTATE: Final = 512
+"""Longest ``tracestate`` kept (W3C's advice for what a vendor must propagate)."""
+
+
+def _trace_context(value: Any) -> dict[str, str] | None:
+    """The ``trace`` key as the carrier a W3C propagator reads, or None. Never an error: the
+    key is optional and only for tracing, so a malformed one is dropped, not refused (the
+    propagator checks the format itself and ignores what does not parse)."""
+    if not isinstance(value, dict):
+        return None
+    parent = value.get("traceparent")
+    if not isinstance(parent, str) or not 0 < len(parent) <= MAX_TRACEPARENT:
+        return None
+    state = value.get("tracestate")
+    if isinstance(state, str) and 0 < len(state) <= MAX_TRACESTATE:
+        return {"traceparent": parent, "tracestate": state}
+    return {"traceparent": parent}
 
 
 def encode_result(request: ApiRequest, result: Any, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> ApiResult | ApiError:

@@ -15,11 +15,10 @@ origins. Built in: ``POST /api/{cmd}`` (the same dispatch; errors mapped to HTTP
 # No ``from __future__ import annotations`` here: FastAPI reads the route functions'
 # annotations at run time, and fastapi is imported only when a worker serves HTTP.
 import asyncio
-import contextlib
 import hmac
+import inspect
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from .access import Role
@@ -75,7 +74,13 @@ class RestServer:
         self.host = app.config.rest_host
         self.port = port
         self.tokens = tuple((token.encode(), Role(role)) for token, role in app.config.rest_tokens)
-        self.fastapi: "FastAPI" = FastAPI(title=f"qe-worker {app.jid}", version="1")
+        # FastAPI's own HTTP server span (0.165+: OpenTelemetry's HTTP conventions, W3C trace
+        # context from the headers) is the parent of the dispatcher's span; its per-operation
+        # spans (dependencies, serialisation) would only add noise around one handler call.
+        options: dict[str, Any] = {}
+        if "telemetry" in inspect.signature(FastAPI).parameters:
+            options["telemetry"] = {"tracer_provider": app.tracing.provider, "operation_spans": False}
+        self.fastapi: "FastAPI" = FastAPI(title=f"qe-worker {app.jid}", version="1", **options)
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
         self.started = asyncio.Event()
@@ -210,51 +215,26 @@ class RestServer:
 
     def start(self) -> None:
         """Serve on the running loop (a task); called when the worker starts."""
-        import uvicorn
+        from .._asgi import LoopServer
 
         self._document_commands()
+        self._server = LoopServer(self.fastapi, self.host, self.port, name="App.rest",
+                                  on_error=self.worker._on_fatal)
+        self._server.start()
+        self._task = asyncio.get_running_loop().create_task(self._announce(), name="rest started")
 
-        rest = self
-
-        class _Server(uvicorn.Server):
-            # the worker owns SIGINT/SIGTERM: uvicorn must neither install nor re-raise them
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                yield
-
-            async def startup(self, sockets: Any = None) -> None:
-                await super().startup(sockets)
-                if self.started:
-                    rest._started()
-
-        config = uvicorn.Config(self.fastapi, host=self.host, port=self.port, log_level="warning",
-                                lifespan="off", access_log=False, server_header=False)
-        self._server = _Server(config)
-        self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"rest {self.host}:{self.port}")
-
-    async def _serve(self) -> None:
-        try:
-            await self._server.serve()
-        except SystemExit:  # uvicorn's way to say it could not bind
-            reason = f"App.rest cannot listen on {self.host}:{self.port} (in use, or not allowed)"
-            log.error("%s", reason)
-            self.worker._on_fatal(reason)
-
-    def _started(self) -> None:
+    async def _announce(self) -> None:
+        await self._server.started.wait()
         log.info("App.rest serving on http://%s:%d (token %s)", self.host, self.port,
                  "required" if self.tokens else "not required: loopback only")
         self.started.set()
 
     async def close(self, timeout: float) -> None:
         """Stop taking connections and let running HTTP requests finish within ``timeout``."""
-        if self._server is None or self._task is None:
-            return
-        self._server.config.timeout_graceful_shutdown = max(0.1, timeout)
-        self._server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._task), timeout + 0.5)
-        if not self._task.done():
+        if self._task is not None:
             self._task.cancel()
+        if self._server is not None:
+            await self._server.close(timeout)
 
 
 def _body(raw: bytes, max_payload: int) -> dict[str, Any]:

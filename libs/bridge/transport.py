@@ -23,8 +23,8 @@ from .protocol import ApiError, ApiResult
 if TYPE_CHECKING:
     from .config import WorkerConfig
 
-__all__ = ["Backoff", "Describe", "Message", "OnCancel", "OnFatal", "OnMessage", "OnOccupant", "OnProgress",
-           "OnRequest", "RunCommand", "Takeover", "Transport"]
+__all__ = ["Backoff", "Describe", "Message", "OnCancel", "OnFatal", "OnMessage", "OnOccupant", "OnPresence",
+           "OnProgress", "OnRequest", "RunCommand", "Takeover", "Transport"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,10 @@ OnOccupant = Callable[[str, str, "str | None", "str | None", bool], None]
 """``(room, nick, real_jid, payload, present)``: an occupant of a room we joined came,
 changed its presence (``payload`` is the text it announces with, see ``join``) or left
 (``present`` False). ``real_jid`` is None when the room does not show it."""
+OnPresence = Callable[[str, bool], None]
+"""``(full_jid, available)``: another session of our own account came online or left (the
+server tells every session of an account about the others; transports that cannot tell never
+call it)."""
 OnCancel = Callable[[str, str], None]
 """``(sender_full_jid, iq_id)``: the caller of request ``iq_id`` gave up waiting for it."""
 OnProgress = Callable[[str], None]
@@ -111,6 +115,7 @@ class Transport(ABC):
     on_message: OnMessage | None = None
     on_fatal: OnFatal | None = None
     on_occupant: OnOccupant | None = None
+    on_presence: OnPresence | None = None
     on_cancel: OnCancel | None = None
     describe: Describe | None = None
     run_command: RunCommand | None = None

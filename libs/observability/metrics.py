@@ -18,7 +18,10 @@ built-in, or one of the first ``MAX_COMMANDS`` names ``onapi`` answered; any oth
 
 Exposure (``MetricsServer``, ``App``): ``GET /metrics`` on ``App.rest`` when the worker
 serves HTTP, else on ``QE_METRICS_PORT`` (a small asyncio HTTP server in the worker's loop,
-``127.0.0.1`` unless ``QE_METRICS_HOST``), and the ``metrics`` command for owner/partner.
+``127.0.0.1`` unless ``QE_METRICS_HOST``), and the ``metrics`` command for owner/partner:
+the text exposition, or with ``{"format": "json"}`` the same numbers as one JSON document
+(``snapshot()``), which is what ``qe-worker dashboard`` polls: a program that draws charts
+wants structure, and parsing the exposition in a browser would tie it to our metric names.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -43,7 +47,7 @@ if TYPE_CHECKING:
     from ..bridge.app import App
     from ..bridge.protocol import ApiError
 
-__all__ = ["BUCKETS", "CONTENT_TYPE", "MAX_COMMANDS", "MetricsServer", "WorkerMetrics"]
+__all__ = ["BUCKETS", "CONTENT_TYPE", "MAX_COMMANDS", "SNAPSHOT_VERSION", "MetricsServer", "WorkerMetrics"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,8 @@ BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 MAX_COMMANDS: Final = 100
 """Command names ``onapi`` answered that get a label of their own; later ones are ``_other``."""
 OTHER: Final = "_other"
+SNAPSHOT_VERSION: Final = 1
+"""``version`` of ``WorkerMetrics.snapshot()``'s document; raised when a field changes meaning."""
 
 
 class _Latency:
@@ -106,6 +112,52 @@ class WorkerMetrics(Collector):
         return OTHER
 
     # -- scrapes ---------------------------------------------------------------------------------
+
+    def snapshot(self, *, jobs: bool = False) -> dict[str, Any]:
+        """The metrics as one JSON-able document (docs/protocol.md, ``metrics``): who the
+        worker is, request counters, calls by command and outcome, the latency histogram per
+        command (counts per bucket, not cumulative, ``BUCKETS`` then +Inf), the process's
+        timers, and the job counts. ``jobs``: also one entry per scheduled job (cmd,
+        trigger, next and last run): the owner's view, as the ``jobs`` command gives the
+        owner every job and a partner only its own."""
+        from ..bridge.app import version
+
+        app = self.app
+        stats = app.dispatcher.stats
+        transport = app.transport
+        calls: dict[str, dict[str, int]] = {}
+        for (cmd, outcome), count in sorted(self.calls.items()):
+            calls.setdefault(cmd, {})[outcome] = count
+        doc: dict[str, Any] = {
+            "format": "json",
+            "version": SNAPSHOT_VERSION,
+            "jid": app.jid,
+            "service": app.app,
+            "worker_version": version(),
+            "started_at": app.started_at,
+            "time": time.time(),
+            "online": app.online,
+            "requests": {"received": stats.received, "answered": stats.answered, "failed": stats.failed,
+                         "forbidden": stats.forbidden, "expired": stats.expired, "in_flight": stats.in_flight},
+            "calls": calls,
+            "latency": {"buckets": list(BUCKETS),
+                        "commands": {cmd: {"counts": list(hist.counts), "sum": hist.total}
+                                     for cmd, hist in sorted(self.latency.items())}},
+            "transport": transport.stats() if transport is not None else {},
+            "timers": [t.as_dict() for t in timer_stats()],
+        }
+        scheduler = app.scheduler
+        if scheduler is not None:
+            tasks = scheduler.tasks
+            summary = [task.statistics for task in tasks.values()]
+            doc["jobs"] = {"count": len(tasks), "runs": sum(s["run_count"] for s in summary),
+                           "failures": sum(s["error_count"] for s in summary),
+                           "missed": sum(s["missed_count"] for s in summary)}
+            if jobs:
+                doc["jobs"]["list"] = [_job_entry(scheduler, job_id, task.statistics)
+                                       for job_id, task in sorted(tasks.items())]
+        return doc
+
 
     def render(self) -> bytes:
         """The text exposition of every metric (Prometheus' format 0.0.4)."""
@@ -200,6 +252,15 @@ class WorkerMetrics(Collector):
         upcoming = [when for task in tasks if isinstance(when := task.next_run, datetime)]
         yield GaugeMetricFamily("qe_job_next_run_timestamp_seconds", "When the next job runs (Unix time; 0: none)",
                                 value=min(upcoming).timestamp() if upcoming else 0.0)
+
+
+def _job_entry(scheduler: Any, job_id: str, stats: dict[str, Any]) -> dict[str, Any]:
+    """One job of ``snapshot(jobs=True)``: its command from the store, timings from its task."""
+    job = scheduler.store.get(job_id)
+    return {"job": job_id, "cmd": job.cmd if job is not None else None, "trigger": stats["trigger"],
+            "next_run": stats["next_run"], "last_run": stats["last_run"], "run_count": stats["run_count"],
+            "error_count": stats["error_count"], "missed_count": stats["missed_count"],
+            "last_error": stats["last_error"]}
 
 
 class MetricsServer:

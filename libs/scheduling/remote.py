@@ -28,6 +28,7 @@ from libs._enums import JobStatus, MisfirePolicy
 from libs.bridge.protocol import ApiError, ApiRequest, ProtocolError, decode_result
 from libs.bridge.serial import serial_generator
 from libs.bridge.specs import APISpecs
+from libs.observability.tracing import carrier
 
 from ._time import iso
 from .periodic import PeriodicTask, RunRecord
@@ -73,6 +74,7 @@ class JobScheduler:
         self.store = store or JobStore(default_store_path(app))
         self.max_jobs_per_caller = max_jobs_per_caller
         self.tasks: dict[str, PeriodicTask] = {}
+        self._scheduled_by: dict[str, dict[str, str]] = {}  # job id -> trace context of the call that made it
         app.scheduler = self  # its jobs in the worker's metrics
         self._changed: asyncio.Condition | None = None
         app.command("schedule")(self._cmd_schedule)
@@ -115,7 +117,8 @@ class JobScheduler:
         if role is None:
             self._end(job, JobStatus.CANCELLED, "the requester is no longer allowed on this worker")
             raise JobRunError("forbidden", "the requester is no longer allowed on this worker")
-        request = ApiRequest(id=f"job-{job.id}-{job.run_count + 1}", sender=job.requester, cmd=job.cmd, body=job.body)
+        request = ApiRequest(id=f"job-{job.id}-{job.run_count + 1}", sender=job.requester, cmd=job.cmd, body=job.body,
+                             trace=self._scheduled_by.get(job.id))
         answer = await self.app.dispatcher.execute(request, role)
         if isinstance(answer, ApiError):
             raise JobRunError(answer.code, answer.message)
@@ -142,6 +145,7 @@ class JobScheduler:
         if job.status == JobStatus.ACTIVE and next_run is None:
             changes["status"] = JobStatus.FINISHED
             self.tasks.pop(job_id, None)
+            self._scheduled_by.pop(job_id, None)
         job = self.store.update(job, **changes)
         if job.notify:
             self._notify(job, record)
@@ -178,6 +182,7 @@ class JobScheduler:
 
     def _end(self, job: Job, status: JobStatus, reason: str | None = None) -> Job:
         task = self.tasks.pop(job.id, None)
+        self._scheduled_by.pop(job.id, None)
         if task is not None:
             self.app.loop.create_task(task.stop(timeout=1.0))
         log.info("job %s %s%s", job.id, status, f": {reason}" if reason else "")
@@ -230,6 +235,8 @@ class JobScheduler:
         job = Job(id=serial_generator(12), owner=owner, requester=specs.jid, cmd=cmd, body=job_body,
                   trigger=trigger.to_spec(), misfire=misfire, notify=notify, next_run=first.timestamp())
         self.store.add(job)
+        if (context := carrier()) is not None:  # each run's span links to this call's (in this process life)
+            self._scheduled_by[job.id] = context
         self._launch(job)
         log.info("job %s scheduled by %s: %r %s", job.id, specs.jid, cmd, trigger.describe())
         return {"job": job.id, "next_run": iso(first), "trigger": trigger.describe()}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import operator
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -32,7 +33,7 @@ from .. import _runtime
 from .._enums import RunState
 from ._callbacks import EXITED, call_plain, contained, log
 from ._heap import DeadlineHeap
-from ._stats import TimerStats, record_runs, snapshot
+from ._stats import TimerStats, record_runs, snapshot, stride_for
 from ._thread import TimerThread
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ Loop = asyncio.AbstractEventLoop
 
 _CHUNK: Final = 512  # most ticks taken from the heap per lock hold
 _RUNNING: Final = RunState.RUNNING  # bound once: compared per tick on the hot paths
+_loop_of: Final = operator.attrgetter("_loop")
 
 
 class Driver(Protocol):
@@ -215,12 +217,25 @@ class Engine:
         return posts if took else None
 
     def _route_locked(self, due: list[Any], posts: list[Loop]) -> None:
-        """Route flat ticks (``timer, deadline, ...``) to the driver or their loop's outbox."""
+        """Route flat ticks (``timer, deadline, ...``) to the driver or their loop's outbox.
+
+        The common cases take no step per tick in Python: no loop-bound timer at all, or
+        every tick due for one and the same loop (a worker's ``Safe`` timers): checked by
+        one ``map`` over the timers, then the ticks move as one slice.
+        """
         if self._routed == 0:
             plain = due
         else:
             plain = []
             outbox = self._outbox
+            first = due[0]._loop
+            if first is not None and all(map(operator.is_, map(_loop_of, due[::2]), itertools.repeat(first))):
+                if (box := outbox.get(first)) is None:
+                    outbox[first] = due
+                    posts.append(first)
+                else:  # a drain for this loop is already on its way: ride along
+                    box += due
+                return
             for i in range(0, len(due), 2):
                 t = due[i]
                 loop = t._loop
@@ -229,7 +244,7 @@ class Engine:
                 elif (box := outbox.get(loop)) is None:
                     outbox[loop] = due[i : i + 2]
                     posts.append(loop)
-                else:  # a drain for this loop is already on its way: ride along
+                else:
                     box += due[i : i + 2]
         if plain:
             self.driver.run_plain_locked(plain)
@@ -258,10 +273,13 @@ class Engine:
         """Run the ticks handed to ``loop`` (on the loop's thread).
 
         The lock is taken twice per batch, not twice per tick: to take the batch, and to
-        record every run's statistics at the end. Whether an interval tick may start is
+        record every run's statistics at the end (a batch of more than ``BUSY_BATCH`` ticks
+        samples lateness: ``_stats.stride_for``). Whether an interval tick may start is
         read without the lock (``stop()`` writes ``_state`` under it; the read is atomic),
         which keeps the guarantee that no tick starts after ``stop()`` returned; one-shots
-        change state when they start and take the lock for it.
+        change state when they start and take the lock for it. The clock is read once per
+        plain tick: a run's end is the next run's start (the few bytecodes between two
+        callbacks count as the later one's runtime).
         """
         lock = self.lock
         with lock:
@@ -274,6 +292,7 @@ class Engine:
         runs: list[Any] = []  # flat: timer, deadline, start, end, error
         size = len(batch)
         i = 0
+        now = clock()
         try:
             while i < size:
                 t = batch[i]
@@ -283,20 +302,23 @@ class Engine:
                     with lock:
                         if not self.begin_locked(t):
                             continue
+                    now = clock()  # (the lock may have been waited for)
                 if t._is_coro:
                     self._start_task(t, deadline)
+                    now = clock()
                     continue
-                start = clock()
+                start = now
                 try:
                     error = call(t)
                 except BaseException:  # pragma: no cover - call_plain catches what callbacks raise
                     runs += (t, deadline, start, clock(), True)
                     raise
-                runs += (t, deadline, start, clock(), error)
+                now = clock()
+                runs += (t, deadline, start, now, error)
         finally:
             with lock:
                 self.busy -= 1
-                self.record_locked(runs)
+                self.record_locked(runs, stride_for(size // 2))
                 for t in batch[i::2]:  # never started: a BaseException ended the batch
                     t._inflight -= 1
                     t._missed += 1
@@ -311,15 +333,19 @@ class Engine:
             self._retire_locked(t)
         return True
 
-    def finish_locked(self, t: Timer, deadline: float, start: float, end: float, error: bool) -> None:
-        """Account for one finished run (``error``: the callback failed)."""
-        record_runs((t, deadline, start, end, error))
+    def finish_locked(
+        self, t: Timer, deadline: float, start: float, end: float, error: bool, stride: int = 1
+    ) -> None:
+        """Account for one finished run (``error``: the callback failed); ``stride`` > 1
+        samples its lateness (``_stats.record_runs``: the caller has a backlog)."""
+        record_runs((t, deadline, start, end, error), stride)
         if self.busy == 0 and self._idle_waiters:
             self._idle.notify_all()
 
-    def record_locked(self, runs: Sequence[Any]) -> None:
-        """Account for finished runs, given flat: ``timer, deadline, start, end, error, ...``."""
-        record_runs(runs)
+    def record_locked(self, runs: Sequence[Any], stride: int = 1) -> None:
+        """Account for finished runs, given flat: ``timer, deadline, start, end, error, ...``;
+        ``stride`` as for ``finish_locked``."""
+        record_runs(runs, stride)
         if self.busy == 0 and self._idle_waiters:
             self._idle.notify_all()
 

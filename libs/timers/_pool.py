@@ -23,6 +23,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 from ._callbacks import call_plain, log
+from ._stats import stride_for
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -123,4 +124,5 @@ class CallbackPool:
                     lock.acquire()
                 self._busy -= 1
                 eng.busy -= 1
-                finish(t, deadline, start, end, error)
+                # the backlog is this worker's batch: sample lateness under load (_stats.py)
+                finish(t, deadline, start, end, error, stride_for(len(ready) // 2 + 1))

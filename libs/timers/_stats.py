@@ -4,15 +4,25 @@ Why a histogram and not a list of the last 1024 samples: a worker may run 100,00
 and 1024 floats each would be 0.8 GB. Lateness is recorded instead in log-spaced buckets
 (1 us wide below 8 us, then 4 buckets per power of two, so a reported percentile - the
 bucket's middle - is within 12.5 % of the true sample) with 8-bit counts, in two windows
-of 255 samples: the current one and the previous one. Percentiles therefore describe the
+of 255 runs: the current one and the previous one. Percentiles therefore describe the
 last 255-510 runs. Memory: about 100 bytes per timer (a range of a few octaves of
-lateness), allocated at the first run; the range shrinks again when outliers age out.
+lateness), allocated at the first sampled run; the range shrinks again when outliers age out.
 
 Layout of the ``array('B')``: ``[n_current, n_previous, lo, cur_lo, prev_lo, cur_lo+1, ...]``:
 only buckets from the lowest to the highest one seen in the two windows are stored.
 
 Run counters live in one ``array('d')`` per timer (``ACC_*`` indexes), updated in place:
-a timer's statistics allocate nothing per run once it has run a few times.
+a timer's statistics allocate nothing per run once it has run a few times. They are exact.
+
+Lateness is sampled under load. Recording a lateness sample was the largest part of a
+tick's statistics (about a third of the loop's whole per-tick cost at 100,000 ticks a
+second, bench/RESULTS.md, "Timers: cheaper statistics"), so when runs are recorded
+in batches of more than ``BUSY_BATCH`` (many ticks due together: the load where the cost
+shows), only every ``SAMPLE_EVERY``-th run of each timer is sampled, counting that timer's
+own runs (its 8th, 16th, 24th, ...): deterministic, and fair to every timer whatever its
+place in the batches. A sample then stands for the ``SAMPLE_EVERY`` runs up to it (it is
+added with that weight), so the windows still describe the last 255-510 *runs*, and busy
+moments weigh in the percentiles as much as quiet ones, where every run is sampled.
 
 Thread affinity: none; callers serialise access (the engine's lock).
 """
@@ -26,6 +36,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol
 
 __all__ = [
+    "BUSY_BATCH",
+    "SAMPLE_EVERY",
     "WINDOW",
     "Recorded",
     "TimerStats",
@@ -34,10 +46,23 @@ __all__ = [
     "lateness_samples",
     "record_runs",
     "snapshot",
+    "stride_for",
 ]
 
 WINDOW = 255
-"""Samples per window (8-bit counts); percentiles cover the last WINDOW..2*WINDOW samples."""
+"""Runs per window (8-bit counts); percentiles cover the last WINDOW..2*WINDOW runs."""
+
+SAMPLE_EVERY = 8
+"""Under load, the lateness of every SAMPLE_EVERY-th run of a timer is sampled (see the module doc)."""
+
+BUSY_BATCH = 16
+"""Runs recorded together above which lateness is sampled; at or below it every run is."""
+
+
+def stride_for(batch: int) -> int:
+    """Which runs to sample the lateness of when ``batch`` runs are recorded together:
+    1 (every run) for small batches, ``SAMPLE_EVERY`` under load."""
+    return 1 if batch <= BUSY_BATCH else SAMPLE_EVERY
 
 _MAX_BUCKET = 151  # 2**40 us (about 12 days) and beyond share the last bucket
 
@@ -76,20 +101,21 @@ def _zeros(n: int) -> array[int]:
     return array("B", bytes(n))
 
 
-def lateness_add(counts: array[int] | None, seconds: float) -> array[int]:
-    """Record one lateness sample; returns the (possibly new) counts array."""
+def lateness_add(counts: array[int] | None, seconds: float, weight: int = 1) -> array[int]:
+    """Record one lateness sample standing for ``weight`` runs (1..``SAMPLE_EVERY``);
+    returns the (possibly new) counts array."""
     us = int(seconds * 1e6)
     b = _BUCKET[us] if 0 <= us < _FAST else _bucket(seconds)
-    if counts is not None and counts[0] < WINDOW:  # the common case: a bucket in range
+    if counts is not None and counts[0] + weight <= WINDOW:  # the common case: a bucket in range
         i = _HEAD + 2 * (b - counts[2])
         if _HEAD <= i < len(counts):
-            counts[0] += 1
-            counts[i] += 1
+            counts[0] += weight
+            counts[i] += weight
             return counts
-    return _add_slow(counts, b, seconds)
+    return _add_slow(counts, b, seconds, weight)
 
 
-def _add_slow(counts: array[int] | None, b: int, seconds: float) -> array[int]:
+def _add_slow(counts: array[int] | None, b: int, seconds: float, weight: int) -> array[int]:
     """``lateness_add`` when the array is new, must widen, or the window is full."""
     if counts is None:
         lo = max(0, b - _MARGIN)
@@ -103,14 +129,14 @@ def _add_slow(counts: array[int] | None, b: int, seconds: float) -> array[int]:
     i = _HEAD + 2 * (b - lo)
     if len(counts) <= i:  # widen upwards
         counts = counts + _zeros(i + 2 + 2 * _MARGIN - len(counts))
-    if counts[0] >= WINDOW:
+    if counts[0] + weight > WINDOW:
         counts = _rotate(counts)
         lo = counts[2]
         if b < lo or len(counts) <= _HEAD + 2 * (b - lo):
-            return lateness_add(counts, seconds)
+            return lateness_add(counts, seconds, weight)
         i = _HEAD + 2 * (b - lo)
-    counts[0] += 1
-    counts[i] += 1
+    counts[0] += weight
+    counts[i] += weight
     return counts
 
 
@@ -154,7 +180,8 @@ def lateness_quantiles(counts: array[int] | None, qs: tuple[float, ...]) -> list
 
 
 def lateness_samples(counts: array[int] | None) -> int:
-    """How many samples the percentiles are computed from."""
+    """How many runs the percentiles describe (a sample taken under load stands for
+    ``SAMPLE_EVERY`` runs)."""
     return 0 if counts is None else counts[0] + counts[1]
 
 
@@ -165,7 +192,9 @@ class TimerStats:
     ``missed`` counts ticks that never ran: grid points passed during a stall (coalesced
     or skipped) and ticks dropped because ``max_instances`` runs were still in flight.
     ``lateness_*`` is how long after its deadline a callback started (p50/p99 over the
-    last 255-510 runs, within 12.5 %). ``last_run`` is wall-clock epoch seconds.
+    last 255-510 runs, within 12.5 %; under load estimated from every 8th run of the timer,
+    see the module doc); ``lateness_samples`` is how many runs they describe.
+    ``last_run`` is wall-clock epoch seconds.
     """
 
     name: str
@@ -207,33 +236,37 @@ class Recorded(Protocol):
     _missed: int
     _inflight: int
     _acc: array[float] | None  # ACC_* counters, allocated at the first run
-    _hist: array[int] | None  # the lateness windows, allocated at the first run
+    _hist: array[int] | None  # the lateness windows, allocated at the first sampled run
 
 
-def record_runs(runs: Sequence[Any]) -> None:
+def record_runs(runs: Sequence[Any], stride: int = 1) -> None:
     """Account for finished runs, given flat: ``timer, deadline, start, end, error, ...``.
 
-    Each run leaves the timer's in-flight count and adds to its counters and lateness. The
-    hottest code of a busy timer process (once per tick), hence literal indexes into
-    ``_acc`` (the ``ACC_*`` values) and no call per run but ``lateness_add``.
+    Each run leaves the timer's in-flight count and adds to its counters (exact); with
+    ``stride`` > 1 (``stride_for``: a busy batch) only every ``stride``-th run of each timer
+    adds a lateness sample, of weight ``stride``. The hottest code of a busy timer process
+    (once per tick), hence literal indexes into ``_acc`` (the ``ACC_*`` values), the runs
+    unpacked five at a time from one iterator (no index arithmetic, no copy), and no call
+    per run but a sampled ``lateness_add``.
     """
     add = lateness_add
-    for j in range(0, len(runs), 5):
-        t = runs[j]
-        start = runs[j + 2]
+    it = iter(runs)
+    for t, deadline, start, end, error in zip(it, it, it, it, it, strict=True):
         t._inflight -= 1
         acc = t._acc
         if acc is None:
             acc = t._acc = array("d", _ACC_ZERO)
-        acc[0] += 1.0  # ACC_RUNS
-        if runs[j + 4]:
+        n = acc[0] + 1.0  # ACC_RUNS, with this one
+        acc[0] = n
+        if error:
             acc[1] += 1.0  # ACC_ERRORS
         acc[2] = start  # ACC_LAST
-        runtime = runs[j + 3] - start
+        runtime = end - start
         acc[3] += runtime  # ACC_RT_SUM
         if runtime > acc[4]:  # ACC_RT_MAX
             acc[4] = runtime
-        t._hist = add(t._hist, start - runs[j + 1])
+        if stride == 1 or n % stride == 0.0:  # the timer's stride-th, 2*stride-th, ... run
+            t._hist = add(t._hist, start - deadline, stride)
 
 
 def snapshot(t: Recorded, *, is_running: bool, now: float, wall_now: float) -> TimerStats:

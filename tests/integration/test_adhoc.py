@@ -106,7 +106,8 @@ async def test_commands_are_listed_with_the_features_xep_0050_requires(worker, a
                                                  "info": "this worker's JID, version, uptime, commands and request "
                                                  "counters",
                                                  "metrics": "this worker's Prometheus metrics: {\"text\": "
-                                                 "<text exposition>} (owner and partners only)",
+                                                 "<text exposition>}; with {\"format\": \"json\"} the same "
+                                                 "numbers as JSON (owner and partners only)",
                                                  "paint": "paint a picture",
                                                  "ping": "QE's liveness check: {\"pong\": true, \"environment\": "
                                                  "\"python\"}"}
@@ -357,6 +358,8 @@ async def test_poezio_runs_a_command_through_its_form(poezio_worker, prosody, ac
         await screen.wait_for("Authentication success", "Your JID is")
         await screen.type(f"/ad-hoc {worker.jid}")
         await screen.key("Enter")
+        # the list is drawn while it loads: wait for its last command before reading it
+        await screen.wait_line(lambda line: line.count("│") >= 1 and line.split("│")[1].startswith("ping "))
         listed = await screen.wait_for(f"Ad-hoc commands of JID {worker.jid}", "adjust a picture")
         nodes = [line.split("│")[1].split()[0] for line in listed.splitlines()
                  if line.count("│") >= 1 and line.split("│")[1].strip()]

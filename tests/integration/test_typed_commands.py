@@ -21,7 +21,8 @@ DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 BUILT_INS = ["commands", "info", "ping"]  # for everyone; "metrics" too for owner and partners
 BUILT_INS_DESCRIPTIONS = {
-    "metrics": "this worker's Prometheus metrics: {\"text\": <text exposition>} (owner and partners only)",
+    "metrics": "this worker's Prometheus metrics: {\"text\": <text exposition>}; with {\"format\": \"json\"} "
+               "the same numbers as JSON (owner and partners only)",
     "commands": "the commands you may run here, with their descriptions and arguments (JSON Schema)",
     "info": "this worker's JID, version, uptime, commands and request counters",
     "ping": "QE's liveness check: {\"pong\": true, \"environment\": \"python\"}",

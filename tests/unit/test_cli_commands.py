@@ -49,7 +49,7 @@ SUBCOMMANDS = sorted(_subcommands())
 
 def test_the_subcommands() -> None:
     assert SUBCOMMANDS == sorted(["call", "ping", "info", "commands", "schedule", "jobs", "cancel", "run",
-                                  "server", "demo", "completion"])
+                                  "server", "demo", "completion", "dashboard"])
 
 
 @pytest.mark.parametrize("name", SUBCOMMANDS)

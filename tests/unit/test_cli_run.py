@@ -90,7 +90,7 @@ def test_both_commands_take_the_same_options_with_descriptions(capsys, monkeypat
         section = text.split("options:\n")[1].split("\n\n")[0].rstrip()
         options.append(section)
     assert options[0] == options[1]
-    for option in ("--resource", "--public", "--maintenance"):
+    for option in ("--resource", "--public", "--maintenance", "--workers"):
         assert option in options[0]
     assert "job-history cleanup" in options[0]
 
@@ -103,3 +103,25 @@ def test_a_bad_resource_is_refused_by_both(capsys) -> None:
             main(argv)
         assert exited.value.code == 2
         assert "not a valid resource" in capsys.readouterr().err
+
+
+def test_workers_n_reaches_the_worker_and_must_be_a_positive_number(installed, monkeypatch, capsys) -> None:
+    install(installed, "fake_worker", "[qe_worker.test_workers]\npython = qe_fake_worker:run\n")
+    monkeypatch.setattr(cli, "WORKERS_GROUP", "qe_worker.test_workers")
+    assert cli.main(["run", "--workers", "3"]) == 7
+    import qe_fake_worker
+
+    assert qe_fake_worker.calls == [cli.RunOptions(resource="python", public=False, maintenance=False, workers=3)]
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["run", "--workers", bad])
+        assert exited.value.code == 2
+        assert "is not a number of workers" in capsys.readouterr().err
+
+
+def test_workers_is_an_option_of_the_default_worker_not_of_a_script(tmp_path, capsys) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("print('ran')\n")
+    assert cli.main(["run", "--workers", "2", str(script)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--workers: options of the default worker, not of a script" in err

@@ -337,6 +337,7 @@ INVALID = {  # one invalid value per variable; the test below fails when a varia
     "QE_REST_CORS": "ui.example",
     "QE_METRICS_PORT": "65536",
     "QE_METRICS_HOST": "two words",
+    "QE_METRICS": "sometimes",
     "QE_REQUEST_LOG": "sometimes",
     "QE_LOG_FORMAT": "xml",
     "QE_BLOCKED_MS": "slow",
@@ -448,6 +449,8 @@ def test_every_variable_with_a_bad_value_gets_one_line_naming_it(var: str, value
     ("QE_REQUEST_LOG", "0.1", "request_log", 0.1),
     ("QE_LOG_FORMAT", "JSON", "log_format", "json"),
     ("QE_BLOCKED_MS", "0", "blocked_ms", 0),
+    ("QE_METRICS", "off", "metrics", False),
+    ("QE_METRICS", "on", "metrics", True),
 ])
 def test_the_newer_variables_are_read(var: str, value: str, field: str, expected: Any) -> None:
     assert getattr(load_config(env(**{var: value})), field) == expected

@@ -1,6 +1,7 @@
 """Prometheus metrics of a worker on a ``MemoryNetwork``: the families carry the right values
 after some calls; each App has its own registry; strangers read no internals (``info``,
-``metrics``); label values stay bounded whatever names callers send."""
+``metrics``); label values stay bounded whatever names callers send; timer counts stay exact
+when the timers sample lateness."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from libs.bridge import App, MemoryNetwork, ProtocolError, RemoteError
 from libs.observability.metrics import MAX_COMMANDS, OTHER
+from libs.timers import SetIntervalSafe
+from libs.timers._stats import BUSY_BATCH
+from libs.timers.virtual import VirtualClock
 
 Factory = Callable[..., App]
 
@@ -144,3 +148,76 @@ async def test_command_labels_stay_bounded(make_app: Factory, connect: Any) -> N
     cmds = {dict(labels)["cmd"] for name, labels in samples(app.metrics.render().decode()) if name == "qe_calls_total"}
     assert len(cmds) == MAX_COMMANDS + 1 and OTHER in cmds
     assert value(samples(app.metrics.render().decode()), "qe_calls_total", cmd=OTHER, outcome="ok") == 20
+
+
+async def test_the_json_form_of_metrics_has_the_same_numbers(make_app: Factory, connect: Any, tmp_path: Any) -> None:
+    from libs.observability.metrics import BUCKETS
+    from libs.scheduling import JobScheduler, JobStore
+
+    app = make_app(public=True)
+    JobScheduler(app, JobStore(tmp_path / "jobs.sqlite3"))
+
+    @app.command("add")
+    async def add(x: int, y: int) -> dict[str, Any]:
+        return {"sum": x + y}
+
+    await app.wait_online(1)
+    friend = await connect("friend@localhost")
+    for i in range(3):
+        await friend.call(app.jid, "add", {"x": i, "y": 1}, timeout=2)
+    with pytest.raises(RemoteError):
+        await friend.call(app.jid, "add", {"x": "wide"}, timeout=2)
+    owner = await connect("worker@localhost")
+    job = await owner.call(app.jid, "schedule", {"cmd": "ping", "trigger": {"every": "1h"}}, timeout=2)
+
+    doc = await friend.call(app.jid, "metrics", {"format": "json"}, timeout=2)
+    assert doc["format"] == "json" and doc["version"] == 1 and doc["jid"] == app.jid
+    assert doc["service"] == "python" and doc["started_at"] == app.started_at
+    assert doc["calls"]["add"] == {"ok": 3, "bad-request": 1}
+    assert doc["latency"]["buckets"] == list(BUCKETS)
+    counts = doc["latency"]["commands"]["add"]["counts"]
+    assert len(counts) == len(BUCKETS) + 1 and sum(counts) == 4
+    assert doc["requests"]["received"] >= 5 and doc["requests"]["in_flight"] == 1  # this very call
+    assert doc["jobs"]["count"] == 1 and "list" not in doc["jobs"]  # a partner: counts only
+    mine = await owner.call(app.jid, "metrics", {"format": "json"}, timeout=2)
+    [entry] = mine["jobs"]["list"]
+    assert entry["job"] == job["job"] and entry["cmd"] == "ping" and entry["next_run"]
+    assert "text" in await friend.call(app.jid, "metrics", {"format": "text"}, timeout=2)
+    with pytest.raises(RemoteError) as bad:
+        await friend.call(app.jid, "metrics", {"format": "xml"}, timeout=2)
+    assert bad.value.code == "bad-request"
+    stranger = await connect("stranger@elsewhere")
+    with pytest.raises(RemoteError) as refused:
+        await stranger.call(app.jid, "metrics", {"format": "json"}, timeout=2)
+    assert refused.value.code == "forbidden"
+
+
+async def test_qe_metrics_off_records_nothing_per_request(make_app: Factory, connect: Any, net: MemoryNetwork) -> None:
+    import dataclasses
+
+    transport = net.transport("worker@localhost/quiet", allow=["friend@localhost"])
+    app = App(transport=transport, config=dataclasses.replace(transport.config, metrics=False))
+    try:
+        await app.wait_online(1)
+        friend = await connect("friend@localhost")
+        await friend.call(app.jid, "ping", timeout=2)
+        found = samples(app.metrics.render().decode())
+        assert app.dispatcher.observer is None
+        assert not any(name.startswith(("qe_calls", "qe_call_duration")) for name, _ in found)
+        assert value(found, "qe_requests_received_total") == 1  # read from the counters at scrape time
+    finally:
+        await app.close(1)
+
+
+async def test_timer_counts_stay_exact_when_lateness_is_sampled(make_app: Factory) -> None:
+    # 32 intervals due together: batches big enough that lateness is sampled (every 8th run)
+    app = make_app()
+    with VirtualClock() as clock:
+        for _ in range(2 * BUSY_BATCH):
+            SetIntervalSafe(lambda: None, 10).start()
+        assert await clock.advance(0.205) == 20 * 2 * BUSY_BATCH
+        found = samples(app.metrics.render().decode())
+    assert value(found, "qe_timers", kind="interval") == 2 * BUSY_BATCH
+    assert value(found, "qe_timer_runs") == 20 * 2 * BUSY_BATCH
+    assert value(found, "qe_timer_missed") == 0
+    assert value(found, "qe_timer_lateness_seconds", quantile="0.99") == pytest.approx(0.5e-6)  # on time: 0-1 us

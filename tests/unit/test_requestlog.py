@@ -120,3 +120,13 @@ def test_unreachable_server_escalates_to_warning_after_three_attempts() -> None:
     s.handle(Event.RETRY_DUE)
     [_offline, retry] = s.handle(Event.CONNECT_FAILED, now=100.0, detail="refused")
     assert isinstance(retry, Retry) and retry.level == logging.INFO  # counted afresh after a session
+
+
+def test_the_metrics_and_the_log_line_share_one_reading_of_the_clock(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    d = dispatcher()
+    seen: list[float] = []
+    d.observer = lambda cmd, answer, seconds: seen.append(seconds)
+    call(d, f"{OWNER}/r")
+    [line] = request_lines(caplog)
+    assert len(seen) == 1 and line.request["ms"] == round(seen[0] * 1000, 3)  # type: ignore[attr-defined]

@@ -15,9 +15,11 @@ __all__ = ["run"]
 
 
 def run(options: RunOptions) -> int:
-    """Start the default worker and serve until Ctrl+C / SIGTERM; the exit status (0 after a
-    clean stop, 2 for a job file written by a newer qe-worker; a fatal login ends the process
-    with 1 on its own). Call it once per process, on the main thread."""
+    """Start the default worker (``options.workers`` of them: a ``WorkerGroup``) and serve until
+    Ctrl+C / SIGTERM; the exit status (0 after a clean stop, 2 for a job file written by a
+    newer qe-worker; a fatal login ends the process with 1 on its own, except in a group,
+    which reports it and goes on with the others). Call it once per process, on the main
+    thread."""
     from libs.startup import startup
 
     startup()  # configuration, logging and the event loop, before the worker is imported and built
@@ -25,10 +27,18 @@ def run(options: RunOptions) -> int:
 
     from .worker import build
 
+    loop = asyncio.get_event_loop()
     try:
-        build(resource=options.resource, public=options.public, maintenance=options.maintenance)
+        if options.workers == 1:
+            build(resource=options.resource, public=options.public, maintenance=options.maintenance)
+        else:  # RESOURCE-0 .. RESOURCE-{N-1} in this process; SIGINT/SIGTERM close them all
+            from libs.bridge import WorkerGroup
+
+            group = WorkerGroup(options.workers, resource=options.resource, factory=build, public=options.public,
+                                maintenance=options.maintenance)
+            loop.create_task(group.start())
     except StoreVersionError as exc:  # a job file from a newer qe-worker: say so, touch nothing
         print(f"qe-worker: {exc}", file=sys.stderr)
         return 2
-    asyncio.get_event_loop().run_forever()
+    loop.run_forever()
     return 0

@@ -23,7 +23,8 @@ the session alive, which slixmpp alone does not do:
 - group-chat rooms (XEP-0045) without slixmpp's plugin: the rules are ``_rooms.Rooms``
   (joined again after every new session, not after a resumption), the stanzas from rooms
   we are in are taken by the same incoming filter as API requests;
-- TLS per ``QE_TLS``: ``required`` refuses a session that is not encrypted;
+- TLS per ``QE_TLS``: ``required`` refuses a session that is not encrypted; one TLS context
+  and one SCRAM salted password per process, shared by all its sessions (``_shared``);
 - several servers (``QE_HOST`` as a list, or DNS SRV when it is not set): tried in turn per
   the session table (``_session``), one per slixmpp ``connect()``; the TLS certificate is
   checked against the account's domain whichever server we reach (slixmpp's STARTTLS uses
@@ -39,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -64,7 +66,7 @@ from ..transport import (
     Takeover,
     Transport,
 )
-from . import _adhoc, _compat, _disco, _rooms, _srv
+from . import _adhoc, _compat, _disco, _rooms, _shared, _srv
 from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Resolve, Retry, Session
 
 __all__ = ["ATTEMPT_TIMEOUT", "XmppTransport"]
@@ -166,7 +168,11 @@ class XmppTransport(Transport):
     """One logged-in resource. Create and ``start()`` it on the running loop.
 
     ``keepalive`` is the seconds between pings to the server (0 disables); a ping not
-    answered within ``keepalive_timeout`` means the link is dead.
+    answered within ``keepalive_timeout`` means the link is dead. ``presence=False``: send
+    no available presence (calls to the full JID still arrive; the account's other sessions
+    and subscribers do not see this one come online). The server sends each available
+    resource of an account the presence of every other one, so N available sessions of one
+    account cost N² presence stanzas (a ``WorkerGroup``).
     """
 
     def __init__(
@@ -186,8 +192,10 @@ class XmppTransport(Transport):
         fail_fast: bool = False,
         srv_lookup: _srv.Lookup | None = None,
         attempt_timeout: float = ATTEMPT_TIMEOUT,
+        presence: bool = True,
     ) -> None:
         self.config = config
+        self.presence = presence
         self.jid = f"{config.jid}/{resource}"
         self.policy = policy or AccessPolicy.create(config.jid, public=False, allow=config.allow)
         self.on_request = on_request
@@ -266,15 +274,22 @@ class XmppTransport(Transport):
         """A slixmpp client for ``jid`` that connects and logs in as our configuration says
         (TLS, SCRAM without TLS only to loopback, CA file), with none of our handlers."""
         cfg = self.config
-        client = slixmpp.ClientXMPP(jid, cfg.password)
+        # one TLS context per process and CA file (not one CA-bundle load per client), and
+        # SCRAM's salted password computed once per process (_shared)
+        try:
+            context: ssl.SSLContext | None = _shared.tls_context(cfg.ca_file or None)
+        except (OSError, ssl.SSLError):  # an unreadable CA file: slixmpp's own path reports it at TLS time
+            context = None
+        client = slixmpp.ClientXMPP(jid, cfg.password, ssl_context=context)
+        if context is None and cfg.ca_file:
+            client.ca_certs = Path(cfg.ca_file)
+        _compat.cache_scram(client, _shared.SCRAM_CACHE.salted_password)
         client.auto_authorize = None  # we decide, in _on_subscribe
         client.auto_subscribe = False
         client.enable_direct_tls = False
         client.enable_starttls = cfg.tls != "off"
         client.enable_plaintext = True  # TCP first; STARTTLS upgrades it unless tls=off
         client.plugin["feature_mechanisms"].unencrypted_scram = _plain_scram(cfg.tls, cfg.host)  # set again per server
-        if cfg.ca_file:
-            client.ca_certs = Path(cfg.ca_file)
         return client
 
     def _make_client(self) -> slixmpp.ClientXMPP:
@@ -291,6 +306,8 @@ class XmppTransport(Transport):
         client.add_event_handler("ssl_invalid_chain", self._on_untrusted_certificate)
         client.add_event_handler("message", self._on_message)
         client.add_event_handler("presence_subscribe", self._on_subscribe)
+        client.add_event_handler("presence_available", self._on_presence)
+        client.add_event_handler("presence_unavailable", self._on_presence)
         # Last of the incoming filters (after XEP-0198 has counted the stanza): API requests
         # and answers to our own calls are taken here, before slixmpp tests the stanza
         # against every handler it has.
@@ -339,7 +356,7 @@ class XmppTransport(Transport):
             self._retry = asyncio.get_running_loop().call_later(action.delay, self._retry_due)
         elif isinstance(action, Online):
             self._end_attempt_timer()
-            if not action.resumed and client is not None:
+            if not action.resumed and client is not None and self.presence:
                 client.send_presence()
             # a new session has lost every room server-side; a resumed one kept them
             self._do_rooms(self.rooms.went_online(action.resumed, asyncio.get_running_loop().time()))
@@ -823,6 +840,15 @@ class XmppTransport(Transport):
         element = ET.Element(_PROGRESS_TAG, {"id": iq_id})
         element.text = payload
         self._send_control(to, element)
+
+    def _on_presence(self, presence: Any) -> None:
+        """``on_presence`` for the other sessions of our own account (rooms' presences never
+        get here: the incoming filter takes them)."""
+        if self.on_presence is None:
+            return
+        sender = str(presence["from"])
+        if "/" in sender and sender != self.jid and bare_jid(sender) == bare_jid(self.jid):
+            self.on_presence(sender, presence["type"] != "unavailable")
 
     def _on_subscribe(self, presence: Any) -> None:
         assert self._client is not None

@@ -3,7 +3,8 @@
 The request path needs things slixmpp has no public API for: writing a stanza in the same
 loop pass (its ``send()`` only queues), serialising a large payload without its
 character-by-character escape, answering XEP-0198 ack requests on our own schedule, ACKing
-each read at the TCP level, and ending its send task. Each helper says what it reads, and
+each read at the TCP level, ending its send task, and computing SCRAM's salted password
+once per process. Each helper says what it reads, and
 falls back to slixmpp's public behaviour when the internals are not what it was written
 against: a slixmpp that changed is slower here, never wrong.
 
@@ -34,6 +35,7 @@ __all__ = [
     "FastWriter",
     "ack_each_read",
     "answer_ack_requests",
+    "cache_scram",
     "end_send_task",
     "escape",
     "flat_iq_text",
@@ -111,6 +113,37 @@ def ack_each_read(client: slixmpp.ClientXMPP) -> None:
                     pass
 
     client.data_received = data_received  # type: ignore[method-assign]
+
+
+def cache_scram(client: slixmpp.ClientXMPP, salted_password: Callable[[str, bytes, bytes, int], bytes]) -> None:
+    """Have this client's SCRAM login take ``Hi(password, salt, iterations)`` from
+    ``salted_password(hash_name, password, salt, iterations)`` (``_shared.ScramCache``)
+    instead of slixmpp's pure-Python loop, which gives the same bytes ~20 times slower.
+
+    Wraps the instance's ``feature_mechanisms._send_auth`` (where slixmpp picks the mechanism,
+    ``plugin.mech``) and sets ``Hi`` on a chosen SCRAM mechanism (reads its ``hash``); any
+    other mechanism, or a plugin without these names, is left as it is.
+    """
+    plugin = client.plugin.get("feature_mechanisms", None)
+    send_auth = getattr(plugin, "_send_auth", None)
+    if send_auth is None:
+        return
+
+    def _send_auth(*args: Any, **kwargs: Any) -> Any:
+        result = send_auth(*args, **kwargs)
+        mech = getattr(plugin, "mech", None)
+        hash_ = getattr(mech, "hash", None)
+        if mech is not None and type(mech).__name__ == "SCRAM" and callable(hash_) and callable(getattr(mech, "Hi", None)):
+            name = hash_().name
+
+            def hi(text: str | bytes, salt: bytes, iterations: int) -> bytes:
+                password = text if isinstance(text, bytes) else text.encode("utf-8")
+                return salted_password(name, password, salt, iterations)
+
+            mech.Hi = hi
+        return result
+
+    plugin._send_auth = _send_auth  # type: ignore[method-assign]
 
 
 def received_iq(client: slixmpp.ClientXMPP, xml: Element) -> Iq:
