@@ -145,6 +145,7 @@ async def test_a_node_dies_under_load_and_comes_back(cluster, workers, tmp_path,
         results: dict[int, tuple[str, float, dict[str, Any]]] = {}
         t_kill = t_restarted = 0.0
         restarted_ms: list[int] = []
+        killed_wall: list[float] = []
         channel_back: dict[str, float] = {}
 
         async def one(i: int) -> None:
@@ -171,6 +172,7 @@ async def test_a_node_dies_under_load_and_comes_back(cluster, workers, tmp_path,
         async def kill() -> None:
             nonlocal t_kill
             t_kill = loop.time()
+            killed_wall.append(time.time())
             await asyncio.to_thread(cluster.kill_node, 1)
 
         async def restart() -> None:
@@ -232,6 +234,8 @@ async def test_a_node_dies_under_load_and_comes_back(cluster, workers, tmp_path,
             return min(oks) - t if oks else None
 
         back = [d["start_ms"] for d in _docs(workers["w1p"], "ran") if d["start_ms"] > restarted_ms[0]]
+        refusals = [r.created for r in caplog.records
+                    if "/w1p refused a call" in r.getMessage() and "(unavailable)" in r.getMessage()]
         failed_after_kill = [i for i in range(kill_at, total) if results[i][0] != "ok"]
         sessions = {name: (w.log_path.read_text().count("resumed its session"),
                            w.log_path.read_text().count(" online (session "))
@@ -248,8 +252,8 @@ async def test_a_node_dies_under_load_and_comes_back(cluster, workers, tmp_path,
             "w1p_first_ran_after_restart_s": round((min(back) - restarted_ms[0]) / 1000, 1) if back else None,
             "w1p_load_calls_after_restart": len([ms for ms in back if ms < restarted_ms[0] + 10**6]) - 1,
             "w1p_probe_ok_after_restart_s": round(t_w1p_back - t_restarted, 1),
-            "refused_by_dead_jid": sum("/w1p refused a call" in r.getMessage() and "(unavailable)" in r.getMessage()
-                                       for r in caplog.records),
+            "refused_by_dead_jid": len(refusals),
+            "refusals_after_kill_s": [round(t - killed_wall[0], 2) for t in refusals],
             "sessions_resumed_fresh": sessions,
             "failures": [(i, i % 2 + 1, o, round(end - t_kill, 2), str(a.get("message"))[:90])
                          for i, (o, end, a) in sorted(results.items()) if o != "ok"][:12],
@@ -257,8 +261,9 @@ async def test_a_node_dies_under_load_and_comes_back(cluster, workers, tmp_path,
         print("\nCLUSTER-FAILOVER-FIGURES " + json.dumps(figures))
         # w1p stayed in the service room on node 2 as a ghost; a call to it is refused at once
         # (the server has no session there) and sends it to the back of each caller's list:
-        # asked a few times (calls racing the first refusal), not on every call for 20 s
-        assert figures["refused_by_dead_jid"] <= 20, figures
+        # asked a few times (calls racing the first refusal, once more after a caller's rejoin
+        # lists it again; 0-12 measured), not by every call that would pick it (147 before)
+        assert figures["refused_by_dead_jid"] <= 50, figures
         assert outcomes["ok"] >= total // 2, figures
     finally:
         for app in callers:
