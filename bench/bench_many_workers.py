@@ -24,17 +24,22 @@ cores a high total rate measures the caller and the server as much as the worker
 the achieved rates and the CPU seconds per 1,000 calls.
 
 Server: ``--server prosody`` (libs.devserver: loopback, no ``mod_limits``, Nagle as Prosody's
-default). ``--server ejabberd`` is the hook for the 2-node cluster (``start_server``): it
-needs libs.devserver's ejabberd engine, which is not there yet.
+default) or ``--server ejabberd-cluster`` (libs.devserver's ``EjabberdCluster(nodes=2)``:
+loopback, no shaper, ``max_user_sessions`` high). On the cluster each side puts its workers
+on both nodes, alternately (worker i on node ``i % 2 + 1``, the first on node 1: ours as one
+``WorkerGroup`` per node, each with its node's address), and the caller logs in on node 2,
+so half of the calls cross nodes.
 
     python bench/bench_many_workers.py [--workers 1000] [--logins 50] [--rate 10]
-                                       [--duration 60] [--server prosody] [--sides ours,raw]
+                                       [--duration 60] [--server prosody|ejabberd-cluster]
+                                       [--sides ours,raw]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import os
@@ -56,7 +61,9 @@ import slixmpp  # noqa: E402
 from bench_bridge import RAW_TAG, RawEcho, _login, _plain, pct  # noqa: E402
 
 from libs.bridge.protocol import NS, encode_request, now_ms  # noqa: E402
-from libs.devserver import DevServer  # noqa: E402
+from libs.devserver import DevServer, EjabberdCluster  # noqa: E402
+
+Server = DevServer | EjabberdCluster
 
 Call = Callable[[str], Awaitable[Any]]
 SIDES = ("ours", "ours-nosm", "raw-quiet", "raw")
@@ -74,48 +81,76 @@ def rss() -> int:
 # -- the children -----------------------------------------------------------------------
 
 
-async def run_ours(n: int, logins: int) -> None:
-    from libs.bridge import WorkerGroup
+def worker_resources(n: int, nodes: int) -> list[list[str]]:
+    """The resources of the N workers by node (index 0: node 1): the first on node 1, then
+    worker i on node ``i % nodes + 1``; on one node ``first-0``, ``w-0`` .. ``w-(N-2)`` as before."""
+    if nodes == 1:
+        return [["first-0"] + [f"w-{i}" for i in range(n - 1)]]
+    by_node: list[list[str]] = [["first-0"]] + [[] for _ in range(nodes - 1)]
+    for i in range(n - 1):
+        node = i % nodes
+        by_node[node].append(f"w{node + 1}-{i // nodes}")
+    return by_node
 
-    first = WorkerGroup(1, resource="first", logins=1, handle_signals=False)
+
+async def run_ours(n: int, logins: int, addresses: list[tuple[str, int]]) -> None:
+    from libs.bridge import WorkerGroup
+    from libs.bridge.config import load_config
+
+    def on(node: int) -> Any:
+        """The environment's config pointed at one node (no QE_HOST failover list)."""
+        host, port = addresses[node]
+        return dataclasses.replace(load_config(), host=host, port=port, servers=())
+
+    first = WorkerGroup(1, resource="first", logins=1, handle_signals=False, config=on(0))
     began = time.perf_counter()
     await first.start()
     await asyncio.sleep(1)
     emit(event="first", rss=rss(), seconds=time.perf_counter() - began)
-    rest = WorkerGroup(n - 1, resource="w", logins=logins, handle_signals=False) if n > 1 else None
+    by_node = worker_resources(n, len(addresses))
+    rest = []
+    for node, resources in enumerate(by_node):
+        count = len([r for r in resources if r != "first-0"])
+        if count:
+            prefix = "w" if len(addresses) == 1 else f"w{node + 1}"
+            # one bound for all: the groups log in at the same time
+            rest.append(WorkerGroup(count, resource=prefix, logins=max(1, logins // len(addresses)),
+                                    handle_signals=False, config=on(node)))
     began = time.perf_counter()
-    started = await rest.start() if rest else None
+    started = await asyncio.gather(*(group.start() for group in rest))
     login_s = time.perf_counter() - began
     await asyncio.sleep(1)
-    emit(event="all", rss=rss(), seconds=login_s, online=1 + (started.online if started else 0),
-         failed=len(started.failed) if started else 0)
+    emit(event="all", rss=rss(), seconds=login_s, online=1 + sum(s.online for s in started),
+         failed=sum(len(s.failed) for s in started))
     await until_sigterm()
     began = time.perf_counter()
-    await asyncio.gather(first.close(), *([rest.close()] if rest else []))
+    await asyncio.gather(first.close(), *(group.close() for group in rest))
     emit(event="closed", seconds=time.perf_counter() - began)
 
 
-async def run_raw(n: int, logins: int, host: str, port: int, jid: str, password: str, presence: bool) -> None:
+async def run_raw(n: int, logins: int, addresses: list[tuple[str, int]], jid: str, password: str,
+                  presence: bool) -> None:
     slots = asyncio.Semaphore(logins)
     clients: list[RawEcho] = []
     failed = 0
 
-    async def login(resource: str) -> None:
+    async def login(resource: str, node: int) -> None:
         nonlocal failed
         async with slots:
             echo = RawEcho(f"{jid}/{resource}", password)
             clients.append(echo)
             try:
-                await (_login if presence else quiet_login)(echo.client, host, port)
+                await (_login if presence else quiet_login)(echo.client, *addresses[node])
             except Exception:  # noqa: BLE001 - counted
                 failed += 1
 
     began = time.perf_counter()
-    await login("first-0")
+    await login("first-0", 0)
     await asyncio.sleep(1)
     emit(event="first", rss=rss(), seconds=time.perf_counter() - began)
     began = time.perf_counter()
-    await asyncio.gather(*(login(f"w-{i}") for i in range(n - 1)))
+    await asyncio.gather(*(login(resource, node) for node, resources in enumerate(worker_resources(n, len(addresses)))
+                           for resource in resources if resource != "first-0"))
     login_s = time.perf_counter() - began
     await asyncio.sleep(1)
     emit(event="all", rss=rss(), seconds=login_s, online=n - failed, failed=failed)
@@ -264,28 +299,38 @@ async def load(jids: list[str], call: Call, rate: float, duration: float, inflig
             "p50": pct(lat, 50) if lat else float("nan"), "p99": pct(lat, 99) if lat else float("nan")}
 
 
-async def measure(side: str, args: argparse.Namespace, server: DevServer, jid: str, password: str,
+def addresses_of(server: Server) -> list[tuple[str, int]]:
+    """Each node's c2s address, node 1 first (Prosody: its one)."""
+    ports = server.ports if isinstance(server, EjabberdCluster) else [server.port]
+    return [(server.host, port) for port in ports]
+
+
+async def measure(side: str, args: argparse.Namespace, server: Server, jid: str, password: str,
                   caller: Caller) -> dict[str, Any]:
     env = {**os.environ, **server.env(jid, password)}
     if side == "ours-nosm":
         env["QE_STREAM_MANAGEMENT"] = "off"
+    addresses = ",".join(f"{host}:{port}" for host, port in addresses_of(server))
     cmd = [sys.executable, __file__, "--role", side, "--workers", str(args.workers), "--logins", str(args.logins),
-           "--host", server.host, "--port", str(server.port), "--jid", jid]
+           "--addresses", addresses, "--jid", jid]
     env["BENCH_PASSWORD"] = password
     spawned = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE)
     try:
         first = await read_event(proc, "first", 60)
-        jids = [f"{jid}/first-0"] + [f"{jid}/w-{i}" for i in range(args.workers - 1)]
+        nodes = len(addresses_of(server))
+        jids = [f"{jid}/{r}" for resources in worker_resources(args.workers, nodes) for r in resources]
         call: Call = caller.api_ping if side.startswith("ours") else caller.echo
         _took, missing = await until_all_answer(jids, call, deadline=600)
         all_answer = time.perf_counter() - spawned
         everyone = await read_event(proc, "all", 600)
-        child, me, prosody = psutil.Process(proc.pid), psutil.Process(), psutil.Process(server.pid)
-        before = [sum(p.cpu_times()[:2]) for p in (child, me, prosody)]
+        child, me = psutil.Process(proc.pid), psutil.Process()
+        servers = [psutil.Process(pid) for pid in server_pids(server)]
+        before = [sum(p.cpu_times()[:2]) for p in (child, me, *servers)]
         loaded = await load(jids, call, args.rate, args.duration, args.inflight) if args.duration > 0 else {}
-        cpu, cpu_caller, cpu_server = (sum(p.cpu_times()[:2]) - b for p, b in zip((child, me, prosody), before,
-                                                                                strict=True))
+        cpu, cpu_caller, *cpu_servers = (sum(p.cpu_times()[:2]) - b for p, b in zip((child, me, *servers), before,
+                                                                                  strict=True))
+        cpu_server = sum(cpu_servers)
         rss_loaded = int(child.memory_info().rss)
         proc.send_signal(signal.SIGTERM)
         closed = await read_event(proc, "closed", 120)
@@ -301,13 +346,20 @@ async def measure(side: str, args: argparse.Namespace, server: DevServer, jid: s
             "cpu_s": cpu, "cpu_caller_s": cpu_caller, "cpu_server_s": cpu_server, "close_s": closed["seconds"], **loaded}
 
 
-def start_server(kind: str) -> DevServer:
-    """The server both sides run against. TODO(ejabberd): start libs.devserver's 2-node
-    ejabberd cluster here once it has one (``max_user_sessions`` raised: ejabberd refuses
-    more than 10 sessions of one account by default)."""
-    if kind != "prosody":
-        raise SystemExit(f"--server {kind}: not available yet (needs libs.devserver's ejabberd engine)")
+def start_server(kind: str) -> Server:
+    """The server both sides run against: a private Prosody, or a private 2-node ejabberd
+    cluster (its config raises ``max_user_sessions``: ejabberd refuses more than 10 sessions
+    of one account by default)."""
+    if kind == "ejabberd-cluster":
+        return EjabberdCluster(nodes=2).start()
     return DevServer().start()
+
+
+def server_pids(server: Server) -> list[int]:
+    """The server's processes whose CPU time counts (a cluster: its nodes, epmd aside)."""
+    if isinstance(server, EjabberdCluster):
+        return [pid for pid in server.pids() if psutil.Process(pid).name() != "epmd"]
+    return [server.pid]
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -316,7 +368,9 @@ async def main(args: argparse.Namespace) -> int:
         password = secrets.token_urlsafe(12)
         jid = server.register("worker", password)
         client = _plain(slixmpp.ClientXMPP(f"{jid}/caller", password))
-        await quiet_login(client, server.host, server.port)  # available, it would get every worker's presence
+        # the last node (a cluster: node 2, so half of the calls cross nodes); not available,
+        # it would get every worker's presence
+        await quiet_login(client, *addresses_of(server)[-1])
         caller = Caller(client)
         results = {}
         for side in args.sides.split(","):
@@ -330,7 +384,7 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
-    print(f"\n{args.workers} workers, one process per side, {args.server} (loopback, no mod_limits); "
+    print(f"\n{args.workers} workers, one process per side, {args.server} (loopback, no throttling); "
           f"{platform.python_version()}, slixmpp {slixmpp.__version__}, {os.cpu_count()} cores; "
           f"logins {args.logins} at a time; load {args.rate:g} calls/s each for {args.duration:g} s")
     rows = [
@@ -390,21 +444,21 @@ def parse() -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=10.0, help="calls/s to each worker in the load phase")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of load (0: none)")
     p.add_argument("--inflight", type=int, default=2000, help="outstanding calls at most; more are not sent")
-    p.add_argument("--server", default="prosody", choices=("prosody", "ejabberd"))
+    p.add_argument("--server", default="prosody", choices=("prosody", "ejabberd-cluster"))
     p.add_argument("--sides", default="ours,raw-quiet,raw", help=f"of {', '.join(SIDES)}")
     p.add_argument("--role", choices=SIDES, help=argparse.SUPPRESS)
-    p.add_argument("--host", help=argparse.SUPPRESS)
-    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--addresses", help=argparse.SUPPRESS)  # HOST:PORT,... node 1 first
     p.add_argument("--jid", help=argparse.SUPPRESS)
     return p.parse_args()
 
 
 if __name__ == "__main__":
     ARGS = parse()
+    ADDRESSES = [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in (ARGS.addresses or "").split(",") if a]
     if ARGS.role in ("ours", "ours-nosm"):
-        asyncio.run(run_ours(ARGS.workers, ARGS.logins))
+        asyncio.run(run_ours(ARGS.workers, ARGS.logins, ADDRESSES))
     elif ARGS.role in ("raw", "raw-quiet"):
-        asyncio.run(run_raw(ARGS.workers, ARGS.logins, ARGS.host, ARGS.port, ARGS.jid, os.environ["BENCH_PASSWORD"],
+        asyncio.run(run_raw(ARGS.workers, ARGS.logins, ADDRESSES, ARGS.jid, os.environ["BENCH_PASSWORD"],
                             presence=ARGS.role == "raw"))
     else:
         sys.exit(asyncio.run(main(ARGS)))
