@@ -227,3 +227,13 @@ async def test_an_attempt_without_an_answer_is_given_up_for_the_next_server(capl
                    in r.getMessage() for r in caplog.records)
     finally:
         await transport.close(1)
+
+
+def test_only_a_prosody_conflict_is_taken_for_a_takeover() -> None:
+    """The loser's farewell login (telling the newcomer) only where a conflict cannot mean
+    "over the session limit": there, one more login would push out another session."""
+    from libs.bridge.xmpp import conflict_means_takeover
+
+    assert conflict_means_takeover("http://prosody.im")
+    assert not conflict_means_takeover(None)  # ejabberd 23.01 sends no caps in its features
+    assert not conflict_means_takeover("https://www.process-one.net/en/ejabberd/")

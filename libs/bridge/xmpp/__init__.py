@@ -69,7 +69,7 @@ from ..transport import (
 from . import _adhoc, _compat, _disco, _rooms, _shared, _srv
 from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Resolve, Retry, Session
 
-__all__ = ["ATTEMPT_TIMEOUT", "XmppTransport"]
+__all__ = ["ATTEMPT_TIMEOUT", "XmppTransport", "conflict_means_takeover"]
 
 log = logging.getLogger(__name__)
 _slixmpp_log = logging.getLogger("slixmpp.xmlstream.xmlstream")
@@ -82,6 +82,17 @@ _CANCEL_TAG = f"{{{NS}}}cancel"
 _TAKEOVER_TAG = f"{{{NS}}}takeover"  # the session we replaced says where it ran (Takeover)
 _CONTROL_TAGS = frozenset({_PROGRESS_TAG, _CANCEL_TAG, _TAKEOVER_TAG})
 _FAREWELL_TIMEOUT = 3.0  # s for the session that lost its resource to tell the newcomer
+_FEATURES_TAG = "{http://etherx.jabber.org/streams}features"
+_CAPS_TAG = "{http://jabber.org/protocol/caps}c"
+_TAKEOVER_ONLY_SERVERS = frozenset({"http://prosody.im"})
+"""Caps nodes (in their stream features) of servers whose ``<conflict/>`` stream error means
+only "another login took this resource": Prosody has no session limit that closes sessions."""
+
+
+def conflict_means_takeover(caps_node: str | None) -> bool:
+    """Whether a ``<conflict/>`` from the server with this caps node can only be a takeover of
+    our resource (then the loser tells the newcomer; see ``XmppTransport._tell_newcomer``)."""
+    return caps_node in _TAKEOVER_ONLY_SERVERS
 _NO_STORE_TAG = "{urn:xmpp:hints}no-store"  # XEP-0334: not for offline storage or archives
 # How long an XEP-0198 ack may wait, to cover every <r/> of that time with one <a/>. Only
 # where each read is ACKed at once by the kernel (_compat.ack_each_read); elsewhere at the end
@@ -228,6 +239,7 @@ class XmppTransport(Transport):
         self._retry: asyncio.TimerHandle | None = None
         self._closed = False  # close() ran (the session may have failed before)
         self._farewell: asyncio.Task[None] | None = None  # _tell_newcomer, after a conflict
+        self._server_caps: str | None = None  # the caps node in the server's stream features
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._log_limit = LogLimit()  # lines that other people's traffic causes
@@ -525,7 +537,16 @@ class XmppTransport(Transport):
     def _on_stream_error(self, error: Any) -> None:
         condition = error["condition"]
         if condition == "conflict":
-            if self._farewell is None and not self._closed:
+            if not conflict_means_takeover(self._server_caps):
+                # ejabberd closes the account's oldest session with the same error when the
+                # account goes over max_user_sessions: a login of ours to tell "the newcomer"
+                # would be one more session, and push out the next one (a cascade through the
+                # account's workers). So the newcomer is told only where a conflict can mean
+                # nothing but a taken resource.
+                log.warning("%s: the server ended our session with a conflict: another login took this "
+                            "resource, or the account went over the server's session limit (ejabberd: "
+                            "max_user_sessions)", self.jid)
+            elif self._farewell is None and not self._closed:
                 self._farewell = asyncio.get_running_loop().create_task(self._tell_newcomer())
             self._apply(Event.CONFLICT, detail=self.jid)
         else:
@@ -626,6 +647,11 @@ class XmppTransport(Transport):
             if xml.tag == self._message_tag and any(child.tag in _CONTROL_TAGS for child in xml):
                 self._control(xml)
                 return None
+            if xml.tag == _FEATURES_TAG:  # a few per session: which server this is (caps node)
+                caps = xml.find(_CAPS_TAG)
+                if caps is not None:
+                    self._server_caps = caps.get("node")
+                return stanza
             return self._take_room_stanza(stanza) if self.rooms else stanza
         kind = xml.get("type")
         api = None
