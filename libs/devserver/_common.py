@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import time
+import weakref
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 __all__ = [
+    "ManagedServer",
     "ServerNotInstalled",
     "XmppDevServer",
 ]
@@ -66,6 +69,47 @@ class XmppDevServer(Protocol):
     def register(self, user: str, password: str) -> str: ...
 
     def env(self, user: str, password: str) -> dict[str, str]: ...
+
+
+class ManagedServer:
+    """The life cycle both engines share, on top of their own ``start``/``stop``: restart,
+    clean-up of a work dir we created, and use as a context manager.
+
+    Subclasses set ``workdir``, ``_owned`` (we created ``workdir``) and ``_finalizer`` (what
+    stops the processes and removes the dir if the object is dropped without ``cleanup``).
+    """
+
+    workdir: Path
+    _owned: bool
+    _finalizer: "weakref.finalize[Any, Any]"
+
+    def start(self, timeout: float = 10.0) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Stop (if running) and start again on the same ports and data."""
+        self.stop()
+        self.start(timeout=timeout)
+
+    def cleanup(self) -> None:
+        """Stop everything and remove ``workdir`` if we created it (a given workdir is kept)."""
+        self.stop()
+        if self._owned:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self._finalizer.detach()
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
 
 
 def check_domain(domain: str) -> str:

@@ -59,6 +59,7 @@ from typing import Any
 
 from ._common import (
     LOOPBACK,
+    ManagedServer,
     ServerNotInstalled,
     check_account,
     check_domain,
@@ -132,7 +133,7 @@ def _finalize(procs: list[subprocess.Popen[bytes] | None], workdir: Path, owned:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-class EjabberdCluster:
+class EjabberdCluster(ManagedServer):
     """``nodes`` ejabberd nodes on 127.0.0.1 owned by this process, clustered (one node: a
     plain single server).
 
@@ -391,27 +392,9 @@ class EjabberdCluster:
         for n in range(1, self.nodes + 1):
             self.kill_node(n)
 
-    def restart(self, timeout: float = 30.0) -> None:
-        """Stop (if running) and start again on the same ports and spools."""
-        self.stop()
-        self.start(timeout=timeout)
 
-    def cleanup(self) -> None:
-        """Stop everything and remove ``workdir`` if we created it (a given workdir is kept)."""
-        self.stop()
-        if self._owned:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-        self._finalizer.detach()
 
-    def __enter__(self) -> "EjabberdCluster":
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()
-            raise
 
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

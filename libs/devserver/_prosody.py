@@ -59,6 +59,7 @@ from typing import Any
 
 from ._common import (
     LOOPBACK,
+    ManagedServer,
     ServerNotInstalled,
     check_account,
     check_domain,
@@ -138,7 +139,7 @@ def _finalize(proc_box: list[subprocess.Popen[bytes] | None], workdir: Path, own
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-class DevServer:
+class DevServer(ManagedServer):
     """A Prosody instance owned by this process, bound to 127.0.0.1 only.
 
     All state (config, accounts, pidfile, logs) lives in ``workdir``; ``cleanup()`` removes it
@@ -370,27 +371,9 @@ class DevServer:
             log.info("prosody pid %d killed", proc.pid)
         self._close_console()
 
-    def restart(self, timeout: float = 10.0) -> None:
-        """Stop (if running) and start again on the same port and data dir."""
-        self.stop()
-        self.start(timeout=timeout)
 
-    def cleanup(self) -> None:
-        """Stop the server and remove ``workdir`` if we created it (a given workdir is kept)."""
-        self.stop()
-        if self._owned:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-        self._finalizer.detach()
 
-    def __enter__(self) -> "DevServer":
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()
-            raise
 
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"
