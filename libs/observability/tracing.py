@@ -125,11 +125,12 @@ class Tracing:
         tracer = self.tracer()
         if tracer is None:
             return None, carrier()
-        if self._follows_unsampled:
-            current = trace.get_current_span().get_span_context()
-            if current.is_valid and not current.trace_flags.sampled:
-                return None, _carrier_of(current)  # the SDK would make a non-recording span
-        span = tracer.start_span(cmd, kind=SpanKind.CLIENT, attributes={
+        current = otel_context.get_current()
+        if current and self._follows_unsampled:  # an empty context (most callers) has no parent
+            under = trace.get_current_span(current).get_span_context()
+            if under.is_valid and not under.trace_flags.sampled:
+                return None, _carrier_of(under)  # the SDK would make a non-recording span
+        span = tracer.start_span(cmd, context=current, kind=SpanKind.CLIENT, attributes={
             "rpc.system": RPC_SYSTEM, "rpc.method": cmd, "qe.worker": jid})
         return span, _carrier_of(span.get_span_context())
 
@@ -149,18 +150,15 @@ class Tracing:
         then None.
         """
         tracer = self.tracer()
-        parent = parent_context(received) if received else None
-        if tracer is None:  # pass a received context on, nothing more
-            return None, None if parent is None else otel_context.attach(parent)
-        if self._follows_unsampled and parent is not None and not job:
-            received_span = trace.get_current_span(parent).get_span_context()
-            if received_span.is_valid and not received_span.trace_flags.sampled:
-                return None, otel_context.attach(parent)  # no span: the SDK would not record it
+        sent_by = _span_context(received) if received else None
+        parent = None if not received else otel_context.Context() if sent_by is None else _context_of(sent_by)
+        if tracer is None or (sent_by is not None and not sent_by.trace_flags.sampled and self._follows_unsampled
+                              and not job):  # no span (none wanted, or none the SDK would record)
+            return None, None if parent is None else otel_context.attach(parent)  # the context goes on
         links: list[Link] | None = None
         if job:  # a root: a run is no part of the call that scheduled it, only linked to it
-            scheduled_by = trace.get_current_span(parent).get_span_context() if parent is not None else None
-            if scheduled_by is not None and scheduled_by.is_valid:
-                links = [Link(scheduled_by)]
+            if sent_by is not None:
+                links = [Link(sent_by)]
             parent = otel_context.Context()
         elif parent is None and not inherit:
             parent = otel_context.Context()
@@ -205,17 +203,25 @@ def end(span: Span | None, token: Token | None, outcome: str) -> None:
 def parent_context(received: Mapping[str, str]) -> otel_context.Context:
     """The context ``received`` (a request's ``trace``) names as the parent: an empty one
     when its ``traceparent`` is not valid W3C trace context (then it is ignored)."""
+    sent_by = _span_context(received)
+    return otel_context.Context() if sent_by is None else _context_of(sent_by)
+
+
+def _span_context(received: Mapping[str, str]) -> SpanContext | None:
+    """The (remote) span context ``received`` names, or None when it is not valid."""
     match = _TRACEPARENT.fullmatch(received.get("traceparent", ""))
     if match is None:
-        return otel_context.Context()
+        return None
     version, trace_id, span_id, flags, more = match.groups()
     if version == "ff" or (version == "00" and more) or trace_id == "0" * 32 or span_id == "0" * 16:
-        return otel_context.Context()
+        return None
     state = received.get("tracestate")
-    context = SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True,
-                          trace_flags=TraceFlags(int(flags, 16)),
-                          trace_state=_trace_state(state) if state else None)
-    return trace.set_span_in_context(NonRecordingSpan(context), otel_context.Context())
+    return SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(int(flags, 16)),
+                       trace_state=_trace_state(state) if state else None)
+
+
+def _context_of(sent_by: SpanContext) -> otel_context.Context:
+    return trace.set_span_in_context(NonRecordingSpan(sent_by), otel_context.Context())
 
 
 def _trace_state(header: str) -> TraceState | None:
