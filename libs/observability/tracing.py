@@ -29,7 +29,7 @@ bench/RESULTS.md): no context managers here, the W3C header is parsed and writte
 rather than by the propagator, and the caller's span is never made current (nothing under
 a call makes spans). Each of those microseconds counts several times over in a call's
 latency: a call runs once per wake-up, after the server and the other end had the CPU, so
-its code runs from cold caches at about a quarter of its speed in a loop (measured there).
+its code runs from cold caches, 2-3x slower than in a loop (measured there).
 
 Not sampled, for nothing: with the SDK's ``ParentBased`` sampler as configured by default
 (a parent that was not sampled means no span), a request or call whose parent was not
