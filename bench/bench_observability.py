@@ -11,13 +11,17 @@ request log is off in all. The caller (this process) calls each with its own ``C
 "on" one makes a ``CLIENT`` span per call too (same SDK set-up), so that ratio covers both
 ends of a real XMPP call. Sequential calls interleaved in blocks (``bench_bridge.latencies``)
 give p50/p99 and the ratios; ``--aa`` makes "on" off as well (the noise floor of the ratio).
-Then the worker's request path alone, in process (``Dispatcher.handle``, min of 7 rounds).
+Then the worker's request path alone, in process (``Dispatcher.handle``, min of 7 rounds),
+and the whole call in memory (caller and worker in this process) in a hot loop vs with the
+caches evicted before each call, as they are between the round trips of a real call on a
+small machine: what tracing adds to a call's latency is the cold figure, several times the
+hot one.
 ``--instructions`` counts instructions per call under valgrind instead (deterministic, the
 same on a busy machine): the worker's whole side of a real call, as ``request_path.py``
 measures it (slixmpp on a fake socket, XEP-0198 on), per configuration; the traced ones get
 requests with a ``trace`` key, as a traced caller sends them.
 
-    python bench/bench_observability.py [--seq 4000] [--inprocess 20000] [--aa]
+    python bench/bench_observability.py [--seq 4000] [--inprocess 20000] [--cold 1000] [--aa]
     python bench/bench_observability.py --instructions
 """
 
@@ -127,6 +131,119 @@ async def in_process(calls: int) -> dict[str, float]:
     return best
 
 
+def span_cost(n: int) -> dict[str, float]:
+    """us per span in a loop (min of 7 rounds): the SDK's own ``start_span`` + ``end`` with
+    the same attributes, vs the same span through ``Tracing`` (ours: the ``trace`` key parsed
+    and written, the context made current), at each end of a call. The SDK as in the XMPP
+    rows (``ParentBased``, a ``BatchSpanProcessor`` whose exporter drops the spans; its queue
+    big enough that none is dropped in the loop)."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace as otel_trace
+    from opentelemetry.trace import SpanKind
+
+    from libs.observability.tracing import Tracing, end, parent_context
+
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=1 << 20))
+    tracer = provider.get_tracer("bench")
+    tracing = Tracing(provider)
+    received = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    parent = parent_context(received)
+    jid = "w@localhost/obs"
+
+    def sdk_client() -> None:
+        tracer.start_span("echo", kind=SpanKind.CLIENT,
+                          attributes={"rpc.system": "qe-worker", "rpc.method": "echo", "qe.worker": jid}).end()
+
+    def ours_client() -> None:
+        span, _carrier = tracing.start_call("echo", jid)
+        end(span, None, "ok")
+
+    def sdk_server() -> None:
+        span = tracer.start_span("echo", context=parent, kind=SpanKind.SERVER,
+                                 attributes={"rpc.system": "qe-worker", "rpc.method": "echo", "rpc.service": "s"})
+        token = otel_context.attach(otel_trace.set_span_in_context(span, parent))
+        otel_context.detach(token)
+        span.end()
+
+    def ours_server() -> None:
+        span, token = tracing.start_serving("echo", received, service="s")
+        end(span, token, "ok")
+
+    best = {}
+    for name, fn in (("sdk client", sdk_client), ("ours client", ours_client), ("sdk server", sdk_server),
+                     ("ours server", ours_server)):
+        best[name] = float("inf")
+        for _ in range(7):
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - t) / n * 1e6)
+    provider.shutdown()
+    return best
+
+
+_EVICT = bytearray(8 << 20)  # 8 MB: more than this machine's caches
+
+
+def _evict() -> None:
+    """Touch every cache line of 8 MB, as the server and the other end do between two calls
+    of a real round trip on a small machine: what ran before is no longer in the caches."""
+    buf = _EVICT
+    for i in range(0, len(buf), 64):
+        buf[i] ^= 1
+
+
+async def cold_vs_hot(calls: int) -> dict[str, tuple[float, float]]:
+    """p50 us of ``Client.call`` in memory (caller and worker in this process, no I/O), for
+    the rows of the XMPP table, in a hot loop vs with the caches evicted before each call
+    (``_evict``, not timed): (hot, cold) per row. Why a call's latency grows by several times
+    what the added code costs in a loop."""
+    net = MemoryNetwork()
+    rows = {"off": (None, None, False), "on": (sdk(), sdk(), True), "unsampled": (sdk(ALWAYS_OFF), sdk(ALWAYS_OFF), False)}
+    pairs: dict[str, tuple[Client, str]] = {}
+    apps: list[App] = []
+    for name, (caller_provider, worker_provider, metrics) in rows.items():
+        app = App(transport=net.transport(f"w@localhost/{name}"), exit_on_fatal=False, handle_signals=False,
+                  tracer_provider=worker_provider)
+        app.dispatcher.request_log.rate = 0.0
+        if not metrics:
+            app.dispatcher.observer = None
+
+        @app.command("echo")
+        async def echo(specs):  # type: ignore[no-untyped-def]
+            return specs.body
+
+        await app.wait_online(5)
+        client = Client(transport=net.transport(f"w@localhost/caller-{name}"), tracer_provider=caller_provider)
+        await client.__aenter__()
+        pairs[name] = (client, app.jid)
+        apps.append(app)
+    result: dict[str, tuple[float, float]] = {}
+    for cold in (False, True):
+        lat: dict[str, list[float]] = {name: [] for name in pairs}
+        for _ in range(max(1, calls // 50)):
+            for name, (client, jid) in pairs.items():
+                for _ in range(50):
+                    if cold:
+                        _evict()
+                    t = time.perf_counter()
+                    await client.call(jid, "echo", BODY)
+                    lat[name].append((time.perf_counter() - t) * 1e6)
+        for name, values in lat.items():
+            hot = result.get(name, (0.0, 0.0))[0]
+            result[name] = (statistics.median(values), 0.0) if not cold else (hot, statistics.median(values))
+    for client, _jid in pairs.values():
+        await client.__aexit__(None, None, None)
+    for app in apps:
+        await app.close(1)
+    for caller_provider, worker_provider, _metrics in rows.values():
+        for provider in (caller_provider, worker_provider):
+            if provider is not None:
+                provider.shutdown()
+    return result
+
+
 async def worker_side(mode: str, calls: int) -> None:
     """``calls`` calls fed to a worker on a fake socket (``request_path.py``) with ``off``,
     ``metrics``, ``tracing`` (the SDK) or both ``on``, or ``unsampled`` (the SDK, requests
@@ -206,6 +323,21 @@ async def main(args: argparse.Namespace) -> int:
         print(f"{label:28} {us[name]:8.2f} {us[name] / us['off']:7.2f}x")
     print(f"\nworker-side cost: +{us['on'] - us['off']:.2f} us/call = "
           f"{(us['on'] - us['off']) / (p50['off'] * 1000) * 100:.1f} % of the off call's p50")
+    spans = span_cost(args.inprocess // 4)
+    print(f"\n{'one span, in a loop':28} {'us/span':>8}")
+    for end_ in ("client", "server"):
+        sdk_us, ours_us = spans[f"sdk {end_}"], spans[f"ours {end_}"]
+        print(f"{end_ + ': the SDK alone':28} {sdk_us:8.2f}\n{end_ + ': through Tracing':28} {ours_us:8.2f}"
+              f"  (ours: {ours_us - sdk_us:+.2f})")
+    cold = await cold_vs_hot(args.cold)
+    print(f"\n{'Client.call in memory, p50':28} {'hot us':>8} {'cold us':>8} {'+hot':>7} {'+cold':>7} {'cold/hot':>8}")
+    for name, label in (("off", "metrics + tracing off"), ("on", "metrics + tracing on"),
+                        ("unsampled", "tracing on, not sampled")):
+        hot, cold_us = cold[name]
+        add_hot, add_cold = hot - cold["off"][0], cold_us - cold["off"][1]
+        factor = f"{add_cold / add_hot:7.1f}x" if name != "off" and add_hot > 0 else f"{cold_us / hot:7.1f}x"
+        print(f"{label:28} {hot:8.1f} {cold_us:8.1f} {add_hot:+7.1f} {add_cold:+7.1f} {factor:>8}")
+    print("(cold: 8 MB touched before each call, untimed, as the server and the other end do between two calls)")
     return 0
 
 
@@ -213,6 +345,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seq", type=int, default=4000, help="sequential calls per row")
     parser.add_argument("--inprocess", type=int, default=20000, help="calls per round in process")
+    parser.add_argument("--cold", type=int, default=1000, help="calls per row, hot and cold, in memory")
     parser.add_argument("--aa", action="store_true", help="both rows off: the noise floor of the ratio")
     parser.add_argument("--instructions", action="store_true", help="instructions per call under valgrind")
     parser.add_argument("--only", choices=("off", "metrics", "tracing", "on", "unsampled"),

@@ -27,7 +27,17 @@ Cost when no provider is set: ``Tracing.tracer()`` is one global lookup and a ty
 request, and nothing else happens. When one is, the SDK's span is most of it (measured in
 bench/RESULTS.md): no context managers here, the W3C header is parsed and written here
 rather than by the propagator, and the caller's span is never made current (nothing under
-a call makes spans).
+a call makes spans). Each of those microseconds counts several times over in a call's
+latency: a call runs once per wake-up, after the server and the other end had the CPU, so
+its code runs from cold caches, 2-3x slower than in a loop (measured there).
+
+Not sampled, for nothing: with the SDK's ``ParentBased`` sampler as configured by default
+(a parent that was not sampled means no span), a request or call whose parent was not
+sampled makes no span at all: the SDK would only hand back a non-recording one. The
+parent's context is made current and passed on instead, as a worker without a provider
+does; downstream sees the same trace id and the same "not sampled" flag (the parent span
+id it sees is the caller's, as no span was made in between). Any other sampler (or
+provider) decides every span itself.
 Thread affinity: none; spans follow the asyncio context.
 """
 
@@ -78,11 +88,12 @@ class Tracing:
     """Where one worker (or client) gets its tracer: ``provider``, or OpenTelemetry's global
     one when None (the usual case: the application sets it once at start-up)."""
 
-    __slots__ = ("_provider", "_tracer")
+    __slots__ = ("_follows_unsampled", "_provider", "_tracer")
 
     def __init__(self, provider: trace.TracerProvider | None = None) -> None:
         self._provider = provider
         self._tracer: trace.Tracer | None = None
+        self._follows_unsampled = False  # the tracer makes no span under a parent not sampled
 
     def tracer(self) -> trace.Tracer | None:
         """The tracer, or None while no provider is installed (then make no spans at all).
@@ -95,7 +106,9 @@ class Tracing:
             return None
         from ..bridge.app import version
 
-        tracer = self._tracer = provider.get_tracer(_NAME, version())
+        tracer = provider.get_tracer(_NAME, version())
+        self._follows_unsampled = _drops_unsampled(tracer)
+        self._tracer = tracer
         return tracer
 
     @property
@@ -107,11 +120,17 @@ class Tracing:
         """The caller's ``CLIENT`` span for one call (None without a tracer), a child of the
         current span, and the trace context the request carries: the new span's, else the
         current one's (a context this worker received, passed on). Not made current: nothing
-        under a call makes spans. ``end()`` it."""
+        under a call makes spans. None too when the current span was not sampled and the
+        sampler drops such children (module docstring). ``end()`` it."""
         tracer = self.tracer()
         if tracer is None:
             return None, carrier()
-        span = tracer.start_span(cmd, kind=SpanKind.CLIENT, attributes={
+        current = otel_context.get_current()
+        if current and self._follows_unsampled:  # an empty context (most callers) has no parent
+            under = trace.get_current_span(current).get_span_context()
+            if under.is_valid and not under.trace_flags.sampled:
+                return None, _carrier_of(under)  # the SDK would make a non-recording span
+        span = tracer.start_span(cmd, context=current, kind=SpanKind.CLIENT, attributes={
             "rpc.system": RPC_SYSTEM, "rpc.method": cmd, "qe.worker": jid})
         return span, _carrier_of(span.get_span_context())
 
@@ -125,18 +144,21 @@ class Tracing:
         current here (a REST request's HTTP server span): a request that came over the
         network is never the child of whatever the loop's context happens to hold. ``job``:
         a scheduled run, the root of a trace of its own, linked to ``received`` (the context
-        of the call that scheduled it). Without a tracer, a received context is made current
-        all the same, so that the calls the handler makes pass it on; the span is then None.
+        of the call that scheduled it). Without a tracer, or when ``received`` was not sampled
+        and the sampler drops such children (module docstring), a received context is made
+        current all the same, so that the calls the handler makes pass it on; the span is
+        then None.
         """
         tracer = self.tracer()
-        parent = parent_context(received) if received else None
-        if tracer is None:  # pass a received context on, nothing more
-            return None, None if parent is None else otel_context.attach(parent)
+        sent_by = _span_context(received) if received else None
+        parent = None if not received else otel_context.Context() if sent_by is None else _context_of(sent_by)
+        if tracer is None or (sent_by is not None and not sent_by.trace_flags.sampled and self._follows_unsampled
+                              and not job):  # no span (none wanted, or none the SDK would record)
+            return None, None if parent is None else otel_context.attach(parent)  # the context goes on
         links: list[Link] | None = None
         if job:  # a root: a run is no part of the call that scheduled it, only linked to it
-            scheduled_by = trace.get_current_span(parent).get_span_context() if parent is not None else None
-            if scheduled_by is not None and scheduled_by.is_valid:
-                links = [Link(scheduled_by)]
+            if sent_by is not None:
+                links = [Link(sent_by)]
             parent = otel_context.Context()
         elif parent is None and not inherit:
             parent = otel_context.Context()
@@ -145,6 +167,23 @@ class Tracing:
             attributes["rpc.service"] = service
         span = tracer.start_span(cmd, context=parent, kind=kind, links=links, attributes=attributes)
         return span, otel_context.attach(trace.set_span_in_context(span, parent))
+
+
+def _drops_unsampled(tracer: trace.Tracer) -> bool:
+    """Whether ``tracer`` is the SDK's with a ``ParentBased`` sampler that drops every span
+    whose parent (remote or local) was not sampled: its default, and what sampling at the
+    edge relies on. Read from the sampler's attributes, so any other sampler, or an SDK
+    that changed them, just takes the usual path."""
+    sampler = getattr(tracer, "sampler", None)
+    if sampler is None or not type(sampler).__module__.startswith("opentelemetry.sdk."):
+        return False
+    from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
+
+    def drops(child: object) -> bool:
+        return isinstance(child, StaticSampler) and getattr(child, "_decision", None) is Decision.DROP
+
+    return (type(sampler) is ParentBased and drops(getattr(sampler, "_remote_parent_not_sampled", None))
+            and drops(getattr(sampler, "_local_parent_not_sampled", None)))
 
 
 def end(span: Span | None, token: Token | None, outcome: str) -> None:
@@ -164,17 +203,25 @@ def end(span: Span | None, token: Token | None, outcome: str) -> None:
 def parent_context(received: Mapping[str, str]) -> otel_context.Context:
     """The context ``received`` (a request's ``trace``) names as the parent: an empty one
     when its ``traceparent`` is not valid W3C trace context (then it is ignored)."""
+    sent_by = _span_context(received)
+    return otel_context.Context() if sent_by is None else _context_of(sent_by)
+
+
+def _span_context(received: Mapping[str, str]) -> SpanContext | None:
+    """The (remote) span context ``received`` names, or None when it is not valid."""
     match = _TRACEPARENT.fullmatch(received.get("traceparent", ""))
     if match is None:
-        return otel_context.Context()
+        return None
     version, trace_id, span_id, flags, more = match.groups()
     if version == "ff" or (version == "00" and more) or trace_id == "0" * 32 or span_id == "0" * 16:
-        return otel_context.Context()
+        return None
     state = received.get("tracestate")
-    context = SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True,
-                          trace_flags=TraceFlags(int(flags, 16)),
-                          trace_state=_trace_state(state) if state else None)
-    return trace.set_span_in_context(NonRecordingSpan(context), otel_context.Context())
+    return SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(int(flags, 16)),
+                       trace_state=_trace_state(state) if state else None)
+
+
+def _context_of(sent_by: SpanContext) -> otel_context.Context:
+    return trace.set_span_in_context(NonRecordingSpan(sent_by), otel_context.Context())
 
 
 def _trace_state(header: str) -> TraceState | None:

@@ -15,9 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind, StatusCode
 
 from libs.bridge import PERIOD, APISpecs, App, Client, MemoryNetwork, RemoteError
@@ -162,6 +164,53 @@ async def test_a_peer_without_the_key_starts_a_trace_and_old_peers_ignore_it(
     assert (traced.cmd, traced.body, traced.deadline_ms, traced.app) == ("echo", {"n": 1}, 5, "s")
     assert traced.trace == {"traceparent": PARENT} and plain_request.trace is None
     assert decode_request("1", "x@y/z", '{"cmd": "echo", "future": {"x": 1}}').cmd == "echo"
+
+
+async def test_a_call_not_sampled_makes_no_span_downstream_and_carries_the_decision_on(
+        make: Any, net: MemoryNetwork, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    """The default sampler (ParentBased) drops what the caller did not sample: no span at any
+    worker, and every hop passes on the same trace, still "not sampled" (the shortcut that
+    skips the SDK there must keep both)."""
+    a, b, c = await chain(make, provider)
+    seen: list[tuple[int, bool]] = []
+
+    @c.command("fourth")
+    async def fourth(specs: APISpecs) -> dict[str, Any]:
+        context = otel_trace.get_current_span().get_span_context()
+        seen.append((context.trace_id, context.trace_flags.sampled))
+        return {}
+
+    @b.command("second")  # replaces chain's: b calls c's "fourth", which reports what it runs under
+    async def second(specs: APISpecs) -> dict[str, Any]:
+        return {"b": await b.api(jid=c.jid, cmd="fourth", timeout=WAIT)}
+
+    unsampled = PARENT[:-2] + "00"
+    async with Client(transport=net.transport("caller@localhost/raw")) as raw:
+        await raw.transport.request(a.jid, encode_request("first", {}, trace={"traceparent": unsampled}), WAIT)
+    assert seen == [(int(PARENT.split("-")[1], 16), False)]
+    assert exporter.get_finished_spans() == ()
+    # a caller whose own sampler says no: nothing recorded either, and the trace goes on
+    not_sampled = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    not_sampled.add_span_processor(SimpleSpanProcessor(exporter))
+    async with Client(transport=net.transport("caller@localhost/off"), tracer_provider=not_sampled) as client:
+        await client.call(a.jid, "first", timeout=WAIT)
+    assert len(seen) == 2 and seen[1][1] is False and seen[1][0] != seen[0][0]
+    assert exporter.get_finished_spans() == ()
+    not_sampled.shutdown()
+
+
+async def test_a_sampler_that_keeps_unsampled_children_still_decides(make: Any, net: MemoryNetwork,
+                                                                     exporter: InMemorySpanExporter) -> None:
+    keeps = TracerProvider(sampler=ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON))
+    keeps.add_span_processor(SimpleSpanProcessor(exporter))
+    worker = make("a@localhost/w", tracer_provider=keeps)
+    await worker.wait_online(WAIT)
+    async with Client(transport=net.transport("caller@localhost/raw")) as raw:
+        text = encode_request("ping", {}, trace={"traceparent": PARENT[:-2] + "00"})
+        await raw.transport.request(worker.jid, text, WAIT)
+    [span] = exporter.get_finished_spans()
+    assert span.kind is SpanKind.SERVER and span.context.trace_id == int(PARENT.split("-")[1], 16)
+    keeps.shutdown()
 
 
 @pytest.mark.parametrize("trace", [
