@@ -8,6 +8,7 @@ knowing which one it holds, so the names, errors and checks have to be the same.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -150,9 +151,42 @@ def client_env(jid: str, password: str, host: str, port: int) -> dict[str, str]:
     }
 
 
+_LOW_PORTS = (10000, 32767)  # below Linux's default ephemeral range (32768-60999)
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """Ask the kernel for a free port (bind to port 0); there is a small race until the server
-    binds it, which each engine detects in its own way."""
+    """A port free on ``host`` now, for a server to listen on a moment later.
+
+    Why not the kernel's pick (bind to port 0): that comes from the ephemeral range, the same
+    range the kernel draws from for every outgoing connection and for other listeners on port
+    0 (an ejabberd node's Erlang distribution port), so in the moment before the server binds
+    it, another socket may take it: seen as ``eaddrinuse`` when a cluster's second node started.
+    So a random port below the ephemeral range, checked bindable, never handed out twice by
+    this process; the kernel's pick only if none is found."""
+    low, high = _LOW_PORTS
+    ephemeral_low, _ = _ephemeral_range()
+    high = min(high, ephemeral_low - 1)
+    rng = random.Random()
+    for _ in range(200 if high > low else 0):
+        port = rng.randint(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

@@ -171,3 +171,14 @@ def test_cookie_is_private_and_not_on_a_command_line(fake_ejabberd: Path) -> Non
     assert env["HOME"] == str(cluster.workdir) and env["ERL_EPMD_PORT"] == str(cluster.epmd_port)
     assert "{127,0,0,1}" in argv and "-start_epmd false" in argv
     assert os.fspath(cluster.config_path(2)).startswith(os.fspath(cluster.workdir))
+
+
+def test_free_ports_come_from_below_the_ephemeral_range_and_are_never_repeated() -> None:
+    """Not the kernel's pick: that range is where outgoing connections and other listeners on
+    port 0 (an ejabberd node's distribution port) take theirs, racing our server's bind."""
+    from libs.devserver._common import _ephemeral_range, free_port
+
+    low, _high = _ephemeral_range()
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert all(10000 <= p < low for p in ports)
