@@ -10,11 +10,16 @@
 #      service "demo" twice (the least loaded worker answers, wherever it is);
 #   4. on exit (the end, an error, Ctrl+C, SIGTERM) it stops the workers, then the cluster.
 #
-# Needs ejabberd (`apt-get install -y --no-install-recommends ejabberd`) and qe-worker on PATH
-# (or QE_WORKER=/path/to/qe-worker). Exit status: 0 when every call was answered.
+# Needs ejabberd (`apt-get install -y --no-install-recommends ejabberd`) and qe-worker: this
+# checkout's .venv (`./run test` or `./run demo` makes it), else on PATH, or QE_WORKER=/path/to/it.
+# Exit status: 0 when every call was answered.
 set -euo pipefail
 
-QE_WORKER=${QE_WORKER:-qe-worker}
+# qe-worker: $QE_WORKER, else this checkout's .venv (what ./run sets up), else the one on PATH
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+if [[ -z ${QE_WORKER:-} ]]; then
+    if [[ -x $HERE/.venv/bin/qe-worker ]]; then QE_WORKER=$HERE/.venv/bin/qe-worker; else QE_WORKER=qe-worker; fi
+fi
 WAIT=${CLUSTER_DEMO_WAIT:-30}  # seconds to wait for the cluster, then for each worker
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/qe-cluster-demo.XXXXXX")
 PIDS=()        # the workers
