@@ -12,8 +12,8 @@ import secrets
 import shlex
 import signal
 import sys
-import threading
-from typing import Any, Sequence
+import time
+from typing import Sequence
 
 from ._common import ServerNotInstalled, valid_user
 from ._ejabberd import MAX_NODES, EjabberdCluster
@@ -143,7 +143,8 @@ def _account_comment(server: DevServer | EjabberdCluster, name: str) -> str | No
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    """Run the server until Ctrl+C/SIGTERM. Returns the process exit code (0 on clean stop)."""
+    """Run the server until Ctrl+C/SIGTERM. Returns the process exit code (0 on clean stop).
+    For a process's main only: it keeps its SIGINT/SIGTERM handlers when it returns."""
     users: Sequence[tuple[str, str]] = args.users or [
         ("worker", secrets.token_urlsafe(12)),
         ("client", secrets.token_urlsafe(12)),
@@ -157,17 +158,19 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    stop_requested = threading.Event()
+    # A plain flag, not a threading.Event: Event.set() takes a lock, and a second signal that
+    # lands while the first handler holds it (Ctrl+C to the job, then SIGTERM from a script's
+    # clean-up) deadlocked the process in its own handler, leaving the nodes running.
+    stop_requested = [False]
 
     def _on_signal(signum: int, frame: object) -> None:
-        stop_requested.set()
+        stop_requested[0] = True
 
     # Handle SIGINT ourselves too: a background job of a non-interactive shell starts with
     # SIGINT ignored, so Python's KeyboardInterrupt would never fire there.
-    previous: dict[int, Any] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         try:
-            previous[signum] = signal.signal(signum, _on_signal)
+            signal.signal(signum, _on_signal)
         except ValueError:  # not the main thread: the caller has to stop us
             pass
     try:
@@ -185,7 +188,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                 print(comment)
             print(_export_line(server.env(name, password)))
         print("# Ctrl+C stops the server.", flush=True)
-        while not stop_requested.wait(0.5):
+        while not stop_requested[0]:
+            time.sleep(0.1)  # the flag is read within 0.1 s of a signal
             if not server.running:
                 if isinstance(server, DevServer):
                     print(f"error: prosody exited unexpectedly\n{server._log_tails()}", file=sys.stderr)
@@ -199,8 +203,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 0
     finally:
         server.cleanup()
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        # Our handlers stay: the process ends after this, and a signal that arrives now (a
+        # script's SIGTERM right after the Ctrl+C) must not turn a clean stop into a kill.
 
 
 def serve(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import shlex
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -261,6 +262,46 @@ async def test_serve_cli_prints_exports_and_stops_on_signal(tmp_path: Path, stop
         assert await asyncio.wait_for(proc.wait(), 10.0) == 0
         assert refuses("127.0.0.1", int(alice["QE_PORT"]))
         assert (tmp_path / "cli" / "data").is_dir()  # --dir is kept
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_serve_cli_survives_a_burst_of_signals(tmp_path: Path) -> None:
+    """Ctrl+C to a job, then SIGTERM from a script's clean-up: signals that land while the
+    first one is being handled. A handler that took a lock (threading.Event.set) deadlocked
+    the process in its own handler about one time in five, leaving the server running."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "libs.devserver", "--dir", str(tmp_path / "cli"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        port = None
+        while True:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 15.0)).decode()
+            assert line, "CLI exited early: " + (await proc.stderr.read()).decode()  # type: ignore[union-attr]
+            if line.startswith("export "):
+                port = int(dict(word.split("=", 1) for word in shlex.split(line)[1:])["QE_PORT"])
+            if line.startswith("# Ctrl+C"):
+                break
+        assert port is not None
+
+        def burst() -> None:  # signals for 0.2 s, as fast as they go (stopping takes longer)
+            end = time.monotonic() + 0.2
+            i = 0
+            while time.monotonic() < end:
+                try:
+                    os.kill(proc.pid, signal.SIGINT if i % 2 else signal.SIGTERM)
+                except ProcessLookupError:
+                    return
+                i += 1
+
+        await asyncio.to_thread(burst)
+        assert await asyncio.wait_for(proc.wait(), 20.0) == 0
+        assert refuses("127.0.0.1", port)
     finally:
         if proc.returncode is None:
             proc.kill()
