@@ -72,6 +72,25 @@ class XmppDevServer(Protocol):
     def env(self, user: str, password: str) -> dict[str, str]: ...
 
 
+def which(name: str, missing: type[ServerNotInstalled]) -> str:
+    """Resolve an executable at call time (so PATH changes are honoured), else raise
+    ``missing`` (the engine's own error, whose message says how to install it)."""
+    path = shutil.which(name)
+    if path is None:
+        raise missing()
+    return path
+
+
+def finalize(procs: list[subprocess.Popen[bytes] | None], workdir: Path, owned: bool) -> None:
+    """Last-resort cleanup at garbage collection / interpreter exit (``weakref.finalize``):
+    never leave a server process running, and remove ``workdir`` if we created it."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            hard_stop(proc)
+    if owned:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 class ManagedServer:
     """The life cycle both engines share, on top of their own ``start``/``stop``: restart,
     clean-up of a work dir we created, and use as a context manager.

@@ -46,7 +46,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -65,11 +64,13 @@ from ._common import (
     check_domain,
     check_port,
     client_env,
+    finalize,
     free_port,
     hard_stop,
     log_tails,
     signal_group,
     stream_answers,
+    which,
 )
 
 __all__ = [
@@ -116,21 +117,6 @@ def _erl_libs() -> str:
     raise EjabberdNotInstalled()
 
 
-def _which(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise EjabberdNotInstalled()
-    return path
-
-
-def _finalize(procs: list[subprocess.Popen[bytes] | None], workdir: Path, owned: bool) -> None:
-    """Last-resort cleanup at garbage collection / interpreter exit: never leave a node or
-    epmd running."""
-    for proc in procs:
-        if proc is not None and proc.poll() is None:
-            hard_stop(proc)
-    if owned:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class EjabberdCluster(ManagedServer):
@@ -165,8 +151,8 @@ class EjabberdCluster(ManagedServer):
         if stanza_size_limit <= 0:
             raise ValueError("stanza_size_limit must be positive")
         # Fail before creating anything on disk: the message tells the user how to fix it.
-        self._erl = _which("erl")
-        self._epmd = _which("epmd")
+        self._erl = which("erl", EjabberdNotInstalled)
+        self._epmd = which("epmd", EjabberdNotInstalled)
         self._erl_libs = _erl_libs()
 
         self.domain: str = domain
@@ -187,7 +173,7 @@ class EjabberdCluster(ManagedServer):
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * (nodes + 1)
         self._consoles: list[Any] = [None] * (nodes + 1)
         self._placement: dict[str, int] = {}
-        self._finalizer = weakref.finalize(self, _finalize, self._procs, self.workdir, self._owned)
+        self._finalizer = weakref.finalize(self, finalize, self._procs, self.workdir, self._owned)
 
     # -- names and paths -------------------------------------------------------------------
     @property

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -65,11 +64,13 @@ from ._common import (
     check_domain,
     check_port,
     client_env,
+    finalize,
     free_port,
     hard_stop,
     log_tails,
     signal_group,
     stream_answers,
+    which,
 )
 
 __all__ = [
@@ -104,13 +105,6 @@ class ProsodyNotInstalled(ServerNotInstalled):
         super().__init__(message)
 
 
-def _which(name: str) -> str:
-    """Resolve an executable at call time (so PATH changes are honoured) or fail clearly."""
-    path = shutil.which(name)
-    if path is None:
-        raise ProsodyNotInstalled()
-    return path
-
 
 def _lua_str(value: str | os.PathLike[str]) -> str:
     """Quote a value as a Lua string literal, so odd paths cannot break (or inject into) the config."""
@@ -125,18 +119,6 @@ def _lua_str(value: str | os.PathLike[str]) -> str:
     out.append('"')
     return "".join(out)
 
-
-def _finalize(proc_box: list[subprocess.Popen[bytes] | None], workdir: Path, owned: bool) -> None:
-    """Last-resort cleanup at garbage collection / interpreter exit: never leave a Prosody running."""
-    proc = proc_box[0]
-    if proc is not None and proc.poll() is None:
-        signal_group(proc, signal.SIGKILL)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            pass
-    if owned:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class DevServer(ManagedServer):
@@ -165,8 +147,8 @@ class DevServer(ManagedServer):
         if stanza_size_limit <= 0:
             raise ValueError("stanza_size_limit must be positive")
         # Fail before creating anything on disk: the message tells the user how to fix it.
-        self._prosody = _which("prosody")
-        self._prosodyctl = _which("prosodyctl")
+        self._prosody = which("prosody", ProsodyNotInstalled)
+        self._prosodyctl = which("prosodyctl", ProsodyNotInstalled)
 
         self.domain: str = domain
         self.port: int = port if port is not None else free_port(self.host)
@@ -186,7 +168,7 @@ class DevServer(ManagedServer):
             self.workdir.mkdir(parents=True, exist_ok=True)
         self._proc_box: list[subprocess.Popen[bytes] | None] = [None]
         self._console_file: Any = None
-        self._finalizer = weakref.finalize(self, _finalize, self._proc_box, self.workdir, self._owned)
+        self._finalizer = weakref.finalize(self, finalize, self._proc_box, self.workdir, self._owned)
 
     # -- paths ---------------------------------------------------------------------------
     @property
