@@ -7,6 +7,7 @@ prints them for every account, on the account's own node on a cluster.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import secrets
 import shlex
@@ -144,7 +145,7 @@ def _account_comment(server: DevServer | EjabberdCluster, name: str) -> str | No
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the server until Ctrl+C/SIGTERM. Returns the process exit code (0 on clean stop).
-    For a process's main only: it keeps its SIGINT/SIGTERM handlers when it returns."""
+    For a process's main only: it returns with SIGINT/SIGTERM ignored (it is on its way out)."""
     users: Sequence[tuple[str, str]] = args.users or [
         ("worker", secrets.token_urlsafe(12)),
         ("client", secrets.token_urlsafe(12)),
@@ -203,8 +204,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 0
     finally:
         server.cleanup()
-        # Our handlers stay: the process ends after this, and a signal that arrives now (a
-        # script's SIGTERM right after the Ctrl+C) must not turn a clean stop into a kill.
+        # The process ends after this, and a signal that arrives now (a script's SIGTERM right
+        # after the Ctrl+C) must not turn a clean stop into a kill: ignored, not our flag
+        # handler, since Python puts the default back for its own handlers as it exits.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread
+                signal.signal(signum, signal.SIG_IGN)
 
 
 def serve(argv: list[str] | None = None) -> int:
