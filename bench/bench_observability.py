@@ -37,15 +37,16 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_bridge import latencies, pct  # noqa: E402  (bench/ is on sys.path when run as a script)
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased  # noqa: E402
+from observability_worker import Drop, sdk  # noqa: E402  (the workers' SDK set-up, the same for the callers)
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased  # noqa: E402
 
 from libs.bridge import App, Client, MemoryNetwork, load_config, wait_answering  # noqa: E402
 from libs.bridge.protocol import encode_request  # noqa: E402
@@ -54,17 +55,6 @@ from libs.devserver import DevServer  # noqa: E402
 HERE = Path(__file__).resolve().parent
 SAMPLED = 0.1  # the "sampled" row: the share of traces a caller keeps (TraceIdRatioBased)
 BODY = {"text": "hello", "n": 42}
-
-
-class Drop(SpanExporter):
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
-
-
-def sdk(root: Sampler = ALWAYS_ON) -> TracerProvider:
-    provider = TracerProvider(sampler=ParentBased(root))
-    provider.add_span_processor(BatchSpanProcessor(Drop()))
-    return provider
 
 
 async def over_xmpp(seq: int, aa: bool) -> dict[str, list[float]]:
