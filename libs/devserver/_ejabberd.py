@@ -333,6 +333,8 @@ class EjabberdCluster(ManagedServer):
                     self._ctl(n, "join_cluster", self.node_name(1), timeout=max(5.0, deadline - time.monotonic()))
                     self._wait_ready(n, offset, deadline, restarted=True)
                 self._joined_marker.touch()
+            for n in starting:
+                self._wait_clustered(n, deadline)
         except BaseException:
             self._stop_all(graceful=False)
             raise
@@ -348,7 +350,26 @@ class EjabberdCluster(ManagedServer):
             return
         self._start_epmd()
         offset = self._spawn_node(node)
-        self._wait_ready(node, offset, time.monotonic() + timeout)
+        deadline = time.monotonic() + timeout
+        self._wait_ready(node, offset, deadline)
+        self._wait_clustered(node, deadline)
+
+    def _wait_clustered(self, node: int, deadline: float) -> None:
+        """Wait until ``node`` sees every running node of the cluster. A node that restarts
+        accepts clients before it has reconnected to the others, and until then it routes as
+        if their sessions did not exist: a call from a client there to a worker on another
+        node was answered "not online" (seen in CI after a whole-cluster restart)."""
+        if self.nodes == 1:
+            return
+        wanted = {self.node_name(n) for n in range(1, self.nodes + 1) if self.node_running(n)}
+        while True:
+            seen = set(self._ctl(node, "list_cluster", check=False).stdout.decode().split())
+            if wanted <= seen:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"ejabberd node {node} did not rejoin the cluster in time (sees {sorted(seen)}, "
+                                   f"running {sorted(wanted)})\n{self._log_tails(node)}")
+            time.sleep(_READY_POLL)
 
     def kill_node(self, node: int) -> None:
         """SIGKILL one node, as in a crash: its clients see a dropped TCP connection, the other
