@@ -6,7 +6,8 @@ Why a script of its own: the test must prove from outside that no request ran tw
 started after its deadline, across workers that are killed, reconnect and move between
 servers. Each line is one JSON document:
 
-- ``{"ready": PORT}`` once online and in channel ``$CHANNEL`` (PORT: the server's c2s port);
+- ``{"ready": PORT}`` once online, in channel ``$CHANNEL`` and in the service's room (PORT:
+  the server's c2s port);
 - ``{"ran": X, "start_ms": ..., "deadline_ms": ..., "port": PORT}`` when ``work`` starts
   request ``X`` (wall-clock ms, as deadlines are);
 - ``{"heard": BODY, "port": PORT}`` for every message in the channel.
@@ -23,6 +24,7 @@ import time
 from typing import Any
 
 from libs.bridge import APISpecs, App, MessageSpecs
+from libs.bridge.services import service_room
 from libs.startup import startup
 
 
@@ -56,6 +58,7 @@ def main() -> None:
     async def ready() -> None:
         transport = await app._transport()
         await transport.wait_joined(f"{channel}@{app.config.rooms_domain}", 30)
+        await transport.wait_joined(service_room(app.app, app.config.rooms_domain), 30)
         _say({"ready": port()})
 
     loop = asyncio.get_event_loop()
