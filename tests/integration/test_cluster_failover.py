@@ -36,6 +36,7 @@ import pytest
 
 from libs.bridge import App, load_config
 from libs.devserver import EjabberdCluster, ServerNotInstalled
+from tests.support.calls import found_all
 from tests.support.workers import WorkerProcess
 
 pytestmark = [pytest.mark.ejabberd_only("kills one node of a 2-node ejabberd cluster"), pytest.mark.timeout(240)]
@@ -137,13 +138,9 @@ async def test_a_node_dies_under_load_and_comes_back(cluster, workers, tmp_path,
         layout = {"w1a": (1, 2), "w1b": (1, 2), "w2a": (2, 1), "w2b": (2, 1), "w1p": (1,)}  # w1p: node 1 only
         await asyncio.gather(*(worker(name, *order).start() for name, order in layout.items()))
         await asyncio.gather(*(ready(workers[n], cluster.ports[o[0] - 1]) for n, o in layout.items()))
-        # Each worker said "ready" once its own join came back; caller 2 hears of the joins of
-        # node 1's workers through the other node, maybe a moment later.
+        # Each worker said "ready" once its own join came back; caller 2 may hear of it later.
         expected = sorted(f"{account}/{n}" for n in layout)
-        seen_by = time.monotonic() + 15
-        while sorted((found := await c2.find(app=service, timeout=15))["jids"]) != expected and time.monotonic() < seen_by:
-            await asyncio.sleep(0.05)
-        assert sorted(found["jids"]) == expected
+        assert await found_all(c2, service, expected) == expected
 
         # -- the load: `total` calls at RATE per second, alternating callers ---------------------
         loop = asyncio.get_running_loop()

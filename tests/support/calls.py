@@ -11,9 +11,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from libs.bridge import CallError, Client
+from libs.bridge import App, CallError, Client
 
-__all__ = ["Ended", "call_once"]
+__all__ = ["Ended", "call_once", "found_all"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +44,18 @@ async def call_once(client: Client, jid: str, cmd: str, body: dict[str, Any], *,
     except Exception as exc:  # recorded: the test fails on it with the whole picture
         kind = f"unexpected {type(exc).__name__}: {exc}"
     return Ended(kind, answer, loop.time())
+
+
+async def found_all(app: App, service: str, expected: list[str], timeout: float = 15) -> list[str]:
+    """``app``'s ``find`` of ``service``, sorted, once it lists exactly ``expected`` (or
+    whatever it lists after ``timeout`` s, for the caller's assert to show).
+
+    Why not one ``find``: a worker knows it is in its service's room when its own join comes
+    back; a caller on another node of a cluster hears of that join a moment later."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        found = sorted((await app.find(app=service, timeout=timeout))["jids"])
+        if found == sorted(expected) or loop.time() >= end:
+            return found
+        await asyncio.sleep(0.05)  # the pace of the re-reads; the room's presence arrives meanwhile
