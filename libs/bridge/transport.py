@@ -36,8 +36,9 @@ class Message:
     ``sender`` is who sent it: a full JID for chat; in a room, the occupant's real full JID
     when the room shows it (non-anonymous rooms), else the occupant JID ``room@service/nick``
     (whose bare part is the room, so access rules see a stranger). ``room`` is the room's bare
-    JID for group chat, None for chat. ``delayed`` says the message carried a ``<delay/>``
-    stamp: it was stored (offline storage, room history) and is not live. Our own echoes in a
+    JID for group chat, None for chat. ``delayed`` says the message was stored while we were
+    offline (offline storage, room history: a ``<delay/>`` stamp from before this session) and
+    is not live; one the server resent on a XEP-0198 resumption is live. Our own echoes in a
     room are never delivered.
     """
 

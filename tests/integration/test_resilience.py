@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 import textwrap
 
@@ -12,10 +13,12 @@ from libs.bridge import (
     App,
     CallTimeout,
     Client,
+    MessageSpecs,
     NotConnected,
     load_config,
     wait_answering,
 )
+from tests.support.proxy import FaultyProxy
 from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.core  # runs on every server (./run test-ejabberd: a 2-node ejabberd cluster)
@@ -72,6 +75,49 @@ async def test_calls_during_outage_fail_clearly_and_are_not_replayed(fresh_proso
     finally:
         await caller.close(2)
         await app.close(2)
+
+
+async def test_a_blip_loses_no_message_the_server_resends_on_resumption(prosody, accounts):
+    """Chat and channel messages in flight when the link breaks are resent by the server when
+    the session resumes (XEP-0198), stamped ``<delay/>``: they are live news, not stored
+    messages, and reach the handlers (both were dropped as "stored" before)."""
+    _account, password = accounts["worker"]
+    env = prosody.env("worker", password)
+    proxy = await FaultyProxy(env["QE_HOST"], int(env["QE_PORT"])).start()
+    worker = App(resource="blip", config=load_config({**env, "QE_HOST": "127.0.0.1", "QE_PORT": str(proxy.port)}),
+                 exit_on_fatal=False, keepalive=0)
+    caller = App(resource="blip-caller", config=load_config(env), exit_on_fatal=False, keepalive=0)
+    channel = f"blip{secrets.token_hex(3)}"
+    heard: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+    @worker.nexus.Channel(channel)
+    async def on_channel(specs: MessageSpecs) -> None:
+        await heard.put(("channel", specs.body))
+
+    @worker.nexus.Direct()
+    async def on_direct(specs: MessageSpecs) -> None:
+        await heard.put(("direct", specs.body))
+
+    try:
+        await asyncio.gather(worker.wait_online(15), caller.wait_online(15))
+        transport = worker.transport
+        assert transport is not None and caller.transport is not None
+        await transport.wait_state(lambda t: t.resumable, 15)
+        room = f"{channel}@{worker.config.rooms_domain}"
+        await transport.wait_joined(room, 15)
+        caller.subscribe(channel)
+        await caller.transport.wait_joined(room, 15)
+
+        proxy.cut()  # the worker's link breaks; the server keeps its session for a resumption
+        caller.sendtojid(worker.jid, "direct, during the gap")
+        caller.sendtochannel(channel, "channel, during the gap")
+        await transport.wait_state(lambda t: t.resumptions == 1 and t.online, 20)
+        got = {await asyncio.wait_for(heard.get(), 15) for _ in range(2)}
+        assert got == {("direct", "direct, during the gap"), ("channel", "channel, during the gap")}
+        assert transport.sessions == 1
+    finally:
+        await asyncio.gather(worker.close(2), caller.close(2))
+        await proxy.close()
 
 
 SLOW_WORKER = textwrap.dedent(

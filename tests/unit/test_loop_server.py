@@ -25,11 +25,16 @@ def held_app(release: asyncio.Event, entered: asyncio.Event) -> Any:
     return asgi
 
 
-async def test_close_refuses_new_requests_with_503_until_running_ones_finish():
-    release, entered = asyncio.Event(), asyncio.Event()
+async def serving(release: asyncio.Event, entered: asyncio.Event) -> LoopServer:
     server = LoopServer(held_app(release, entered), "127.0.0.1", 0, name="test")
     server.start()
     await asyncio.wait_for(server.started.wait(), 10)
+    return server
+
+
+async def test_close_refuses_new_requests_with_503_until_running_ones_finish():
+    release, entered = asyncio.Event(), asyncio.Event()
+    server = await serving(release, entered)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as http:
         assert (await http.get("/quick")).text == "/quick"
         running = asyncio.create_task(http.get("/hold"))
@@ -54,9 +59,7 @@ async def test_close_refuses_new_requests_with_503_until_running_ones_finish():
 
 async def test_close_stops_listening_after_its_timeout_even_if_a_request_never_ends():
     release, entered = asyncio.Event(), asyncio.Event()
-    server = LoopServer(held_app(release, entered), "127.0.0.1", 0, name="test")
-    server.start()
-    await asyncio.wait_for(server.started.wait(), 10)
+    server = await serving(release, entered)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as http:
         running = asyncio.create_task(http.get("/hold"))
         await asyncio.wait_for(entered.wait(), 10)

@@ -41,6 +41,7 @@ import contextlib
 import logging
 import secrets
 import ssl
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -66,7 +67,7 @@ from ..transport import (
     Takeover,
     Transport,
 )
-from . import _adhoc, _compat, _disco, _rooms, _shared, _srv
+from . import _adhoc, _compat, _delay, _disco, _rooms, _shared, _srv
 from ._session import Abort, Action, Connect, Event, Fail, Log, Offline, Online, Resolve, Retry, Session
 
 __all__ = ["ATTEMPT_TIMEOUT", "XmppTransport", "conflict_means_takeover"]
@@ -76,7 +77,6 @@ _slixmpp_log = logging.getLogger("slixmpp.xmlstream.xmlstream")
 
 _API_TAG = f"{{{NS}}}api"
 _PING_TAG = "{urn:xmpp:ping}ping"
-_DELAY_TAG = "{urn:xmpp:delay}delay"
 _PROGRESS_TAG = f"{{{NS}}}progress"
 _CANCEL_TAG = f"{{{NS}}}cancel"
 _TAKEOVER_TAG = f"{{{NS}}}takeover"  # the session we replaced says where it ran (Takeover)
@@ -231,6 +231,7 @@ class XmppTransport(Transport):
         self.attempt_timeout = attempt_timeout
         self._attempt_timer: asyncio.TimerHandle | None = None
         self.resumable = False  # XEP-0198 enabled with resumption on the current stream
+        self._session_since: float | None = None  # wall-clock start of the current session
         self.pings_answered = 0  # keepalive pings the server answered (each proves the link alive)
         self.pings_late = 0  # pings not answered in time while the server acknowledged our stanzas
         self._client: slixmpp.ClientXMPP | None = None
@@ -368,8 +369,10 @@ class XmppTransport(Transport):
             self._retry = asyncio.get_running_loop().call_later(action.delay, self._retry_due)
         elif isinstance(action, Online):
             self._end_attempt_timer()
-            if not action.resumed and client is not None and self.presence:
-                client.send_presence()
+            if not action.resumed:
+                self._session_since = time.time()  # what was stamped before is stored news
+                if client is not None and self.presence:
+                    client.send_presence()
             # a new session has lost every room server-side; a resumed one kept them
             self._do_rooms(self.rooms.went_online(action.resumed, asyncio.get_running_loop().time()))
             self._online.set()
@@ -825,7 +828,8 @@ class XmppTransport(Transport):
             return
         body = msg["body"]
         if body:
-            self.on_message(Message(str(msg["from"]), body, delayed=msg.xml.find(_DELAY_TAG) is not None))
+            delayed = _delay.stored(msg.xml, bare_jid(self.jid), self._session_since)
+            self.on_message(Message(str(msg["from"]), body, delayed=delayed))
 
     def _control(self, xml: ET.Element) -> bool:
         """A progress report on one of our requests, or a caller cancelling its request here:
@@ -1037,7 +1041,7 @@ class XmppTransport(Transport):
                 return stanza
             actions = self.rooms.presence(presence, now)
         elif xml.tag == self._message_tag:
-            message = _rooms.parse_message(xml, ns)
+            message = _rooms.parse_message(xml, ns, bare_jid(self.jid), self._session_since)
             if message is None:
                 return stanza
             actions = self.rooms.message(message, now)

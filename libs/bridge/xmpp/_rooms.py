@@ -53,6 +53,7 @@ from typing import Final
 
 from ..protocol import xml_safe
 from ..transport import Message
+from ._delay import stored
 
 __all__ = [
     "CLIENT_NS",
@@ -94,7 +95,6 @@ SERVICE_NS: Final = "urn:qe:worker:service:1"
 """Namespace of the ``<service/>`` element that carries an occupant's payload."""
 _DATA_NS: Final = "jabber:x:data"
 _STANZAS_NS: Final = "urn:ietf:params:xml:ns:xmpp-stanzas"
-_DELAY_TAG: Final = "{urn:xmpp:delay}delay"
 _SERVICE_TAG: Final = f"{{{SERVICE_NS}}}service"
 _MUC_USER_X: Final = f"{{{MUC_USER_NS}}}x"
 
@@ -203,9 +203,11 @@ def parse_presence(xml: ET.Element, ns: str = CLIENT_NS) -> RoomPresence | None:
     return RoomPresence(room, nick, kind, real_jid=real_jid, payload=payload, codes=frozenset(codes))
 
 
-def parse_message(xml: ET.Element, ns: str = CLIENT_NS) -> RoomMessage | None:
+def parse_message(xml: ET.Element, ns: str = CLIENT_NS, own_bare: str = "",
+                  session_since: float | None = None) -> RoomMessage | None:
     """The room message in ``xml``; None for other types (a ``chat`` message through a room
-    is a private message, delivered as chat)."""
+    is a private message, delivered as chat). ``own_bare`` and ``session_since`` tell a
+    stored message from one resent on resumption (``_delay.stored``)."""
     kind = xml.get("type")
     room, nick = _split(xml)
     if kind == "error":
@@ -215,7 +217,7 @@ def parse_message(xml: ET.Element, ns: str = CLIENT_NS) -> RoomMessage | None:
         return None
     body = xml.find(f"{{{ns}}}body")
     return RoomMessage(room, nick, kind, body=None if body is None else (body.text or ""),
-                       delayed=xml.find(_DELAY_TAG) is not None)
+                       delayed=stored(xml, own_bare, session_since))
 
 
 # -- stanzas out ----------------------------------------------------------------------------
