@@ -95,10 +95,11 @@ class LoopServer:
         self._gate.refusing = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._gate.idle.wait(), max(0.0, timeout))
-        self._server.config.timeout_graceful_shutdown = max(0.1, end - loop.time())
+        grace = max(0.1, end - loop.time())
+        self._server.config.timeout_graceful_shutdown = grace
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._task), timeout + 0.5)
+            await asyncio.wait_for(asyncio.shield(self._task), grace + 0.5)
         if not self._task.done():
             self._task.cancel()
 
