@@ -58,7 +58,12 @@ def test_before_any_session_only_the_marks_say_resent() -> None:
 def test_a_room_message_resent_on_resumption_is_live() -> None:
     room = "room@conference.localhost"
     resent = message(delay(OWN, "2026-12-04T09:55:00Z"), "groupchat", f"{room}/b")
-    assert parse_message(resent, own_bare=OWN, session_since=SINCE) == RoomMessage(room, "b", "groupchat", body="hi")
+    assert parse_message(resent, own_jid=OWN, session_since=SINCE) == RoomMessage(room, "b", "groupchat", body="hi")
     history = message(delay(room, "2026-12-04T09:00:00Z"), "groupchat", f"{room}/b")
-    assert parse_message(history, own_bare=OWN, session_since=SINCE) == RoomMessage(
+    assert parse_message(history, own_jid=OWN, session_since=SINCE) == RoomMessage(
         room, "b", "groupchat", body="hi", delayed=True)
+
+
+def test_our_full_jid_does_as_well_as_the_bare_one() -> None:
+    assert not stored(message(delay(OWN, "2026-12-04T09:40:00Z")), f"{OWN}/w", SINCE)
+    assert stored(message(delay("localhost", "2026-12-04T09:40:00Z")), f"{OWN}/w", SINCE)

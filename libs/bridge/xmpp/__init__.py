@@ -828,7 +828,7 @@ class XmppTransport(Transport):
             return
         body = msg["body"]
         if body:
-            delayed = _delay.stored(msg.xml, bare_jid(self.jid), self._session_since)
+            delayed = _delay.stored(msg.xml, self.jid, self._session_since)
             self.on_message(Message(str(msg["from"]), body, delayed=delayed))
 
     def _control(self, xml: ET.Element) -> bool:
@@ -1041,7 +1041,7 @@ class XmppTransport(Transport):
                 return stanza
             actions = self.rooms.presence(presence, now)
         elif xml.tag == self._message_tag:
-            message = _rooms.parse_message(xml, ns, bare_jid(self.jid), self._session_since)
+            message = _rooms.parse_message(xml, ns, self.jid, self._session_since)
             if message is None:
                 return stanza
             actions = self.rooms.message(message, now)

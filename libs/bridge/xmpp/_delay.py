@@ -26,22 +26,25 @@ import xml.etree.ElementTree as ET
 from datetime import datetime
 from typing import Final
 
-__all__ = ["DELAY_TAG", "stored"]
+from ..access import bare_jid
 
-DELAY_TAG: Final = "{urn:xmpp:delay}delay"
+__all__ = ["stored"]
+
+_DELAY_TAG: Final = "{urn:xmpp:delay}delay"
 _RESENT: Final = "Resent"  # ejabberd's text on what it sends again on resumption
 
 
-def stored(xml: ET.Element, own_bare: str = "", session_since: float | None = None) -> bool:
+def stored(xml: ET.Element, own_jid: str = "", session_since: float | None = None) -> bool:
     """Whether the message ``xml`` was stored while we were offline (not live news).
 
-    ``own_bare`` is our bare JID; ``session_since`` the wall-clock time (``time.time()``) at
-    which the current session began (a resumption continues it), None before the first."""
-    delay = xml.find(DELAY_TAG)
+    ``own_jid`` is our JID (full or bare); ``session_since`` the wall-clock time
+    (``time.time()``) at which the current session began (a resumption continues it), None
+    before the first."""
+    delay = xml.find(_DELAY_TAG)
     if delay is None:
         return False
     origin = delay.get("from") or ""
-    if (own_bare and origin.lower() == own_bare.lower()) or (delay.text or "").strip() == _RESENT:
+    if (own_jid and bare_jid(origin) == bare_jid(own_jid)) or (delay.text or "").strip() == _RESENT:
         return False
     if session_since is None:
         return True

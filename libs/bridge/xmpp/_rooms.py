@@ -203,10 +203,10 @@ def parse_presence(xml: ET.Element, ns: str = CLIENT_NS) -> RoomPresence | None:
     return RoomPresence(room, nick, kind, real_jid=real_jid, payload=payload, codes=frozenset(codes))
 
 
-def parse_message(xml: ET.Element, ns: str = CLIENT_NS, own_bare: str = "",
+def parse_message(xml: ET.Element, ns: str = CLIENT_NS, own_jid: str = "",
                   session_since: float | None = None) -> RoomMessage | None:
     """The room message in ``xml``; None for other types (a ``chat`` message through a room
-    is a private message, delivered as chat). ``own_bare`` and ``session_since`` tell a
+    is a private message, delivered as chat). ``own_jid`` and ``session_since`` tell a
     stored message from one resent on resumption (``_delay.stored``)."""
     kind = xml.get("type")
     room, nick = _split(xml)
@@ -217,7 +217,7 @@ def parse_message(xml: ET.Element, ns: str = CLIENT_NS, own_bare: str = "",
         return None
     body = xml.find(f"{{{ns}}}body")
     return RoomMessage(room, nick, kind, body=None if body is None else (body.text or ""),
-                       delayed=stored(xml, own_bare, session_since))
+                       delayed=stored(xml, own_jid, session_since))
 
 
 # -- stanzas out ----------------------------------------------------------------------------
